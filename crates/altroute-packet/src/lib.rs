@@ -1,0 +1,28 @@
+//! The per-frame pipeline of altroute: pure functions over `&mut [u8]`.
+//!
+//! No I/O, no clock, no allocation on the per-packet paths, no `unsafe`, no panics on any input.
+//! The layers, bottom-up:
+//!
+//! | module | job |
+//! |---|---|
+//! | [`wire`] | zero-copy views and owned reprs of Ethernet/802.1Q, ARP, IPv4, TCP, UDP, ICMPv4 |
+//! | [`checksum`] | RFC 1071 sums, pseudo-headers, RFC 1624 incremental updates, NAT [`Delta`](checksum::Delta), partial checksums |
+//! | [`fast`] | the fixed-offset parser for the common case (IPv4 TCP/UDP/echo, no options, not fragmented) |
+//! | [`slow`] | the etherparse-based parser for the rest (options, fragments, ICMP errors with their quoted datagram, ARP) |
+//! | [`drop`] | [`DropReason`](drop::DropReason) and [`DropCounters`](drop::DropCounters) |
+//! | [`build`] | replies the router originates (ARP, ICMP errors and echo, TCP RST) into caller-provided buffers |
+//!
+//! The pipeline itself (`process()`: fast parse → flow lookup → NAT rewrite → L2 rewrite, with
+//! the slow path beside it) is built on these layers in its own module; it is not part of this
+//! foundation.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod build;
+pub mod checksum;
+pub mod drop;
+pub mod fast;
+pub mod slow;
+pub mod wire;
+
+pub use drop::{DropCounters, DropReason};
+pub use fast::{FastFrame, FastOptions, FastParse, IcmpQuery, SlowReason};

@@ -70,6 +70,29 @@ fn v4_field(a: Ipv4Addr) -> [u8; 16] {
 }
 
 impl FlowKey {
+    /// An all-zero IPv4 key (a placeholder for empty slots).
+    pub const ZERO: FlowKey = FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        family: Family::V4,
+        _pad: [0; 2],
+    };
+
+    /// Overwrite the source field (crate-internal: for the table's synthetic mapping keys).
+    #[inline]
+    pub(crate) fn set_src_bytes(&mut self, b: [u8; 16]) {
+        self.src = b;
+    }
+
+    /// Mark the key as a synthetic one no packet can produce (real keys have zero padding).
+    #[inline]
+    pub(crate) fn mark(&mut self, m: u8) {
+        self._pad[0] = m;
+    }
+
     /// An IPv4 key.
     #[inline]
     pub fn v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Self {
@@ -208,7 +231,8 @@ impl FlowKey {
         w[4] = u64::from(self.sport)
             | u64::from(self.dport) << 16
             | u64::from(self.proto) << 32
-            | (self.family as u64) << 40;
+            | (self.family as u64) << 40
+            | u64::from(self._pad[0]) << 48;
         w
     }
 

@@ -1,7 +1,149 @@
-//! The connection table of altroute (work in progress: see the foundation issue).
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+//! # altroute-flow: the connection table of a multi-WAN NAT router
+//!
+//! This crate decides, for every connection crossing a router with several Internet links,
+//! **which link it takes** and **which external address and port it gets**, and remembers both for
+//! the connection's lifetime. It does no I/O and reads no clock: the caller hands it packets' keys
+//! and the time. It is the table inside `altroute`, and it is meant to be embedded in other routers.
+//!
+//! - [`FlowKey`]: one direction of a connection (40 bytes, `Copy`, IPv4 or IPv6).
+//! - [`FlowTable`]: one worker thread's table. Lookups find a connection from either side
+//!   ([`Dir::Orig`] from the inside host, [`Dir::Reply`] from the Internet) in about one cache
+//!   miss; [`FlowTable::lookup_batch`] overlaps the misses of a batch.
+//!   [`FlowTable::update`] counts a packet, runs the TCP state machine ([`tcp`]) and applies SYN-retry
+//!   failover; [`FlowTable::insert`] creates a connection; [`FlowTable::expire`] retires idle ones.
+//! - [`policy`]: gateway selection as a pure function — weighted load balancing with minimal
+//!   disruption, failover tiers, SYN-retry rotation, failure-rate redirect, and the overrides that
+//!   beat them (forced gateway, rules, per-client pins). [`FlowTable::explain`] says why.
+//! - NAT: endpoint-independent mappings, source port kept when free, port parity kept, released
+//!   ports cooling down 120 s, ports partitioned between workers ([`PortPartition`]).
+//! - Link events: [`FlowTable::gateway_down`] touches only that gateway's flows.
+//!
+//! ## Example
+//!
+//! ```
+//! use altroute_flow::*;
+//! use std::net::Ipv4Addr;
+//!
+//! let mut table = FlowTable::new(TableConfig {
+//!     gateways: vec![
+//!         Gateway::new("dsl", Some(Ipv4Addr::new(192, 0, 2, 1).into())).weight(4),
+//!         Gateway::new("lte", Some(Ipv4Addr::new(198, 51, 100, 1).into())).weight(1),
+//!     ],
+//!     ..TableConfig::default()
+//! })
+//! .unwrap();
+//!
+//! let now = Time::from_secs(1);
+//! // A SYN from a LAN host: create the connection.
+//! let out = FlowKey::v4(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(203, 0, 113, 10), proto::TCP, 40000, 443);
+//! let (hit, choice) = table.insert(out, now, true, tcp::flags::SYN).unwrap();
+//! let flow = table.flow(hit.flow).unwrap();
+//! let gw = flow.gateway().unwrap();
+//! let (ext, port) = flow.nat().unwrap();
+//! assert_eq!(port, 40000, "the source port is kept when free");
+//! println!("{out} leaves by {} because {}", table.gateways()[gw.index()].name, choice.reason);
+//!
+//! // The server's answer, addressed to the external address and port, finds the same connection.
+//! let ext_ip = Ipv4Addr::new(ext[0], ext[1], ext[2], ext[3]);
+//! let back = FlowKey::v4(Ipv4Addr::new(203, 0, 113, 10), ext_ip, proto::TCP, 443, port);
+//! let hit2 = table.lookup(&back).unwrap();
+//! assert_eq!((hit2.flow, hit2.dir), (hit.flow, Dir::Reply));
+//! table.update(hit2, now, tcp::flags::SYN | tcp::flags::ACK, 60);
+//!
+//! // The link dies: only its flows are touched, and they are handed back.
+//! let dropped = table.gateway_down(gw, now, DownAction::Reset);
+//! assert_eq!(dropped.len(), 1);
+//! ```
+//!
+//! ## Threads
+//!
+//! A table is owned by one thread. Run one per worker and steer packets so that both directions of
+//! a connection reach the same worker: by the source port on the LAN side and by the destination
+//! port on the WAN side, through [`PortPartition::owner`] (the NAT only hands out ports the worker
+//! owns, and keeps the source port when it can).
 
+mod failure;
+mod gateway;
 mod hash;
+mod index;
 pub mod key;
+mod nat;
+pub mod policy;
+mod prefix;
+mod table;
+pub mod tcp;
+mod time;
+mod timeouts;
 
+pub use failure::FailureWindow;
+pub use gateway::{Gateway, GatewayId, GatewaySet, GatewayState, MAX_GATEWAYS};
 pub use key::{Family, FlowKey, proto};
+pub use nat::PortPartition;
+pub use policy::{
+    Choice, FailureRedirect, Mode, NoGateway, OnDown, Overrides, Pin, Policy, Reason, Rule, Sticky,
+};
+pub use prefix::Prefix;
+pub use table::{
+    Counters, Dir, DownAction, Explanation, Failback, FlowId, FlowInfo, FlowRef, FlowTable, Hit,
+    InsertError, MAX_FLOWS, NatConfig, ReasonKind, TableConfig, TableStats, Update,
+};
+pub use tcp::TcpState;
+pub use time::Time;
+pub use timeouts::Timeouts;
+
+/// A configuration the table cannot work with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A timeout below its RFC floor.
+    #[error("timeout {field} = {value} s is below the minimum of {min} s ({rule})")]
+    TimeoutTooShort {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: u32,
+        /// The floor.
+        min: u32,
+        /// The rule that sets it.
+        rule: &'static str,
+    },
+    /// A prefix that does not parse or whose length is too long.
+    #[error("bad prefix {0:?}: expected ADDRESS/LENGTH, e.g. 10.0.0.0/24")]
+    BadPrefix(String),
+    /// `max_flows` out of range.
+    #[error("max_flows = {max} is out of range 1..={limit}")]
+    TooManyFlows {
+        /// The value given.
+        max: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// Too many gateways or NAT addresses.
+    #[error("{count} gateways or NAT addresses: at most {limit}")]
+    TooManyGateways {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An empty or zero-based port range.
+    #[error("NAT port range {lo}-{hi} is empty or includes port 0")]
+    BadPortRange {
+        /// Low end.
+        lo: u16,
+        /// High end.
+        hi: u16,
+    },
+    /// A bad worker partition.
+    #[error("bad port partition: block {block}, worker {worker} of {workers}")]
+    BadPartition {
+        /// Block size.
+        block: u16,
+        /// Workers.
+        workers: u16,
+        /// This worker.
+        worker: u16,
+    },
+    /// A NAT address the table cannot translate to (IPv6: routed, not translated).
+    #[error("NAT address {0} is not IPv4")]
+    NatAddress(core::net::IpAddr),
+}

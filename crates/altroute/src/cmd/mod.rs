@@ -1,0 +1,6 @@
+//! The subcommands of the `altroute` binary, one module each.
+
+pub mod check_config;
+pub mod lab;
+pub mod lab_tool;
+pub mod setup;

@@ -1,0 +1,7 @@
+//! altroute daemon library: configuration, kernel set-up checks, the netns lab and its traffic
+//! tools. The binary (`src/main.rs`, commands in `src/cmd/`) is a thin CLI over these modules.
+
+pub mod config;
+pub mod kernel;
+pub mod lab;
+pub mod setup;

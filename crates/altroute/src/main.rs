@@ -1,0 +1,57 @@
+//! `altroute`: the multi-WAN NAT router's command line. Each subcommand lives in `cmd/`; adding one
+//! is one line in the `commands!` list below (its args type has `fn run(self) -> Result<ExitCode>`).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Declares the subcommand enum and its dispatch from one list.
+macro_rules! commands {
+    ($( $(#[$meta:meta])* $variant:ident($args:ty), )*) => {
+        #[derive(clap::Subcommand)]
+        enum Command {
+            $( $(#[$meta])* $variant($args), )*
+        }
+
+        impl Command {
+            fn run(self) -> anyhow::Result<ExitCode> {
+                match self {
+                    $( Command::$variant(args) => args.run(), )*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// Parse and validate a configuration file.
+    CheckConfig(cmd::check_config::Args),
+    /// Make the kernel silent on the router's ports (addresses, IPv6, forwarding, offloads).
+    Setup(cmd::setup::Args),
+    /// Build or remove the network-namespace lab.
+    Lab(cmd::lab::Args),
+    /// Lab traffic tools (whoami server and client), run inside lab namespaces.
+    #[command(hide = true)]
+    LabTool(cmd::lab_tool::Args),
+}
+
+/// altroute: a userspace multi-WAN NAT router.
+#[derive(Parser)]
+#[command(name = "altroute", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

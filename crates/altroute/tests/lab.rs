@@ -148,7 +148,15 @@ fn kernel_lab_multipath_blackhole_and_teardown() {
         let _server = lab
             .spawn(
                 "inet",
-                &[BIN, "lab-tool", "serve", "--tcp", "203.0.113.10:7000"],
+                &[
+                    BIN,
+                    "lab-tool",
+                    "serve",
+                    "--tcp",
+                    "203.0.113.10:7000",
+                    "--udp",
+                    "203.0.113.10:7000",
+                ],
             )
             .unwrap();
         wait_for_server(&lab);
@@ -159,6 +167,35 @@ fn kernel_lab_multipath_blackhole_and_teardown() {
         assert_eq!(t.ok(), 50);
         assert!(t.count("192.0.2.1") > 0, "isp1 never used: {t:?}");
         assert!(t.count("198.51.100.1") > 0, "isp2 never used: {t:?}");
+
+        // UDP from several LAN client addresses (the lab gives lan0 10.0.0.2..=10.0.0.9).
+        for src in ["10.0.0.3", "10.0.0.9"] {
+            let out = lab
+                .exec(
+                    "lan",
+                    &[
+                        BIN,
+                        "lab-tool",
+                        "client",
+                        "--udp",
+                        "203.0.113.10:7000",
+                        "--bind",
+                        src,
+                        "-n",
+                        "10",
+                        "--timeout-ms",
+                        "1000",
+                    ],
+                    Duration::from_secs(30),
+                )
+                .unwrap();
+            let t = Tally::parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+            assert_eq!(t.ok(), 10, "udp from {src}: {t:?}");
+        }
+
+        // A second handle on the running lab (what `altroute lab fault` uses) does not tear it down.
+        drop(Lab::attach(&prefix, Mode::Router).unwrap());
+        assert_eq!(leftovers(&prefix).len(), NAMESPACES.len());
 
         lab.blackhole(Isp::One).unwrap();
         let t = client(&lab, 50, 500);
@@ -208,7 +245,7 @@ fn kernel_lab_multipath_blackhole_and_teardown() {
 
 #[test]
 fn router_lab_kernel_is_silent_after_setup() {
-    if !should_run("router lab", &[("ip", "-V")]) {
+    if !should_run("router lab", &[("ip", "-V"), ("ping", "-V")]) {
         return;
     }
     let prefix = format!("ar{}r-", std::process::id());

@@ -1,8 +1,8 @@
-//! `altroute lab up|down [--prefix P]`: build or remove the network-namespace lab.
+//! `altroute lab up|down|fault [--prefix P]`: build, break or remove the network-namespace lab.
 
 use std::process::ExitCode;
 
-use altroute::lab::{self, DEFAULT_PREFIX, Lab, Mode};
+use altroute::lab::{self, DEFAULT_PREFIX, Isp, Lab, Mode};
 use anyhow::Context;
 
 /// Arguments of `lab`.
@@ -35,12 +35,40 @@ enum Action {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Inject or clear a fault on one ISP of a running lab.
+    Fault {
+        /// Namespace name prefix.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+        /// `isp1` or `isp2`.
+        isp: Isp,
+        #[command(subcommand)]
+        fault: Fault,
+    },
     /// Delete this prefix's lab namespaces (also leftovers of a failed run).
     Down {
         /// Namespace name prefix.
         #[arg(long, default_value = DEFAULT_PREFIX)]
         prefix: String,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum Fault {
+    /// Drop everything the ISP forwards (links stay up).
+    Blackhole,
+    /// Drop this percentage of what the ISP forwards, at random.
+    Loss {
+        /// 0..=100.
+        pct: u8,
+    },
+    /// Limit the ISP to this many Mbit/s each way (tc tbf).
+    Rate {
+        /// Mbit/s.
+        mbit: u32,
+    },
+    /// Remove every fault from the ISP.
+    Restore,
 }
 
 fn parse_mode(mode: &str, weights: &str) -> anyhow::Result<Mode> {
@@ -87,6 +115,18 @@ impl Args {
                     lab::NAMESPACES.map(|n| format!("{prefix}{n}")).join(" ")
                 );
                 l.persist();
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Fault { prefix, isp, fault } => {
+                // The mode only matters for building; faults live in the ISP namespaces.
+                let l = Lab::attach(&prefix, Mode::Router)?;
+                match fault {
+                    Fault::Blackhole => l.blackhole(isp)?,
+                    Fault::Loss { pct } => l.loss(isp, pct)?,
+                    Fault::Rate { mbit } => l.rate_limit(isp, mbit)?,
+                    Fault::Restore => l.restore(isp)?,
+                }
+                println!("ok");
                 Ok(ExitCode::SUCCESS)
             }
             Action::Down { prefix } => {

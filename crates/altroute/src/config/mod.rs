@@ -38,7 +38,7 @@
 //! | `via` | next-hop IPv4; must be inside one of the port's subnets | required |
 //! | `mac` | next-hop MAC | resolved by ARP |
 //! | `weight` | load-balance weight, > 0 (4 and 1 give a 4:1 split) | 1 |
-//! | `tier` | failover tier, lower is preferred; load-balancing happens within the best live tier | 0 |
+//! | `tier` | failover tier 0..=255, lower is preferred (used by `policy.mode: failover`) | 0 |
 //! | `enabled` | `false` keeps the gateway configured but unused | true |
 //! | `comment` | free text | none |
 //! | `nat_address` | IPv4 source for NAT; must be one of the port's addresses | the port's first IPv4 address |
@@ -55,9 +55,9 @@
 //! ## `policy:`
 //! | key | meaning | default |
 //! |---|---|---|
-//! | `mode` | `load-balance` (weighted hash over the live gateways of the best tier) or `failover` (the first live gateway by tier, then file order) | `load-balance` |
+//! | `mode` | `load-balance` (every usable gateway, in proportion to its weight) or `failover` (only the best tier that has a usable gateway; weights apply inside it) | `load-balance` |
 //! | `sticky` | what the hash keeps on one gateway: `flow` (5-tuple) or `source` (client address) | `flow` |
-//! | `syn_retry.enabled` / `threshold` | when a client repeats a TCP SYN more than `threshold` times, move that connection attempt to the next gateway (rotating) | true / 2 |
+//! | `syn_retry.enabled` / `threshold` | when a client repeats a TCP SYN more than `threshold` (1..=255) times, move that connection attempt to the next gateway (rotating) | true / 2 |
 //! | `failure_redirect.enabled` / `window_s` / `min_samples` / `failed_ratio` | when at least `min_samples` new connections through a gateway ended in the last `window_s` seconds and the share that failed is ≥ `failed_ratio`, new connections avoid it | true / 60 / 10 / 0.5 |
 //! | `on_gateway_down` | flows of a dead gateway: `reset` (answer them with TCP RST / ICMP prohibited so clients reconnect) or `wait` (keep the mapping; packets are dropped until the gateway returns or the flow times out) | `reset` |
 //! | `failback` | when a preferred gateway comes back: `stay` (existing flows stay where they are; new ones go back) or `move` (flows on a backup are reset so clients reconnect via the preferred one) | `stay` |
@@ -82,11 +82,14 @@
 //! ## `nat:`
 //! `port_range: [lo, hi]` (default `[1024, 65535]`); `port_block` (default 64: NAT ports are
 //! handed to workers in blocks of this many; the range must hold at least one block per worker);
-//! `timeouts` in seconds: `tcp_established` 7440 (RFC 5382), `tcp_transitory` 240,
-//! `udp` 300 (at least 120 — RFC 4787 REQ-5), `icmp` 60, `tcp_syn_inbound` 6.
+//! `timeouts` in seconds, each with the floor the flow table enforces: `tcp_established` 7440
+//! (≥ 7440, RFC 5382 REQ-5), `tcp_transitory` 240 (≥ 240, RFC 5382 REQ-5), `udp` 300 (≥ 120,
+//! RFC 4787 REQ-5), `icmp` 60 (≥ 60, RFC 5508 REQ-1), `tcp_syn_inbound` 6 (≥ 6, RFC 5382 REQ-4).
 //!
 //! ## `limits:`
-//! `max_flows` (default 1048576), `workers` (default: number of CPUs).
+//! `max_flows` (1..=16777216, default 1048576), `workers` (default: number of CPUs).
+//!
+//! At most 64 gateways (the flow table's gateway set is a 64-bit mask).
 //!
 //! ## `private_destinations:`
 //! CIDRs never sent out of a WAN (dropped with ICMP unreachable). Default: 10/8, 172.16/12,
@@ -214,7 +217,7 @@ pub struct Gateway {
     /// Load-balance weight (> 0).
     #[serde(default = "one_u32")]
     pub weight: u32,
-    /// Failover tier; lower is preferred.
+    /// Failover tier (0..=255); lower is preferred.
     #[serde(default)]
     pub tier: u32,
     /// Whether the gateway is used at all.

@@ -180,6 +180,20 @@ fn udp_timeout_cites_rfc_4787() {
 }
 
 #[test]
+fn flow_table_limits_are_checked_early() {
+    let d = one_err(&format!("{GOOD}    tier: 256\n"));
+    assert_at(&d, "gateways[1].tier", 23, "0..=255");
+    let d = one_err(&format!(
+        "{GOOD}nat:\n  timeouts:\n    tcp_established: 600\n"
+    ));
+    assert_at(&d, "nat.timeouts.tcp_established", 25, "RFC 5382 REQ-5");
+    let d = one_err(&format!("{GOOD}limits:\n  max_flows: 16777217\n"));
+    assert_at(&d, "limits.max_flows", 24, "1..=16777216");
+    let d = one_err(&format!("{GOOD}policy:\n  syn_retry:\n    threshold: 0\n"));
+    assert_at(&d, "policy.syn_retry.threshold", 25, "1..=255");
+}
+
+#[test]
 fn weight_zero_and_duplicates_and_quorum() {
     let d = one_err(&GOOD.replace("weight: 3", "weight: 0"));
     assert_at(&d, "gateways[1].weight", 22, "must be > 0");
@@ -282,4 +296,66 @@ fn every_example_parses() {
 fn strip_location_only_strips_the_suffix() {
     assert_eq!(strip_location("bad at line 3 column 7"), "bad");
     assert_eq!(strip_location("bad at line x"), "bad at line x");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    proptest! {
+        #[test]
+        fn cidr_round_trips_and_contains_its_network(a in any::<u32>(), p in 0u8..=32, b in any::<u32>()) {
+            let c = Cidr::new(IpAddr::V4(Ipv4Addr::from(a)), p).unwrap();
+            let back: Cidr = c.to_string().parse().unwrap();
+            prop_assert_eq!(back, c);
+            prop_assert!(c.contains(c.addr()));
+            prop_assert!(c.contains(c.network()));
+            let other = IpAddr::V4(Ipv4Addr::from(b));
+            let same_net = Cidr::new(other, p).unwrap().network() == c.network();
+            prop_assert_eq!(c.contains(other), same_net);
+        }
+
+        #[test]
+        fn port_range_and_mac_round_trip(lo in 1u16.., span in 0u16.., m in any::<[u8; 6]>()) {
+            let hi = lo.saturating_add(span);
+            let r = PortRange { lo, hi };
+            prop_assert_eq!(r.to_string().parse::<PortRange>().unwrap(), r);
+            prop_assert_eq!(Mac(m).to_string().parse::<Mac>().unwrap(), Mac(m));
+        }
+
+        #[test]
+        fn key_lines_find_every_gateway_field_in_serialized_configs(
+            n in 1usize..6,
+            weights in proptest::collection::vec(1u32..100, 6),
+        ) {
+            let mut c = load(GOOD).unwrap();
+            let template = c.gateways[0].clone();
+            c.gateways = (0..n)
+                .map(|i| {
+                    let mut g = template.clone();
+                    g.name = format!("gw{i}");
+                    g.weight = weights[i];
+                    g.probe.targets = vec![Ipv4Addr::new(203, 0, 113, i as u8 + 1)];
+                    g
+                })
+                .collect();
+            let text = serde_norway::to_string(&c).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let k = KeyLines::scan(&text);
+            for (i, w) in weights.iter().enumerate().take(n) {
+                for (field, needle) in [("name", format!("gw{i}")), ("weight", w.to_string())] {
+                    let path = format!("gateways[{i}].{field}");
+                    let pos = k.exact(&path).unwrap();
+                    let line = lines[pos.line - 1];
+                    prop_assert!(line.contains(&format!("{field}: {needle}")), "{} -> {}", path, line);
+                }
+                let t = k.exact(&format!("gateways[{i}].probe.targets[0]")).unwrap();
+                let want = format!("203.0.113.{}", i + 1);
+                prop_assert!(lines[t.line - 1].contains(&want), "{}", lines[t.line - 1]);
+            }
+            prop_assert!(k.exact("nat.timeouts.udp").is_some());
+            prop_assert!(k.exact("ports[2].addresses[0]").is_some());
+        }
+    }
 }

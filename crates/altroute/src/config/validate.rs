@@ -39,6 +39,11 @@ fn duplicates<'a>(s: &mut Sink, section: &str, what: &str, names: impl Iterator<
     }
 }
 
+/// The most flows the flow table holds (altroute-flow `MAX_FLOWS`).
+pub const MAX_FLOWS: u32 = 1 << 24;
+/// The most gateways the flow table holds (altroute-flow `MAX_GATEWAYS`, a 64-bit set).
+pub const MAX_GATEWAYS: usize = 64;
+
 pub(super) fn validate(c: &Config) -> Result<(), Vec<Issue>> {
     let mut s = Sink(Vec::new());
     ports(c, &mut s);
@@ -190,6 +195,15 @@ fn gateways(c: &Config, s: &mut Sink) {
         "name",
         c.gateways.iter().map(|g| g.name.as_str()),
     );
+    if c.gateways.len() > MAX_GATEWAYS {
+        s.err(
+            format!("gateways[{MAX_GATEWAYS}]"),
+            format!(
+                "{} gateways: at most {MAX_GATEWAYS} are supported",
+                c.gateways.len()
+            ),
+        );
+    }
     if !c.gateways.iter().any(|g| g.enabled) {
         s.err("gateways", "every gateway has enabled: false");
     }
@@ -248,6 +262,12 @@ fn gateways(c: &Config, s: &mut Sink) {
             if m.is_multicast() || m.is_zero() {
                 s.err(at("mac"), format!("{m} is not a unicast MAC address"));
             }
+        }
+        if g.tier > 255 {
+            s.err(
+                at("tier"),
+                format!("tier {} is out of range 0..=255", g.tier),
+            );
         }
         if g.weight == 0 {
             s.err(
@@ -329,10 +349,13 @@ fn policy(c: &Config, s: &mut Sink) {
     if let Some(f) = &p.force {
         gateway_ref(c, s, "policy.force".into(), f);
     }
-    if p.syn_retry.enabled && p.syn_retry.threshold == 0 {
+    if p.syn_retry.enabled && !(1..=255).contains(&p.syn_retry.threshold) {
         s.err(
             "policy.syn_retry.threshold",
-            "must be > 0 (the first SYN is never a retry)",
+            format!(
+                "{} is out of range 1..=255 (the first SYN is never a retry)",
+                p.syn_retry.threshold
+            ),
         );
     }
     let fr = &p.failure_redirect;
@@ -445,6 +468,8 @@ fn nat_limits(c: &Config, s: &mut Sink) {
         }
     }
     let t = &c.nat.timeouts;
+    // The same floors the flow table enforces (altroute-flow `Timeouts::validate`), reported here
+    // with the key path and line.
     if t.udp < 120 {
         s.err(
             "nat.timeouts.udp",
@@ -454,26 +479,24 @@ fn nat_limits(c: &Config, s: &mut Sink) {
             ),
         );
     }
-    if t.tcp_established < 60 {
-        s.err(
-            "nat.timeouts.tcp_established",
-            format!(
-                "{} s is too short (RFC 5382 REQ-5 asks for at least 7440 s; minimum accepted 60)",
-                t.tcp_established
-            ),
-        );
-    }
-    for (k, v) in [
-        ("tcp_transitory", t.tcp_transitory),
-        ("icmp", t.icmp),
-        ("tcp_syn_inbound", t.tcp_syn_inbound),
+    for (k, v, min, rule) in [
+        ("tcp_established", t.tcp_established, 7440, "RFC 5382 REQ-5"),
+        ("tcp_transitory", t.tcp_transitory, 240, "RFC 5382 REQ-5"),
+        ("tcp_syn_inbound", t.tcp_syn_inbound, 6, "RFC 5382 REQ-4"),
+        ("icmp", t.icmp, 60, "RFC 5508 REQ-1"),
     ] {
-        if v == 0 {
-            s.err(format!("nat.timeouts.{k}"), "must be > 0");
+        if v < min {
+            s.err(
+                format!("nat.timeouts.{k}"),
+                format!("{v} s is too short: {rule} requires at least {min} s"),
+            );
         }
     }
-    if c.limits.max_flows == 0 {
-        s.err("limits.max_flows", "must be > 0");
+    if c.limits.max_flows == 0 || c.limits.max_flows > MAX_FLOWS {
+        s.err(
+            "limits.max_flows",
+            format!("{} is out of range 1..={MAX_FLOWS}", c.limits.max_flows),
+        );
     }
     if c.limits.workers == Some(0) {
         s.err(

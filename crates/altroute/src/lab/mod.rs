@@ -109,6 +109,17 @@ pub enum Isp {
     Two,
 }
 
+impl std::str::FromStr for Isp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "isp1" | "1" => Ok(Isp::One),
+            "isp2" | "2" => Ok(Isp::Two),
+            _ => Err(format!("{s:?} is not isp1 or isp2")),
+        }
+    }
+}
+
 impl Isp {
     fn ns(self) -> &'static str {
         match self {
@@ -156,6 +167,9 @@ pub enum LabError {
     /// The prefix is unusable.
     #[error("invalid lab prefix {0:?}: use 1..=16 characters from [A-Za-z0-9_-]")]
     Prefix(String),
+    /// A namespace of this lab is missing.
+    #[error("namespace {0} does not exist: run `altroute lab up --prefix <prefix>` first")]
+    Missing(String),
     /// A namespace of this lab already exists.
     #[error("namespace {0} already exists: run `altroute lab down --prefix <prefix>` first")]
     Exists(String),
@@ -526,6 +540,24 @@ impl Lab {
             run_cmd(&c, STEP_TIMEOUT)?;
         }
         Ok(lab)
+    }
+
+    /// A handle on a lab that already runs (e.g. made by `altroute lab up`); dropping it leaves the
+    /// namespaces in place. Fails if one of the five namespaces is missing.
+    pub fn attach(prefix: &str, mode: Mode) -> Result<Lab, LabError> {
+        check_prefix(prefix)?;
+        let existing = list_namespaces()?;
+        for n in NAMESPACES {
+            let name = format!("{prefix}{n}");
+            if !existing.contains(&name) {
+                return Err(LabError::Missing(name));
+            }
+        }
+        Ok(Lab {
+            prefix: prefix.to_string(),
+            mode,
+            keep: true,
+        })
     }
 
     /// Keeps the namespaces after this value is dropped (for `altroute lab up`).

@@ -4,11 +4,12 @@
 //! The userspace router owns the ports' addresses. If the kernel also has them it answers ARP and
 //! ping, sends IPv6 router solicitations and may forward frames itself (measured: see
 //! `/work/shared/NOTES.md`). [`read_facts`] gathers the facts of one interface (from
-//! `ip -j addr show dev X` and `/proc/sys`), [`check_facts`] turns them into [`Problem`]s that say
+//! `ip -j addr show dev X`, `/proc/sys` and `ethtool -k X`), [`check_facts`] turns them into [`Problem`]s that say
 //! exactly what to change, and [`kernel_check`] does both for every port of a configuration
 //! (the `run` command calls it at start-up). This is the one place that reads interface facts;
 //! the I/O crate may offer the same later.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::Command;
@@ -38,6 +39,8 @@ pub struct IfaceFacts {
     pub ipv4_forwarding: Option<bool>,
     /// `net.ipv4.conf.X.arp_ignore`.
     pub arp_ignore: Option<u8>,
+    /// Offload features from `ethtool -k X` (name → on); `None` when ethtool is unavailable.
+    pub offloads: Option<BTreeMap<String, bool>>,
 }
 
 /// Why facts could not be read.
@@ -114,7 +117,30 @@ pub fn parse_ip_addr_json(iface: &str, json: &str) -> Result<IfaceFacts, KernelE
         disable_ipv6: None,
         ipv4_forwarding: None,
         arp_ignore: None,
+        offloads: None,
     })
+}
+
+/// Parses `ethtool -k X` output (`feature: on|off [fixed]` lines).
+pub fn parse_ethtool_features(text: &str) -> BTreeMap<String, bool> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            let on = match v.split_whitespace().next()? {
+                "on" => true,
+                "off" => false,
+                _ => return None,
+            };
+            Some((k.to_string(), on))
+        })
+        .collect()
+}
+
+fn read_offloads(iface: &str) -> Option<BTreeMap<String, bool>> {
+    let out = Command::new("ethtool").args(["-k", iface]).output().ok()?;
+    out.status
+        .success()
+        .then(|| parse_ethtool_features(&String::from_utf8_lossy(&out.stdout)))
 }
 
 fn read_sysctl(path: &str) -> Option<u8> {
@@ -148,6 +174,7 @@ pub fn read_facts(iface: &str) -> Result<IfaceFacts, KernelError> {
         f.disable_ipv6 = read_sysctl(&sysctl_path("ipv6", iface, "disable_ipv6")).map(|v| v != 0);
         f.ipv4_forwarding = read_sysctl(&sysctl_path("ipv4", iface, "forwarding")).map(|v| v != 0);
         f.arp_ignore = read_sysctl(&sysctl_path("ipv4", iface, "arp_ignore"));
+        f.offloads = read_offloads(iface);
     }
     Ok(f)
 }
@@ -262,6 +289,29 @@ pub fn check_facts(
                 ),
             );
         }
+        // Receive offloads that merge frames: LRO always (no metadata survives it); GRO too when
+        // the datapath runs without PACKET_VNET_HDR (it would see frames larger than the MTU).
+        let merge: &[(&str, &str)] = if config.datapath.vnet_hdr {
+            &[("large-receive-offload", "lro")]
+        } else {
+            &[
+                ("large-receive-offload", "lro"),
+                ("generic-receive-offload", "gro"),
+            ]
+        };
+        if let Some(off) = &f.offloads {
+            for (long, short) in merge {
+                if off.get(*long) == Some(&true) {
+                    p(
+                        format!(
+                            "has {long} on: the datapath (vnet_hdr: {}) would receive merged frames larger than the MTU",
+                            config.datapath.vnet_hdr
+                        ),
+                        format!("run `{setup}` or `ethtool -K {iface} {short} off`"),
+                    );
+                }
+            }
+        }
         if let Some(mtu) = f.mtu {
             if mtu != u32::from(port.mtu) {
                 p(
@@ -338,7 +388,34 @@ mod tests {
             disable_ipv6: Some(true),
             ipv4_forwarding: Some(false),
             arp_ignore: Some(8),
+            offloads: Some(parse_ethtool_features(ETHTOOL)),
         }
+    }
+
+    const ETHTOOL: &str = "Features for r-lan:\nrx-checksumming: on\ntx-checksumming: on\n\ttx-checksum-ipv4: off [fixed]\ngeneric-segmentation-offload: on\ngeneric-receive-offload: on\nlarge-receive-offload: off [fixed]\n";
+
+    #[test]
+    fn offloads_depend_on_vnet_hdr() {
+        let f = parse_ethtool_features(ETHTOOL);
+        assert_eq!(f.get("generic-receive-offload"), Some(&true));
+        assert_eq!(f.get("tx-checksum-ipv4"), Some(&false));
+        assert_eq!(f.get("large-receive-offload"), Some(&false));
+        let c = cfg();
+        assert!(check_facts(&c, &[silent("r-lan"), silent("r-wan1")], "c.yaml").is_ok());
+        let mut c2 = c.clone();
+        c2.datapath.vnet_hdr = false;
+        let p = check_facts(&c2, &[silent("r-lan"), silent("r-wan1")], "c.yaml").unwrap_err();
+        assert_eq!(p.len(), 2);
+        assert!(
+            p[0].to_string().contains("generic-receive-offload on"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[0].to_string().contains("ethtool -K r-lan gro off"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

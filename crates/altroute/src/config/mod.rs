@@ -210,6 +210,7 @@ pub struct Gateway {
     /// Name of the WAN port it is reached through.
     pub port: String,
     /// Next-hop IPv4 address.
+    #[serde(deserialize_with = "types::ipv4")]
     pub via: Ipv4Addr,
     /// Next-hop MAC; `None` means resolve with ARP.
     #[serde(default)]
@@ -227,7 +228,7 @@ pub struct Gateway {
     #[serde(default)]
     pub comment: Option<String>,
     /// NAT source address; `None` means the port's first IPv4 address (see [`Config::nat_address`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::opt_ipv4")]
     pub nat_address: Option<Ipv4Addr>,
     /// Health probing.
     #[serde(default)]
@@ -258,7 +259,7 @@ impl Gateway {
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     /// Targets; empty means the gateway itself.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::vec_ipv4")]
     pub targets: Vec<Ipv4Addr>,
     /// Time between probe rounds.
     #[serde(default = "d_interval")]

@@ -136,7 +136,28 @@ fn bad_enum_and_bad_ip_have_path_and_line() {
     ));
     assert_at(&d, "ports[1].role", 7, "unknown variant `wun`");
     let d = one_err(&GOOD.replace("via: 192.0.2.2", "via: 192.0.2"));
-    assert_at(&d, "gateways[0].via", 18, "invalid IPv4 address");
+    assert_at(
+        &d,
+        "gateways[0].via",
+        18,
+        "invalid IPv4 address \"192.0.2\"",
+    );
+    let d = one_err(&format!("{GOOD}    nat_address: 198.51.100.x\n"));
+    assert_at(
+        &d,
+        "gateways[1].nat_address",
+        23,
+        "invalid IPv4 address \"198.51.100.x\"",
+    );
+    let d = one_err(&format!(
+        "{GOOD}    probe:\n      targets:\n        - 203.0.113.10\n        - 203.0.113.300\n"
+    ));
+    assert_at(
+        &d,
+        "gateways[1].probe.targets[1]",
+        26,
+        "invalid IPv4 address \"203.0.113.300\"",
+    );
     let d = one_err(&format!("{GOOD}    mac: 02:zz:00:00:00:01\n"));
     assert_at(&d, "gateways[1].mac", 23, "invalid MAC address");
 }

@@ -343,6 +343,46 @@ serde_via_str!(Mac, "a MAC address such as 02:00:5e:10:00:01");
 serde_via_str!(PortRange, "a port (443) or a port range (\"8000-8100\")");
 serde_via_str!(SocketV4, "an IPv4 \"IP:PORT\" such as 10.0.0.5:8080");
 
+/// An IPv4 address whose parse error names the text and the expected form (serde's own
+/// `Ipv4Addr` says only "invalid IPv4 address syntax"). Used through [`ipv4`], [`opt_ipv4`] and
+/// [`vec_ipv4`] with `#[serde(deserialize_with = ...)]`.
+struct V4(Ipv4Addr);
+
+impl<'de> Deserialize<'de> for V4 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = V4;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IPv4 address such as 192.0.2.1")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<V4, E> {
+                v.trim().parse().map(V4).map_err(|_| {
+                    E::custom(format!(
+                        "invalid IPv4 address {v:?}: expected four numbers 0..=255 like 192.0.2.1"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `deserialize_with` for an `Ipv4Addr` field.
+pub fn ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    V4::deserialize(d).map(|v| v.0)
+}
+
+/// `deserialize_with` for an `Option<Ipv4Addr>` field (use with `#[serde(default)]`).
+pub fn opt_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+    Option::<V4>::deserialize(d).map(|o| o.map(|v| v.0))
+}
+
+/// `deserialize_with` for a `Vec<Ipv4Addr>` field (use with `#[serde(default)]`).
+pub fn vec_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+    Vec::<V4>::deserialize(d).map(|v| v.into_iter().map(|a| a.0).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

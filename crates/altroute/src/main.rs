@@ -30,7 +30,7 @@ commands! {
     CheckConfig(cmd::check_config::Args),
     /// Make the kernel silent on the router's ports (addresses, IPv6, forwarding, offloads).
     Setup(cmd::setup::Args),
-    /// Build or remove the network-namespace lab.
+    /// Build, break (fault injection) or remove the network-namespace lab.
     Lab(cmd::lab::Args),
     /// Lab traffic tools (whoami server and client), run inside lab namespaces.
     #[command(hide = true)]

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 
 use altroute_flow::tcp::flags::{ACK, SYN};
 use altroute_flow::{
-    Dir, DownAction, Failback, FlowKey, FlowTable, Gateway, GatewayId, Hit, TableConfig, Time, Update, proto,
+    Dir, DownAction, Failback, FlowKey, FlowTable, Gateway, GatewayId, Hit, TableConfig, Time,
+    Update, proto,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,7 +31,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let key = FlowKey::v4(client, server, proto::TCP, 20_000 + (i / 50) as u16, 443);
         let (hit, _choice) = table.insert(key, now, true, SYN)?;
         table.update(hit, now, SYN, 60);
-        table.update(Hit { flow: hit.flow, dir: Dir::Reply }, now, SYN | ACK, 60);
+        table.update(
+            Hit {
+                flow: hit.flow,
+                dir: Dir::Reply,
+            },
+            now,
+            SYN | ACK,
+            60,
+        );
         table.update(hit, now, ACK, 52);
         flows.push((key, hit));
     }
@@ -44,7 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     now = now.plus_secs(30);
     let dsl = GatewayId(0);
     let dropped = table.gateway_down(dsl, now, DownAction::Reset);
-    println!("\ndsl goes down: {} of its flows handed back for reset; lte's flows untouched", dropped.len());
+    println!(
+        "\ndsl goes down: {} of its flows handed back for reset; lte's flows untouched",
+        dropped.len()
+    );
     let mut reconnected = 0;
     for (key, hit) in &flows {
         if table.update(*hit, now, ACK, 52) == Update::Reject {
@@ -62,11 +74,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     table.gateway_up(dsl, now, Failback::Stay);
     let mut new_on = [0u32; 2];
     for i in 0..5_000u32 {
-        let key = FlowKey::v4(Ipv4Addr::new(10, 0, 1, (i % 200) as u8), Ipv4Addr::new(203, 0, 113, 99), proto::UDP, 30_000 + (i / 200) as u16, 53);
+        let key = FlowKey::v4(
+            Ipv4Addr::new(10, 0, 1, (i % 200) as u8),
+            Ipv4Addr::new(203, 0, 113, 99),
+            proto::UDP,
+            30_000 + (i / 200) as u16,
+            53,
+        );
         let (_, c) = table.insert(key, now, true, 0)?;
         new_on[c.gateway.index()] += 1;
     }
-    println!("\ndsl is back: of 5 000 new flows, {} took dsl and {} took lte", new_on[0], new_on[1]);
+    println!(
+        "\ndsl is back: of 5 000 new flows, {} took dsl and {} took lte",
+        new_on[0], new_on[1]
+    );
     print_shares("all flows now", &table, &names);
     println!("\ntable: {} flows, {:?}", table.len(), table.stats());
     Ok(())
@@ -82,7 +103,11 @@ fn print_shares(title: &str, table: &FlowTable, names: &[String]) {
     let total: u32 = count.iter().sum();
     println!("{title}:");
     for (name, c) in names.iter().zip(&count) {
-        let pct = if total == 0 { 0.0 } else { 100.0 * f64::from(*c) / f64::from(total) };
+        let pct = if total == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(*c) / f64::from(total)
+        };
         println!("  {name:4} {c:6} flows  {pct:5.1} %");
     }
 }

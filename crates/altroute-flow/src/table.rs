@@ -91,6 +91,9 @@ pub enum ReasonKind {
     Inbound,
     /// No gateway: not routed through a WAN.
     Direct,
+    /// Sent by the caller to a given gateway without the policy: a LAN host reaching another
+    /// through the router's own external address (hairpinning), or a host on a WAN's own subnet.
+    Via,
 }
 
 impl ReasonKind {
@@ -102,6 +105,7 @@ impl ReasonKind {
             4 => ReasonKind::SynRetry,
             5 => ReasonKind::Inbound,
             6 => ReasonKind::Direct,
+            7 => ReasonKind::Via,
             _ => ReasonKind::Policy,
         }
     }
@@ -157,6 +161,7 @@ impl Slot {
             ReasonKind::SynRetry => 4,
             ReasonKind::Inbound => 5,
             ReasonKind::Direct => 6,
+            ReasonKind::Via => 7,
         };
         self.state = (self.state & 7) | (bits << 3);
     }
@@ -929,6 +934,19 @@ impl FlowTable {
             true,
             Some(ext_port),
         )
+    }
+
+    /// Create a translated flow on a given gateway without consulting the policy: for a host on the
+    /// gateway link's own subnet (the modem's web page), or the first half of a hairpinned
+    /// connection (a LAN host sending to the router's own external address), which is
+    /// source-translated on `gateway`'s address but never leaves by its link.
+    pub fn insert_via(
+        &mut self,
+        key: FlowKey,
+        gateway: GatewayId,
+        now: Time,
+    ) -> Result<Hit, InsertError> {
+        self.insert_with(key, gateway, now, true, ReasonKind::Via, false, None)
     }
 
     /// Create a flow that uses no gateway and no translation (direct delivery between attached

@@ -11,16 +11,16 @@
 //! | [`slow`] | the etherparse-based parser for the rest (options, fragments, ICMP errors with their quoted datagram, ARP) |
 //! | [`drop`] | [`DropReason`](drop::DropReason) and [`DropCounters`](drop::DropCounters) |
 //! | [`build`] | replies the router originates (ARP, ICMP errors and echo, TCP RST) into caller-provided buffers |
-//!
-//! The pipeline itself (`process()`: fast parse → flow lookup → NAT rewrite → L2 rewrite, with
-//! the slow path beside it) is built on these layers in its own module; it is not part of this
-//! foundation.
+//! | [`neigh`] | the neighbour (ARP) table |
+//! | [`pipeline`] | `process()`: one frame in, one verdict out — parse, classify, flow lookup or creation, NAT and L2 rewrite |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod build;
 pub mod checksum;
 pub mod drop;
 pub mod fast;
+pub mod neigh;
+pub mod pipeline;
 pub mod slow;
 pub mod wire;
 

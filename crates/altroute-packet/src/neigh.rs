@@ -1,0 +1,159 @@
+//! The neighbour (ARP) table of one worker: IPv4 address → MAC, learned from ARP and from the
+//! source of LAN frames, with the time each entry was confirmed.
+//!
+//! Small open-addressing map with linear probing and a fixed capacity (no allocation after
+//! construction); when full, the stalest entry in the probe window is replaced.
+
+use core::net::Ipv4Addr;
+
+use altroute_flow::Time;
+
+use crate::wire::MacAddr;
+
+const WINDOW: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    ip: u32,
+    mac: MacAddr,
+    port: u8,
+    seen_ms: u64,
+}
+
+/// An IPv4 neighbour table.
+#[derive(Clone, Debug)]
+pub struct Neighbors {
+    slots: Box<[Option<Entry>]>,
+    mask: usize,
+}
+
+/// What [`Neighbors::learn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// A new neighbour.
+    New,
+    /// Known, same MAC (timestamp refreshed).
+    Same,
+    /// Known with another MAC, now replaced (e.g. a gateway whose hardware changed).
+    Changed {
+        /// The MAC it had before.
+        old: MacAddr,
+    },
+}
+
+#[inline]
+fn slot_of(ip: u32, mask: usize) -> usize {
+    (ip.wrapping_mul(0x9e37_79b1) >> 7) as usize & mask
+}
+
+impl Neighbors {
+    /// A table for about `capacity` neighbours (rounded up to a power of two, at least 64).
+    pub fn new(capacity: usize) -> Neighbors {
+        let n = (capacity * 2).next_power_of_two().max(64);
+        Neighbors {
+            slots: vec![None; n].into_boxed_slice(),
+            mask: n - 1,
+        }
+    }
+
+    /// The MAC of `ip`, if known.
+    #[inline]
+    pub fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let key = u32::from(ip);
+        let start = slot_of(key, self.mask);
+        for i in 0..WINDOW {
+            match self.slots[(start + i) & self.mask] {
+                Some(e) if e.ip == key => return Some(e.mac),
+                None => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Record that `ip` is at `mac` on port `port`, at `now`.
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, port: u8, now: Time) -> Learned {
+        let key = u32::from(ip);
+        let start = slot_of(key, self.mask);
+        let mut victim = start;
+        let mut oldest = u64::MAX;
+        for i in 0..WINDOW {
+            let at = (start + i) & self.mask;
+            match &mut self.slots[at] {
+                Some(e) if e.ip == key => {
+                    e.seen_ms = now.millis();
+                    e.port = port;
+                    if e.mac == mac {
+                        return Learned::Same;
+                    }
+                    let old = e.mac;
+                    e.mac = mac;
+                    return Learned::Changed { old };
+                }
+                Some(e) => {
+                    if e.seen_ms < oldest {
+                        oldest = e.seen_ms;
+                        victim = at;
+                    }
+                }
+                None => {
+                    victim = at;
+                    break;
+                }
+            }
+        }
+        self.slots[victim] = Some(Entry {
+            ip: key,
+            mac,
+            port,
+            seen_ms: now.millis(),
+        });
+        Learned::New
+    }
+
+    /// Every entry: (address, MAC, port, last confirmed).
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, MacAddr, u8, Time)> + '_ {
+        self.slots.iter().flatten().map(|e| {
+            (
+                Ipv4Addr::from(e.ip),
+                e.mac,
+                e.port,
+                Time::from_millis(e.seen_ms),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learn_get_change() {
+        let mut n = Neighbors::new(4);
+        let ip = Ipv4Addr::new(192, 0, 2, 2);
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        let b = MacAddr([2, 0, 0, 0, 0, 2]);
+        assert_eq!(n.get(ip), None);
+        assert_eq!(n.learn(ip, a, 1, Time::ZERO), Learned::New);
+        assert_eq!(n.learn(ip, a, 1, Time::ZERO), Learned::Same);
+        assert_eq!(n.get(ip), Some(a));
+        assert_eq!(n.learn(ip, b, 1, Time::ZERO), Learned::Changed { old: a });
+        assert_eq!(n.get(ip), Some(b));
+    }
+
+    #[test]
+    fn full_table_replaces_stalest() {
+        let mut n = Neighbors::new(1);
+        for i in 0..1000u32 {
+            n.learn(
+                Ipv4Addr::from(0x0a00_0000 + i),
+                MacAddr([2, 0, 0, 0, 0, 1]),
+                0,
+                Time::from_millis(u64::from(i)),
+            );
+        }
+        // The newest is always findable.
+        assert!(n.get(Ipv4Addr::from(0x0a00_0000 + 999)).is_some());
+    }
+}

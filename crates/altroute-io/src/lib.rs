@@ -1,0 +1,83 @@
+//! Packet I/O for altroute: the one crate that makes syscalls and contains `unsafe`. It moves
+//! Ethernet frames between network interfaces and the (pure) packet pipeline, in bytes and
+//! metadata only.
+//!
+//! # Ports and rings
+//!
+//! A [`Port`] is one `AF_PACKET`/`SOCK_RAW` socket bound to one interface with `ETH_P_ALL`,
+//! promiscuous, ignoring the frames it (or any local socket) transmits. Frames arrive in a
+//! `PACKET_MMAP` ring shared with the kernel:
+//!
+//! * **TPACKET_V2** ([`RxMode::V2`], default): fixed slots, each handed to user space as soon as
+//!   the kernel filled it. Slots are sized by [`RingGeometry`] to hold a whole 64 KiB GSO frame
+//!   plus the kernel's header, our headroom and the vnet header, packed into page-multiple blocks.
+//! * **TPACKET_V3** ([`RxMode::V3`]): frames packed back to back in blocks; a block is handed over
+//!   when full or when its retire timer fires, which saves memory and syscalls under load and
+//!   adds up to `retire_ms` of latency when quiet.
+//!
+//! [`Port::rx_batch`] walks the ready frames (polling with a timeout when there are none) and
+//! returns an [`RxBatch`]: mutable views ([`RxFrame`]) **into the ring slots themselves**. The
+//! pipeline edits frames in place; each has headroom before its MAC header (`PACKET_RESERVE`),
+//! so an 802.1Q tag can be pushed by moving the MAC addresses left ([`RxFrame::push_vlan`]). When
+//! the kernel has stripped a VLAN tag into metadata (`TP_STATUS_VLAN_VALID`) it is put back into
+//! the bytes, so the caller always sees the tag in the frame. Frames are then transmitted
+//! straight from the slot with [`Port::send`] on any port (`sendmmsg`, up to 64 frames per call;
+//! [`TxMode::Ring`] copies into a TPACKET_V2 TX ring instead, which measured slower on veth).
+//! Dropping the batch hands its slots back to the kernel.
+//!
+//! Frames that could not be used are counted, never returned: our own transmissions seen again
+//! (`PACKET_OUTGOING`), truncated frames, transmit failures (`EAGAIN`/`ENOBUFS` included) and the
+//! kernel's ring drops all show up in [`PortStats`].
+//!
+//! # The vnet header
+//!
+//! With [`PortConfig::vnet_hdr`] the socket uses `PACKET_VNET_HDR`: every received frame comes with
+//! a [`VnetHdr`] (`virtio_net_hdr`) and every transmitted frame goes with one. That lets TCP/UDP
+//! GSO super-frames (up to 64 KiB, e.g. from a veth peer with TSO on) pass through whole: the
+//! header says how the kernel must segment them (`gso_type`, `gso_size`, `hdr_len`) and where a
+//! partial checksum must be finished (`NEEDS_CSUM`, `csum_start`, `csum_offset`). A pipeline that
+//! rewrites addresses of a `NEEDS_CSUM` frame updates the L4 checksum field as the pseudo-header
+//! sum only. Without vnet mode the ports' offloads must be off (`ethtool -K`); a partial checksum
+//! is still reported as [`FrameMeta::csum_not_ready`].
+//!
+//! # Fanout and the steering program
+//!
+//! Several worker threads can each open a port on the same interface with the same
+//! [`Fanout::group`]; the kernel then delivers each frame to exactly one of them (members are
+//! numbered in join order). [`FanoutMode::Hash`] spreads by flow hash; [`FanoutMode::Cbpf`] runs
+//! a classic BPF program whose return value (modulo the member count) picks the worker.
+//! [`Steering`] builds the router's program: `worker = (port / BLOCK) % N`, where `port` is the
+//! TCP/UDP source port on a LAN interface or destination port on a WAN interface (ICMP echo
+//! request / reply identifiers likewise), so both directions of a NAT flow land on the worker
+//! that owns its port block. [`Steering::worker`] computes the same choice in Rust. Fanout members
+//! use `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (per-socket `PACKET_IGNORE_OUTGOING` does not work in a
+//! group), and outgoing frames are dropped defensively anyway.
+//!
+//! # Also here
+//!
+//! [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
+//! IPv6 sysctls, MTU, MAC, link, offloads); [`netns::enter`] moves a thread into a named network
+//! namespace; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
+
+pub mod bpf;
+mod error;
+mod frame;
+pub mod geometry;
+pub mod host;
+pub mod netns;
+mod pnet_port;
+mod port;
+mod ring;
+mod sys;
+mod vnet;
+
+pub use bpf::{BpfInsn, BpfProgram, OtherTraffic, Side, Steering};
+pub use error::{IoError, errno_name};
+pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, VlanTag};
+pub use geometry::{RingGeometry, RingVersion};
+pub use pnet_port::PnetPort;
+pub use port::{
+    Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver, RxMode, Sender,
+    TxMode, wait_any,
+};
+pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

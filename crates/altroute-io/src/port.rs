@@ -1,0 +1,709 @@
+//! [`Port`]: one AF_PACKET `SOCK_RAW` socket on one interface, with an RX ring and a batched
+//! transmit path. See the crate documentation for the design.
+
+use std::ffi::c_int;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use crate::bpf::BpfProgram;
+use crate::error::IoError;
+use crate::frame::{RxBatch, TxFrame, TxOutcome};
+use crate::geometry::{RingGeometry, RingVersion};
+use crate::ring::{
+    Mapping, RingState, RxCore, RxCounters, RxParams, SlotMap, TxCore, TxCounters, TxKind,
+};
+use crate::sys;
+use crate::vnet::VNET_HDR_LEN;
+
+/// Largest frame a vnet port must take whole: a 64 KiB IP packet plus Ethernet and one VLAN tag.
+pub const GSO_MAX_FRAME: usize = 65535 + 18;
+
+/// How a port receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RxMode {
+    /// TPACKET_V2 ring with at least `frames` slots (each holds the largest frame whole).
+    V2 {
+        /// Minimum number of slots.
+        frames: u32,
+    },
+    /// TPACKET_V3 ring of `blocks` blocks of `block_size` bytes; a partly filled block is handed
+    /// over after `retire_ms` milliseconds (the latency cost of V3 on a quiet link).
+    V3 {
+        /// Bytes per block (rounded up to pages; must hold the largest frame).
+        block_size: usize,
+        /// Number of blocks.
+        blocks: u32,
+        /// Block retire timeout in ms (0 lets the kernel pick from the link speed).
+        retire_ms: u32,
+    },
+    /// Transmit only: the socket is bound without a protocol and receives nothing.
+    None,
+}
+
+/// How a port transmits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxMode {
+    /// `sendmmsg` straight from the caller's memory (e.g. the RX ring slot): one syscall per up
+    /// to 64 frames, no copy in user space. Measured faster than the TX ring on veth (default).
+    Sendmmsg,
+    /// A TPACKET_V2 TX ring of at least `frames` slots: frames are copied into the ring and one
+    /// `send(NULL, 0)` flushes them. Requires [`RxMode::V2`] or [`RxMode::None`].
+    Ring {
+        /// Minimum number of slots.
+        frames: u32,
+    },
+}
+
+/// Fanout mode of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FanoutMode {
+    /// `PACKET_FANOUT_HASH`: by the kernel's flow hash (keeps each flow on one socket).
+    Hash,
+    /// `PACKET_FANOUT_CBPF`: by the return value of this classic BPF program, modulo the number
+    /// of sockets in the group (e.g. [`crate::Steering::program`]).
+    Cbpf(BpfProgram),
+}
+
+/// Membership of a `PACKET_FANOUT` group: sockets of one interface with the same `group` id
+/// share its frames; each frame goes to exactly one member. Members are numbered in join order,
+/// so open worker `i`'s port `i`-th.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fanout {
+    /// Group id (unique per interface and network namespace).
+    pub group: u16,
+    /// How frames are spread.
+    pub mode: FanoutMode,
+    /// `PACKET_FANOUT_FLAG_DEFRAG`: reassemble IP fragments before spreading.
+    pub defrag: bool,
+}
+
+/// Everything [`Port::open`] needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Interface name.
+    pub iface: String,
+    /// Receive ring.
+    pub rx: RxMode,
+    /// Transmit path.
+    pub tx: TxMode,
+    /// `PACKET_VNET_HDR`: frames carry a [`crate::VnetHdr`] and may be 64 KiB GSO super-frames.
+    pub vnet_hdr: bool,
+    /// Largest frame to receive whole; `None`: [`GSO_MAX_FRAME`] with `vnet_hdr`, else MTU + 18.
+    pub max_frame: Option<usize>,
+    /// Minimum bytes of headroom before each received MAC header (before VLAN re-insertion).
+    pub headroom: usize,
+    /// Put kernel-stripped VLAN tags back into the frame bytes.
+    pub reinsert_vlan: bool,
+    /// Join `PACKET_MR_PROMISC` (receive frames for any MAC).
+    pub promiscuous: bool,
+    /// Fanout group to join.
+    pub fanout: Option<Fanout>,
+    /// `PACKET_QDISC_BYPASS`: transmit straight to the driver (no qdisc, no taps see it).
+    pub qdisc_bypass: bool,
+    /// Wait for room when the socket send buffer or TX ring is full instead of dropping.
+    pub tx_blocking: bool,
+    /// `SO_SNDBUFFORCE` (falls back to `SO_SNDBUF`); `None` keeps the default.
+    pub sndbuf: Option<usize>,
+    /// Maximum frames per receive batch.
+    pub batch_max: usize,
+}
+
+impl PortConfig {
+    /// Defaults: V2 ring of 256 slots, sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
+    /// back, promiscuous, no fanout, blocking transmit with a 4 MiB send buffer, batches of 64.
+    pub fn new(iface: impl Into<String>) -> PortConfig {
+        PortConfig {
+            iface: iface.into(),
+            rx: RxMode::V2 { frames: 256 },
+            tx: TxMode::Sendmmsg,
+            vnet_hdr: false,
+            max_frame: None,
+            headroom: 32,
+            reinsert_vlan: true,
+            promiscuous: true,
+            fanout: None,
+            qdisc_bypass: false,
+            tx_blocking: true,
+            sndbuf: Some(4 << 20),
+            batch_max: 64,
+        }
+    }
+}
+
+/// Counters of one port since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames handed to the caller.
+    pub rx_frames: u64,
+    /// Their wire bytes.
+    pub rx_bytes: u64,
+    /// Frames handed to the kernel for transmission.
+    pub tx_frames: u64,
+    /// Their bytes (without vnet header).
+    pub tx_bytes: u64,
+    /// Frames that could not be transmitted (all causes, including `tx_busy`).
+    pub tx_errors: u64,
+    /// Of those, dropped because the queue was full (`EAGAIN`/`ENOBUFS`, TX ring full).
+    pub tx_busy: u64,
+    /// errno of the last transmit failure (0 if none).
+    pub last_tx_errno: i32,
+    /// Frames we sent ourselves that the ring returned anyway (`PACKET_OUTGOING`), skipped.
+    pub outgoing_skipped: u64,
+    /// Frames the kernel dropped because the ring was full (`PACKET_STATISTICS` `tp_drops`).
+    pub ring_drops: u64,
+    /// Frames the kernel delivered to the socket (`tp_packets`, includes drops).
+    pub ring_packets: u64,
+    /// V3 only: times the ring was frozen full (`tp_freeze_q_cnt`).
+    pub ring_freezes: u64,
+    /// Frames that did not fit a slot (`TP_STATUS_COPY`, snaplen < len), skipped.
+    pub truncated: u64,
+    /// Frames whose kernel-stripped VLAN tag was put back.
+    pub vlan_reinserted: u64,
+}
+
+impl PortStats {
+    pub(crate) fn from_parts(rx: &RxCounters, tx: &TxCounters) -> PortStats {
+        PortStats {
+            rx_frames: rx.frames,
+            rx_bytes: rx.bytes,
+            tx_frames: tx.frames,
+            tx_bytes: tx.bytes,
+            tx_errors: tx.errors,
+            tx_busy: tx.busy,
+            last_tx_errno: tx.last_errno,
+            outgoing_skipped: rx.outgoing_skipped,
+            truncated: rx.truncated,
+            vlan_reinserted: rx.vlan_reinserted,
+            ..PortStats::default()
+        }
+    }
+}
+
+/// The receive half of a [`Port`].
+pub struct Receiver {
+    core: Option<RxCore>,
+    iface: String,
+    ring_drops: u64,
+    ring_packets: u64,
+    ring_freezes: u64,
+    fd: c_int,
+}
+
+/// The transmit half of a [`Port`].
+pub struct Sender {
+    core: TxCore,
+}
+
+/// One AF_PACKET socket bound to one interface.
+///
+/// Frames come from [`Port::rx_batch`] as in-place views into the RX ring and are sent with
+/// [`Port::send`] (or another port's). Use [`Port::split_mut`] to receive and send on the same
+/// port at once. A port belongs to one thread at a time (it is `Send`, not `Sync`).
+pub struct Port {
+    rx: Receiver,
+    tx: Sender,
+    geometry: Option<RingGeometry>,
+    tx_geometry: Option<RingGeometry>,
+    _map: Option<Mapping>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the raw pointers inside a Port point into its own mmap'ed rings and its own
+// heap buffers, which move with it; nothing is shared with other threads (no `Sync`), and the
+// kernel side of the rings is synchronised through atomic status words.
+unsafe impl Send for Port {}
+
+fn drop_all_filter() -> [crate::bpf::BpfInsn; 1] {
+    [crate::bpf::BpfInsn {
+        code: crate::bpf::op::RET | crate::bpf::op::K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }]
+}
+
+impl Port {
+    /// Opens and configures the socket: vnet header, ring version, reserve, rings and mapping
+    /// (in the order the kernel requires), ignore-outgoing, bind to `ETH_P_ALL`, promiscuous
+    /// membership, fanout. A fanout member drops everything until it has joined the group, so no
+    /// frame is seen twice during start-up.
+    pub fn open(cfg: &PortConfig) -> Result<Port, IoError> {
+        let name = cfg.iface.as_str();
+        if cfg.batch_max == 0 {
+            return Err(IoError::config(name, "batch_max must be at least 1"));
+        }
+        if matches!(cfg.rx, RxMode::V3 { .. }) && matches!(cfg.tx, TxMode::Ring { .. }) {
+            return Err(IoError::config(
+                name,
+                "the TX ring needs TPACKET_V2 (use RxMode::V2 or TxMode::Sendmmsg)",
+            ));
+        }
+        if cfg.fanout.is_some() && cfg.rx == RxMode::None {
+            return Err(IoError::config(name, "fanout needs a receiving port"));
+        }
+        let ifindex = sys::ifindex(name)?;
+        let max_frame = match cfg.max_frame {
+            Some(m) => m,
+            None if cfg.vnet_hdr => GSO_MAX_FRAME,
+            None => (crate::host::mtu(name)? as usize + 18).max(1518),
+        };
+        let fd = sys::socket(name, libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let receiving = cfg.rx != RxMode::None;
+
+        if cfg.fanout.is_some() {
+            let f = drop_all_filter();
+            let prog = sys::SockFprog {
+                len: 1,
+                filter: f.as_ptr(),
+            };
+            sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &prog,
+                name,
+                "setsockopt(SO_ATTACH_FILTER)",
+            )?;
+        }
+        if cfg.vnet_hdr {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_VNET_HDR,
+                &1 as &c_int,
+                name,
+                "setsockopt(PACKET_VNET_HDR)",
+            )?;
+        }
+        let version = match cfg.rx {
+            RxMode::V3 { .. } => RingVersion::V3,
+            _ => RingVersion::V2,
+        };
+        let v: c_int = match version {
+            RingVersion::V2 => sys::TPACKET_V2,
+            RingVersion::V3 => sys::TPACKET_V3,
+        };
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_VERSION,
+            &v,
+            name,
+            "setsockopt(PACKET_VERSION)",
+        )?;
+        // The kernel leaves 14 bytes before the MAC header on its own (see geometry), plus the
+        // vnet header once it has been parsed.
+        let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
+        let reserve = cfg.headroom.saturating_sub(14 + vnet_len);
+        let reserve_c =
+            c_int::try_from(reserve).map_err(|_| IoError::config(name, "headroom too large"))?;
+        if receiving {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_RESERVE,
+                &reserve_c,
+                name,
+                "setsockopt(PACKET_RESERVE)",
+            )?;
+        }
+
+        if matches!(cfg.tx, TxMode::Ring { .. }) {
+            // Drop malformed TX ring frames instead of stopping the ring; must precede the rings.
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_LOSS,
+                &1 as &c_int,
+                name,
+                "setsockopt(PACKET_LOSS)",
+            )?;
+        }
+        let geometry = match &cfg.rx {
+            RxMode::V2 { frames } => Some(
+                RingGeometry::v2(reserve, cfg.vnet_hdr, max_frame, *frames)
+                    .map_err(|e| IoError::config(name, e))?,
+            ),
+            RxMode::V3 {
+                block_size, blocks, ..
+            } => Some(
+                RingGeometry::v3(reserve, cfg.vnet_hdr, max_frame, *block_size, *blocks)
+                    .map_err(|e| IoError::config(name, e))?,
+            ),
+            RxMode::None => None,
+        };
+        let tx_geometry = match &cfg.tx {
+            TxMode::Ring { frames } => {
+                // TX slots: tpacket2_hdr, then data at tp_hdrlen - sizeof(sockaddr_ll).
+                let slot = sys::tpacket_align(
+                    sys::TPACKET2_HDRLEN - sys::SOCKADDR_LL_LEN + vnet_len + max_frame,
+                );
+                Some(RingGeometry::v2_slots(slot, *frames).map_err(|e| IoError::config(name, e))?)
+            }
+            TxMode::Sendmmsg => None,
+        };
+        if let Some(g) = geometry {
+            let retire = match cfg.rx {
+                RxMode::V3 { retire_ms, .. } => retire_ms,
+                _ => 0,
+            };
+            let req = g.to_req(retire);
+            if version == RingVersion::V3 {
+                sys::setsockopt(
+                    &fd,
+                    libc::SOL_PACKET,
+                    sys::PACKET_RX_RING,
+                    &req,
+                    name,
+                    "setsockopt(PACKET_RX_RING)",
+                )?;
+            } else {
+                // V2 takes the 16-byte `tpacket_req`.
+                let r: [u32; 4] = [
+                    req.tp_block_size,
+                    req.tp_block_nr,
+                    req.tp_frame_size,
+                    req.tp_frame_nr,
+                ];
+                sys::setsockopt(
+                    &fd,
+                    libc::SOL_PACKET,
+                    sys::PACKET_RX_RING,
+                    &r,
+                    name,
+                    "setsockopt(PACKET_RX_RING)",
+                )?;
+            }
+        }
+        if let Some(g) = tx_geometry {
+            let r: [u32; 4] = [g.block_size, g.block_nr, g.frame_size, g.frame_nr];
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_TX_RING,
+                &r,
+                name,
+                "setsockopt(PACKET_TX_RING)",
+            )?;
+        }
+        let rx_bytes = geometry.map_or(0, |g| g.ring_bytes());
+        let tx_bytes = tx_geometry.map_or(0, |g| g.ring_bytes());
+        let map = if rx_bytes + tx_bytes > 0 {
+            Some(Mapping::new(fd.as_raw_fd(), rx_bytes + tx_bytes, name)?)
+        } else {
+            None
+        };
+
+        if cfg.qdisc_bypass {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_QDISC_BYPASS,
+                &1 as &c_int,
+                name,
+                "setsockopt(PACKET_QDISC_BYPASS)",
+            )?;
+        }
+        if receiving {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_IGNORE_OUTGOING,
+                &1 as &c_int,
+                name,
+                "setsockopt(PACKET_IGNORE_OUTGOING)",
+            )?;
+        }
+        if let Some(sz) = cfg.sndbuf {
+            let sz = c_int::try_from(sz).unwrap_or(c_int::MAX);
+            if sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &sz,
+                name,
+                "setsockopt(SO_SNDBUFFORCE)",
+            )
+            .is_err()
+            {
+                sys::setsockopt(
+                    &fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    &sz,
+                    name,
+                    "setsockopt(SO_SNDBUF)",
+                )?;
+            }
+        }
+
+        // Bind: with ETH_P_ALL the socket starts receiving; a transmit-only port binds with
+        // protocol 0 so it never does.
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = if receiving { sys::ETH_P_ALL.to_be() } else { 0 };
+        sll.sll_ifindex = ifindex as c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(sys::last_err(name, "bind(AF_PACKET, ETH_P_ALL)"));
+        }
+        if receiving && cfg.promiscuous {
+            let mreq = sys::PacketMreq {
+                mr_ifindex: ifindex as c_int,
+                mr_type: sys::PACKET_MR_PROMISC,
+                ..Default::default()
+            };
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_ADD_MEMBERSHIP,
+                &mreq,
+                name,
+                "setsockopt(PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC)",
+            )?;
+        }
+        if let Some(f) = &cfg.fanout {
+            let ty = match f.mode {
+                FanoutMode::Hash => sys::PACKET_FANOUT_HASH,
+                FanoutMode::Cbpf(_) => sys::PACKET_FANOUT_CBPF,
+            };
+            let mut flags = sys::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            if f.defrag {
+                flags |= sys::PACKET_FANOUT_FLAG_DEFRAG;
+            }
+            let arg: u32 = u32::from(f.group) | ((ty | flags) << 16);
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_FANOUT,
+                &arg,
+                name,
+                "setsockopt(PACKET_FANOUT)",
+            )?;
+            if let FanoutMode::Cbpf(p) = &f.mode {
+                let prog = sys::SockFprog {
+                    len: p.insns().len() as u16,
+                    filter: p.insns().as_ptr(),
+                };
+                sys::setsockopt(
+                    &fd,
+                    libc::SOL_PACKET,
+                    sys::PACKET_FANOUT_DATA,
+                    &prog,
+                    name,
+                    "setsockopt(PACKET_FANOUT_DATA)",
+                )?;
+            }
+            sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                &0 as &c_int,
+                name,
+                "setsockopt(SO_DETACH_FILTER)",
+            )?;
+        }
+
+        let raw = fd.as_raw_fd();
+        let base = map.as_ref().map_or(std::ptr::null_mut(), |m| m.base());
+        let ring = match geometry {
+            Some(g) if g.version == RingVersion::V2 => RingState::V2 {
+                base,
+                slots: SlotMap::new(&g),
+                head: 0,
+                held_from: 0,
+                held: 0,
+            },
+            Some(g) => RingState::V3 {
+                base,
+                block_size: g.block_size as usize,
+                block_nr: g.block_nr as usize,
+                cur: 0,
+                cursor: None,
+                done: Vec::with_capacity(g.block_nr as usize),
+            },
+            None => RingState::Owned,
+        };
+        let core = receiving.then(|| RxCore {
+            descs: Vec::with_capacity(cfg.batch_max),
+            ring,
+            counters: RxCounters::default(),
+            params: RxParams {
+                vnet: cfg.vnet_hdr,
+                reinsert_vlan: cfg.reinsert_vlan,
+                batch_max: cfg.batch_max,
+            },
+            fd: raw,
+        });
+        let kind = match tx_geometry {
+            Some(g) => TxKind::Ring {
+                // SAFETY: the TX ring follows the RX ring in the same mapping.
+                base: unsafe { base.add(rx_bytes) },
+                slots: SlotMap::new(&g),
+                head: 0,
+            },
+            None => TxKind::mmsg(),
+        };
+        let mut port = Port {
+            rx: Receiver {
+                core,
+                iface: cfg.iface.clone(),
+                ring_drops: 0,
+                ring_packets: 0,
+                ring_freezes: 0,
+                fd: raw,
+            },
+            tx: Sender {
+                core: TxCore {
+                    fd: raw,
+                    vnet: cfg.vnet_hdr,
+                    flags: if cfg.tx_blocking {
+                        0
+                    } else {
+                        libc::MSG_DONTWAIT
+                    },
+                    blocking: cfg.tx_blocking,
+                    kind,
+                    counters: TxCounters::default(),
+                },
+            },
+            geometry,
+            tx_geometry,
+            _map: map,
+            fd,
+        };
+        if receiving {
+            // Reading PACKET_STATISTICS resets the kernel's counters: start from zero.
+            port.rx.refresh_ring_stats()?;
+            port.rx.ring_drops = 0;
+            port.rx.ring_packets = 0;
+            port.rx.ring_freezes = 0;
+        }
+        Ok(port)
+    }
+
+    /// The interface name.
+    pub fn iface(&self) -> &str {
+        &self.rx.iface
+    }
+
+    /// The RX ring geometry (`None` for a transmit-only port).
+    pub fn geometry(&self) -> Option<RingGeometry> {
+        self.geometry
+    }
+
+    /// The TX ring geometry (`None` with sendmmsg).
+    pub fn tx_geometry(&self) -> Option<RingGeometry> {
+        self.tx_geometry
+    }
+
+    /// Receives up to `max` frames (capped at `batch_max`), waiting up to `timeout` if none is
+    /// ready (`Duration::ZERO`: don't wait). The batch may be empty. Its slots go back to the
+    /// kernel when it is dropped.
+    pub fn rx_batch(&mut self, max: usize, timeout: Duration) -> Result<RxBatch<'_>, IoError> {
+        self.rx.rx_batch(max, timeout)
+    }
+
+    /// Transmits `frames` (in vnet mode each with its header). Failures are counted in
+    /// [`PortStats`] (`tx_errors`, `tx_busy`), never returned: one bad frame or a full queue must
+    /// not stop a router.
+    pub fn send<'f>(&mut self, frames: impl IntoIterator<Item = TxFrame<'f>>) -> TxOutcome {
+        self.tx.send(frames)
+    }
+
+    /// The receive and transmit halves, to send on the port while holding one of its batches.
+    pub fn split_mut(&mut self) -> (&mut Receiver, &mut Sender) {
+        (&mut self.rx, &mut self.tx)
+    }
+
+    /// Counters; also folds in the kernel's `PACKET_STATISTICS` (one `getsockopt`).
+    pub fn stats(&mut self) -> Result<PortStats, IoError> {
+        if self.rx.core.is_some() {
+            self.rx.refresh_ring_stats()?;
+        }
+        Ok(self.stats_cached())
+    }
+
+    /// Counters without asking the kernel for ring drops (no syscall).
+    pub fn stats_cached(&self) -> PortStats {
+        let empty = RxCounters::default();
+        let rx = self.rx.core.as_ref().map_or(&empty, |c| &c.counters);
+        PortStats {
+            ring_drops: self.rx.ring_drops,
+            ring_packets: self.rx.ring_packets,
+            ring_freezes: self.rx.ring_freezes,
+            ..PortStats::from_parts(rx, &self.tx.core.counters)
+        }
+    }
+}
+
+impl Receiver {
+    /// See [`Port::rx_batch`].
+    pub fn rx_batch(&mut self, max: usize, timeout: Duration) -> Result<RxBatch<'_>, IoError> {
+        let ms = if timeout.is_zero() {
+            0
+        } else {
+            c_int::try_from(timeout.as_millis().max(1)).unwrap_or(c_int::MAX)
+        };
+        match self.core.as_mut() {
+            Some(core) => core.batch(max, ms, &self.iface),
+            None => Err(IoError::config(
+                &self.iface,
+                "port was opened with RxMode::None",
+            )),
+        }
+    }
+
+    fn refresh_ring_stats(&mut self) -> Result<(), IoError> {
+        let s: sys::TpacketStatsV3 = sys::getsockopt(
+            self.fd,
+            libc::SOL_PACKET,
+            sys::PACKET_STATISTICS,
+            &self.iface,
+            "getsockopt(PACKET_STATISTICS)",
+        )?;
+        self.ring_drops += u64::from(s.tp_drops);
+        self.ring_packets += u64::from(s.tp_packets);
+        self.ring_freezes += u64::from(s.tp_freeze_q_cnt);
+        Ok(())
+    }
+}
+
+impl Sender {
+    /// See [`Port::send`].
+    pub fn send<'f>(&mut self, frames: impl IntoIterator<Item = TxFrame<'f>>) -> TxOutcome {
+        self.core.send(frames)
+    }
+}
+
+impl AsFd for Port {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until at least one of `ports` has a frame ready (or `timeout` passes); returns how many
+/// are ready. For a worker that serves several ports from one thread.
+pub fn wait_any(ports: &[&Port], timeout: Duration) -> Result<usize, IoError> {
+    const MAX: usize = 16;
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; MAX];
+    let n = ports.len().min(MAX);
+    for (p, pfd) in ports.iter().zip(pfds.iter_mut()) {
+        pfd.fd = p.fd.as_raw_fd();
+    }
+    let ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+    let name = ports.first().map_or("(none)", |p| p.iface());
+    sys::poll_in(&mut pfds[..n], ms, name)
+}

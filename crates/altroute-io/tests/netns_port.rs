@@ -1,0 +1,243 @@
+//! Single-port behaviour in a namespace: VLAN tags the kernel strips come back in the frame
+//! (V2 and V3, plain and vnet), the headroom is usable, host inspection reports what `ip` set,
+//! and errors name the interface and the operation.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use altroute_io::{Port, PortConfig, RxMode, TxFrame, VlanTag, host};
+use common::{in_ns, lab_or_skip, mac_of, spawn_in, udp_frame, udp_seq};
+
+/// Frames received on r0 while `frames` are sent from c0: (bytes, vlan meta, reinserted, headroom).
+type Got = Vec<(Vec<u8>, Option<VlanTag>, bool, usize)>;
+
+fn send_and_receive(test: &str, rx_cfg: PortConfig, frames: Vec<Vec<u8>>) -> Option<Got> {
+    let mut lab = lab_or_skip(test, &[])?;
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    lab.veth(&c, "c0", &r, "r0");
+    let want = frames.len();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = spawn_in(&r, move || {
+        let mut p = Port::open(&rx_cfg).expect("open r0");
+        ready_tx.send(()).expect("ready");
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < want && start.elapsed() < Duration::from_secs(5) {
+            let mut b = p.rx_batch(16, Duration::from_millis(50)).expect("rx");
+            for mut f in b.iter_mut() {
+                if udp_seq(f.data()).is_some() {
+                    let m = *f.meta();
+                    let headroom = f.headroom();
+                    // The headroom is writable: push a tag and pop it again.
+                    assert!(f.push_vlan(VlanTag {
+                        tpid: 0x88a8,
+                        tci: 7
+                    }));
+                    assert_eq!(
+                        f.pop_vlan(),
+                        Some(VlanTag {
+                            tpid: 0x88a8,
+                            tci: 7
+                        })
+                    );
+                    got.push((f.data().to_vec(), m.vlan, m.vlan_in_frame, headroom));
+                }
+            }
+        }
+        got
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("rx ready");
+    in_ns(&c, move || {
+        let mut p = Port::open(&PortConfig {
+            rx: RxMode::None,
+            ..PortConfig::new("c0")
+        })
+        .expect("open c0");
+        let out = p.send(frames.iter().map(|f| TxFrame::new(f)));
+        assert_eq!(out.sent, frames.len());
+    });
+    let got = rx.join().expect("rx thread");
+    assert_eq!(got.len(), want, "all frames received");
+    Some(got)
+}
+
+fn vlan_case(test: &str, cfg: PortConfig) {
+    let tagged = udp_frame(
+        [0x02, 0, 0, 0, 0, 9],
+        [0x02, 0, 0, 0, 0, 8],
+        Some(0x2064),
+        1111,
+        2222,
+        1,
+        100,
+    );
+    let untagged = udp_frame(
+        [0x02, 0, 0, 0, 0, 9],
+        [0x02, 0, 0, 0, 0, 8],
+        None,
+        1111,
+        2222,
+        2,
+        100,
+    );
+    let reinsert = cfg.reinsert_vlan;
+    let Some(got) = send_and_receive(test, cfg, vec![tagged.clone(), untagged.clone()]) else {
+        return;
+    };
+    let (t, u) = (&got[0], &got[1]);
+    assert_eq!(
+        t.1,
+        Some(VlanTag {
+            tpid: 0x8100,
+            tci: 0x2064
+        }),
+        "kernel reported the tag"
+    );
+    if reinsert {
+        assert!(t.2, "tag put back");
+        assert_eq!(t.0, tagged, "caller sees the tag in the frame");
+    } else {
+        assert!(!t.2);
+        let stripped = udp_frame(
+            [0x02, 0, 0, 0, 0, 9],
+            [0x02, 0, 0, 0, 0, 8],
+            None,
+            1111,
+            2222,
+            1,
+            100,
+        );
+        assert_eq!(t.0, stripped, "tag only in metadata");
+    }
+    // The configured 32 bytes are there before the re-inserted tag took 4 of them.
+    assert!(t.3 + if t.2 { 4 } else { 0 } >= 32, "headroom: {}", t.3);
+    assert!(u.3 >= 32, "headroom: {}", u.3);
+    assert_eq!(u.0, untagged);
+    assert_eq!(u.1, None);
+}
+
+#[test]
+fn vlan_tag_reinserted_v2_plain() {
+    vlan_case("vlv2", PortConfig::new("r0"));
+}
+
+#[test]
+fn vlan_tag_reinserted_v2_vnet() {
+    vlan_case(
+        "vlv2vn",
+        PortConfig {
+            vnet_hdr: true,
+            ..PortConfig::new("r0")
+        },
+    );
+}
+
+#[test]
+fn vlan_tag_reinserted_v3() {
+    vlan_case(
+        "vlv3",
+        PortConfig {
+            rx: RxMode::V3 {
+                block_size: 1 << 20,
+                blocks: 4,
+                retire_ms: 1,
+            },
+            vnet_hdr: true,
+            ..PortConfig::new("r0")
+        },
+    );
+}
+
+#[test]
+fn vlan_tag_left_in_metadata_when_asked() {
+    vlan_case(
+        "vlmeta",
+        PortConfig {
+            reinsert_vlan: false,
+            ..PortConfig::new("r0")
+        },
+    );
+}
+
+#[test]
+fn host_inspection_reports_what_ip_configured() {
+    let Some(mut lab) = lab_or_skip("inspect", &["ethtool"]) else {
+        return;
+    };
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    lab.veth(&c, "c0", &r, "r0");
+    lab.exec(&c, &["ip", "addr", "add", "10.77.9.1/24", "dev", "c0"]);
+    lab.exec(&c, &["ip", "link", "set", "c0", "mtu", "1400"]);
+    lab.exec(&c, &["sysctl", "-qw", "net.ipv6.conf.c0.disable_ipv6=0"]);
+    lab.exec(
+        &c,
+        &["ip", "addr", "add", "2001:db8::1/64", "dev", "c0", "nodad"],
+    );
+    lab.exec(&c, &["ethtool", "-K", "c0", "tso", "off"]);
+    lab.exec(&c, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let info = in_ns(&c, || host::inspect("c0").expect("inspect c0"));
+    assert_eq!(info.mtu, 1400);
+    assert!(info.up && info.running, "{info:?}");
+    assert!(info.mac.is_some());
+    assert_eq!(info.ipv4.len(), 1);
+    assert_eq!(info.ipv4[0].addr.to_string(), "10.77.9.1");
+    assert_eq!(info.ipv4[0].prefix, 24);
+    assert!(
+        info.ipv6
+            .iter()
+            .any(|a| a.addr.to_string() == "2001:db8::1" && a.prefix == 64),
+        "{info:?}"
+    );
+    assert_eq!(info.ipv6_disabled, Some(false));
+    assert_eq!(info.ip_forward, Some(true));
+    assert_eq!(info.ipv4_forwarding, Some(true));
+    assert_eq!(info.offloads.tso, Some(false));
+    assert_eq!(info.offloads.tx_csum, Some(true));
+    let rinfo = in_ns(&r, || host::inspect("r0").expect("inspect r0"));
+    assert_eq!(rinfo.ipv6_disabled, Some(true));
+    assert_eq!(rinfo.ip_forward, Some(false));
+    assert!(rinfo.ipv4.is_empty());
+    assert_ne!(rinfo.mac, info.mac);
+    let mac = in_ns(&c, || mac_of("c0"));
+    assert_eq!(Some(mac), info.mac);
+}
+
+#[test]
+fn errors_name_interface_and_operation() {
+    let Some(mut lab) = lab_or_skip("errors", &[]) else {
+        return;
+    };
+    let c = lab.ns("c");
+    let e = in_ns(&c, || {
+        Port::open(&PortConfig::new("ario-none0"))
+            .err()
+            .expect("must fail")
+    });
+    assert_eq!(e.iface(), "ario-none0");
+    assert!(
+        e.to_string()
+            .starts_with("if_nametoindex on ario-none0: ENODEV"),
+        "{e}"
+    );
+    // A TX ring with a V3 RX ring is a configuration error, caught before any syscall.
+    let e = in_ns(&c, || {
+        Port::open(&PortConfig {
+            rx: RxMode::V3 {
+                block_size: 1 << 20,
+                blocks: 2,
+                retire_ms: 1,
+            },
+            tx: altroute_io::TxMode::Ring { frames: 8 },
+            ..PortConfig::new("lo")
+        })
+        .err()
+        .expect("must fail")
+    });
+    assert!(e.to_string().contains("TX ring needs TPACKET_V2"), "{e}");
+}

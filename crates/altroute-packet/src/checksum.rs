@@ -138,6 +138,13 @@ pub const fn update16_partial(s: u16, old: u16, new: u16) -> u16 {
     add(add(s, !old), new)
 }
 
+/// The sum `s` of a partial checksum field after a covered IPv4 address changed from `old` to
+/// `new` (non-complemented arithmetic).
+#[inline]
+pub fn update32_partial(s: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
+    add(s, diff32(u32::from(old), u32::from(new)))
+}
+
 /// `~old + new` over the two halves of a 32-bit word.
 #[inline]
 const fn diff32(old: u32, new: u32) -> u16 {
@@ -499,6 +506,7 @@ mod tests {
             let d = Delta::new(src, nsrc, sport, nsport);
             let np = d.apply_partial(p);
             prop_assert_eq!(np, update16_partial(update16_partial(p, (u32::from(src) >> 16) as u16, (u32::from(nsrc) >> 16) as u16), u32::from(src) as u16, u32::from(nsrc) as u16));
+            prop_assert_eq!(np, update32_partial(p, src, nsrc));
             frame[34 + o..36 + o].copy_from_slice(&np.to_be_bytes());
             frame[34..36].copy_from_slice(&nsport.to_be_bytes());
             let got = if proto == 17 {

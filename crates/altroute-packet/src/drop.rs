@@ -221,6 +221,22 @@ impl DropCounters {
     }
 }
 
+impl core::ops::Index<DropReason> for DropCounters {
+    type Output = u64;
+    #[inline]
+    fn index(&self, r: DropReason) -> &u64 {
+        // In bounds: every reason's index is below COUNT, the array's length.
+        &self.0[r.index()]
+    }
+}
+
+impl core::ops::IndexMut<DropReason> for DropCounters {
+    #[inline]
+    fn index_mut(&mut self, r: DropReason) -> &mut u64 {
+        &mut self.0[r.index()]
+    }
+}
+
 impl Default for DropCounters {
     fn default() -> Self {
         Self::new()
@@ -277,6 +293,9 @@ mod tests {
         d.inc(DropReason::Runt);
         c.merge(&d);
         assert_eq!(c.get(DropReason::Runt), 2);
+        c[DropReason::Runt] += 1;
+        c[DropReason::Runt] -= 1;
+        assert_eq!(c[DropReason::Runt], 2);
         assert_eq!(c.total(), 5);
         assert_eq!(format!("{c:?}"), r#"{"runt": 2, "table_full": 3}"#);
     }

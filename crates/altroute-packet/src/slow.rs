@@ -454,6 +454,60 @@ mod tests {
         assert_eq!(parse(&t), Err(DropReason::IcmpBadEmbedded));
     }
 
+    /// An RFC 5508 translation done with nothing but the reported offsets and the checksum
+    /// helpers: the inbound error for a NATed flow is rewritten back to the inside host, and
+    /// every checksum verifies by full recompute afterwards.
+    #[test]
+    fn rfc5508_translation_with_offsets() {
+        let mut f = time_exceeded();
+        let SlowKind::Ipv4(ip) = parse(&f).unwrap().kind else {
+            panic!()
+        };
+        let SlowL4::IcmpError { inner: e, .. } = ip.l4 else {
+            panic!()
+        };
+        let (public, inside) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let (pub_port, in_port) = (61000u16, 40000u16);
+        let l3 = 14;
+        let word = |f: &[u8], at: usize| wire::rd16(f, at);
+        // Outer destination: public -> inside; outer IP checksum (addresses only).
+        let d = checksum::Delta::addr(public, inside);
+        wire::wr(&mut f, l3 + 16, &inside.octets());
+        let c = d.apply_ip(word(&f, l3 + 10));
+        wire::wr16(&mut f, l3 + 10, c);
+        // Quoted source address + port, the quoted IP and UDP checksums, and for each rewritten
+        // word the outer ICMP checksum (it covers the whole quote; no pseudo-header).
+        let mut icmp = word(&f, e.icmp_checksum_offset);
+        let old_ip_csum = word(&f, e.ip_checksum_offset());
+        let new_ip_csum = d.apply_ip(old_ip_csum);
+        let sp = e.src_port_offset.unwrap();
+        let uc = e.l4_checksum_offset.unwrap();
+        let old_udp = word(&f, uc);
+        let new_udp = checksum::Delta::new(public, inside, pub_port, in_port).apply_udp(old_udp);
+        icmp = checksum::update32(icmp, public, inside);
+        icmp = checksum::update16(icmp, pub_port, in_port);
+        icmp = checksum::update16(icmp, old_ip_csum, new_ip_csum);
+        icmp = checksum::update16(icmp, old_udp, new_udp);
+        wire::wr(&mut f, e.ip_src_offset(), &inside.octets());
+        wire::wr16(&mut f, sp, in_port);
+        wire::wr16(&mut f, e.ip_checksum_offset(), new_ip_csum);
+        wire::wr16(&mut f, uc, new_udp);
+        wire::wr16(&mut f, e.icmp_checksum_offset, icmp);
+        // Full recomputes.
+        assert!(checksum::verify(&f[l3..l3 + 20]), "outer IP");
+        assert!(checksum::verify(&f[ip.l4_offset..]), "ICMP");
+        assert!(checksum::verify(&f[e.l3_offset..e.l4_offset]), "quoted IP");
+        let SlowKind::Ipv4(after) = parse(&f).unwrap().kind else {
+            panic!()
+        };
+        let SlowL4::IcmpError { inner, .. } = after.l4 else {
+            panic!()
+        };
+        assert_eq!(inner.key.src_v4(), Some(inside));
+        assert_eq!(inner.key.sport, in_port);
+        assert_eq!(after.ip.dst, inside);
+    }
+
     #[test]
     fn drops_match_fast_path() {
         let f = time_exceeded();

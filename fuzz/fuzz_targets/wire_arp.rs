@@ -1,0 +1,19 @@
+//! `ArpPacket::new_checked` on arbitrary bytes: no panic; an accepted header re-emits to the same
+//! repr.
+#![no_main]
+
+use altroute_packet::wire::{ArpPacket, ArpRepr};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(p) = ArpPacket::new_checked(data) else {
+        return;
+    };
+    let r = ArpRepr::parse(&p);
+    let mut out = vec![0u8; data.len().max(64)];
+    if r.emit(&mut out).is_ok() {
+        let n = data.len().max(64);
+        let again = ArpPacket::new_checked(&out[..n]).expect("emitted header must parse");
+        assert_eq!(ArpRepr::parse(&again), r);
+    }
+});

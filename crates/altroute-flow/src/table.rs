@@ -433,6 +433,7 @@ pub struct FlowTable {
     /// Pools: 3 per external address (TCP, UDP, ICMP).
     pools: Vec<PortPool>,
     gw_head: Vec<u32>,
+    gw_flows: Vec<u32>,
     failures: Vec<FailureWindow>,
     stats: TableStats,
 }
@@ -489,6 +490,7 @@ impl FlowTable {
             gw_addr: Vec::new(),
             pools: Vec::new(),
             gw_head: Vec::new(),
+            gw_flows: Vec::new(),
             failures: Vec::new(),
             stats: TableStats::default(),
             cfg: TableConfig {
@@ -538,6 +540,7 @@ impl FlowTable {
         }
         while self.gw_head.len() < gateways.len() {
             self.gw_head.push(NONE);
+            self.gw_flows.push(0);
             self.failures.push(FailureWindow::default());
         }
         self.cfg.gateways = gateways;
@@ -592,6 +595,11 @@ impl FlowTable {
                 .map(|v| v.capacity() * 4 + 24)
                 .sum::<usize>()
             + self.pools.len() * (8192 * 2 + 65536 * 4 + 65536 * 6)
+    }
+
+    /// Live flows through gateway `g` (kept up to date: no scan).
+    pub fn flows_on(&self, g: GatewayId) -> u32 {
+        self.gw_flows.get(g.index()).copied().unwrap_or(0)
     }
 
     /// NAT ports this worker can still hand out on `g`'s address for `proto` (TCP, UDP or ICMP).
@@ -1274,6 +1282,7 @@ impl FlowTable {
             self.slots[head as usize].gw_prev = i as u32;
         }
         self.gw_head[usize::from(gw)] = i as u32;
+        self.gw_flows[usize::from(gw)] += 1;
     }
 
     fn gw_unlink(&mut self, i: usize) {
@@ -1290,6 +1299,9 @@ impl FlowTable {
         }
         if s.gw_next != NONE {
             self.slots[s.gw_next as usize].gw_prev = s.gw_prev;
+        }
+        if let Some(c) = self.gw_flows.get_mut(usize::from(s.gateway)) {
+            *c = c.saturating_sub(1);
         }
         self.slots[i].gw_next = NONE;
         self.slots[i].gw_prev = NONE;

@@ -439,6 +439,8 @@ fn gateway_down_touches_only_its_flows() {
         t.update(h, T0, ACK, 0);
         by_gw[c.gateway.index()].push(h);
     }
+    assert_eq!(t.flows_on(GatewayId(0)) as usize, by_gw[0].len());
+    assert_eq!(t.flows_on(GatewayId(1)) as usize, by_gw[1].len());
     let down = t.gateway_down(GatewayId(0), T0, DownAction::Reset);
     assert_eq!(down.len(), by_gw[0].len());
     assert!(down.iter().all(|f| f.gateway == Some(GatewayId(0))));
@@ -450,6 +452,7 @@ fn gateway_down_touches_only_its_flows() {
         assert_eq!(t.update(*h, T0, ACK, 0), Update::Reject);
         t.remove(h.flow, T0);
     }
+    assert_eq!(t.flows_on(GatewayId(0)), 0);
     // The client's reconnect goes to the live gateway.
     let first_down = down[0].key;
     let (_, c) = t.insert(first_down, T0, true, SYN).unwrap();

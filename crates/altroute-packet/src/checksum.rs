@@ -35,7 +35,7 @@ pub const fn fold(mut acc: u64) -> u16 {
 
 /// Adds the bytes of `data` (as big-endian 16-bit words, an odd last byte padded with zero) to a
 /// 64-bit accumulator. Eight bytes are loaded at a time and split into two 32-bit halves, so the
-/// accumulator cannot overflow for any slice shorter than 2^34 bytes.
+/// accumulator cannot overflow for any slice shorter than 2^33 bytes.
 #[inline]
 fn accumulate(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(8);
@@ -285,7 +285,9 @@ pub enum PartialError {
 /// at `csum_start + csum_offset` holds the pseudo-header sum) and stores the complement there.
 ///
 /// `csum_start`/`csum_offset` are the virtio-net / `skb` values (for TCP over untagged IPv4
-/// without options: 34 and 16; UDP: 34 and 6). The plain complement is stored and returned; use
+/// without options: 34 and 16; UDP: 34 and 6). The sum runs to the end of `frame`, as the
+/// kernel's runs to the end of the skb: pass the frame cut at the end of the IP packet if it may
+/// carry Ethernet padding or trailer bytes. The plain complement is stored and returned; use
 /// [`complete_partial_udp`] for UDP, which applies the RFC 768 zero rule.
 #[inline]
 pub fn complete_partial(
@@ -357,7 +359,7 @@ mod tests {
 
     #[test]
     fn known_ipv4_header() {
-        // A captured IPv4 header (wikipedia example), checksum b861.
+        // The widely cited example IPv4 header (192.168.0.1 -> 192.168.0.199), checksum b861.
         let h = [
             0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,

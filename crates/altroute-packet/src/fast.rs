@@ -336,7 +336,7 @@ mod tests {
     use super::*;
     use core::net::Ipv4Addr;
 
-    /// A captured-style TCP SYN: 52:54:00:.. -> .., 10.0.0.2:40000 -> 203.0.113.10:443.
+    /// A hand-made TCP SYN 10.0.0.2:40000 -> 203.0.113.10:443 (real captures: `real_captures`).
     fn syn() -> Vec<u8> {
         let mut f = vec![
             0x02, 0, 0, 0, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x08, 0x00, // eth
@@ -428,5 +428,32 @@ mod tests {
         let mut qq = t.clone();
         qq[16..18].copy_from_slice(&[0x81, 0x00]);
         assert_eq!(parse(&qq, V), FastParse::Drop(DropReason::Qinq));
+    }
+
+    #[test]
+    fn real_captures() {
+        use crate::wire::captured::{ARP_REQ, ECHO, HSRP, IGMP_RA, SYN, UNREACH, VLAN_BFD};
+        let FastParse::Fast(m) = parse(&SYN, V) else {
+            panic!()
+        };
+        assert_eq!(m.key.to_string(), "tcp 1.0.2.2:42741 -> 1.0.2.1:179");
+        assert_eq!((m.ttl, m.ip_total_len, m.tcp_flags.0), (1, 60, 2));
+        let FastParse::Fast(m) = parse(&VLAN_BFD, V) else {
+            panic!()
+        };
+        assert_eq!(m.key.to_string(), "udp 11.11.11.2:49152 -> 11.11.11.1:3784");
+        assert_eq!(
+            (m.vlan, m.l3_offset, m.l4_offset),
+            (Some(VlanTci(0xe00b)), 18, 38)
+        );
+        let FastParse::Fast(m) = parse(&ECHO, V) else {
+            panic!()
+        };
+        assert_eq!(m.key.to_string(), "icmp 10.40.2.3:16420 -> 10.30.4.4:0");
+        assert_eq!(m.icmp, IcmpQuery::Request);
+        assert!(matches!(parse(&HSRP, V), FastParse::Fast(_)));
+        assert_eq!(parse(&ARP_REQ, V), FastParse::Slow(SlowReason::Arp));
+        assert_eq!(parse(&IGMP_RA, V), FastParse::Slow(SlowReason::Ipv4Options));
+        assert_eq!(parse(&UNREACH, V), FastParse::Slow(SlowReason::IcmpError));
     }
 }

@@ -550,4 +550,52 @@ mod tests {
         assert!(i.is_fragment() && !i.is_first_fragment());
         assert_eq!(i.ip.frag_offset, 185);
     }
+
+    #[test]
+    fn real_captures() {
+        use crate::wire::captured::{IGMP_RA, UNREACH};
+        let SlowKind::Ipv4(ip) = parse(&UNREACH).unwrap().kind else {
+            panic!()
+        };
+        let SlowL4::IcmpError { repr, inner } = ip.l4 else {
+            panic!()
+        };
+        assert!(matches!(repr, Icmpv4Repr::DstUnreachable { .. }));
+        assert_eq!(
+            inner.key.to_string(),
+            "udp 131.151.1.146:7002 -> 131.151.32.21:1799"
+        );
+        assert_eq!(
+            (inner.l3_offset, inner.l4_offset, inner.l4_len),
+            (42, 62, 44)
+        );
+        assert_eq!(inner.l4_checksum_offset, Some(68));
+        assert_eq!(wire::rd16(&UNREACH, 68), 0x324f);
+        let SlowKind::Ipv4(ip) = parse(&IGMP_RA).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!((ip.header_len, ip.l4_offset, ip.total_len), (24, 38, 32));
+        assert!(matches!(ip.l4, SlowL4::Other { key } if key.proto == 2));
+    }
+
+    #[test]
+    fn header_field_errors_map_like_the_fast_path() {
+        let f = time_exceeded();
+        for (at, v, want) in [
+            (14, 0x55, DropReason::Ipv4BadVersion),
+            (14, 0x44, DropReason::Ipv4BadIhl),
+            (17, 19, DropReason::Ipv4BadTotalLength),
+        ] {
+            let mut b = f.clone();
+            b[at] = v;
+            if at == 17 {
+                b[16] = 0;
+            }
+            assert_eq!(parse(&b), Err(want));
+            assert_eq!(
+                crate::fast::parse(&b, crate::FastOptions::default()),
+                crate::FastParse::Drop(want)
+            );
+        }
+    }
 }

@@ -188,14 +188,14 @@ impl ArpRepr {
 mod tests {
     use super::*;
 
-    // Captured: who-has 10.0.0.1 tell 10.0.0.2 (after the Ethernet header).
+    // A hand-made who-has 10.0.0.1 tell 10.0.0.2 (after the Ethernet header).
     const REQUEST: [u8; 28] = [
         0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0,
         0, 2, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1,
     ];
 
     #[test]
-    fn parse_captured() {
+    fn parse_hand_made() {
         let r = ArpRepr::parse(&ArpPacket::new_checked(&REQUEST[..]).unwrap());
         assert_eq!(r.op, ArpOp::Request);
         assert_eq!(r.sha, MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
@@ -244,5 +244,19 @@ mod tests {
             ArpPacket::new_checked(&b[..]),
             Err(Error::Unsupported { offset: 0, .. })
         ));
+    }
+
+    #[test]
+    fn parse_real_capture() {
+        let b = &crate::wire::captured::ARP_REQ[14..];
+        let r = ArpRepr::parse(&ArpPacket::new_checked(b).unwrap());
+        assert_eq!(r.op, ArpOp::Request);
+        assert_eq!(r.sha.to_string(), "00:1f:29:da:2d:79");
+        assert_eq!(r.spa, Ipv4Addr::new(192, 168, 1, 104));
+        assert_eq!(r.tpa, Ipv4Addr::new(192, 168, 1, 1));
+        assert!(!r.is_gratuitous());
+        let mut o = [0u8; 28];
+        r.emit(&mut o).unwrap();
+        assert_eq!(o[..], b[..28]);
     }
 }

@@ -311,7 +311,7 @@ impl EthernetRepr {
 mod tests {
     use super::*;
 
-    // Captured: a broadcast ARP request frame header (tcpdump).
+    // A hand-made broadcast ARP request header (real captures: `parse_real_capture`).
     const ARP_HDR: [u8; 14] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06,
     ];
@@ -322,7 +322,7 @@ mod tests {
     ];
 
     #[test]
-    fn parse_captured() {
+    fn parse_hand_made() {
         let f = EthernetFrame::new_checked(&ARP_HDR[..]).unwrap();
         let r = EthernetRepr::parse(&f);
         assert!(r.dst.is_broadcast());
@@ -406,5 +406,25 @@ mod tests {
         assert_eq!(r.dst, MacAddr([2; 6]));
         assert_eq!(r.vlan, Some(VlanTci(7)));
         assert_eq!(r.ethertype, EtherType::ARP);
+    }
+
+    #[test]
+    fn parse_real_capture() {
+        use crate::wire::captured::{ARP_REQ, VLAN_BFD};
+        let f = EthernetFrame::new_checked(&VLAN_BFD[..]).unwrap();
+        let r = EthernetRepr::parse(&f);
+        assert_eq!(r.dst.to_string(), "e4:6d:7f:54:b9:08");
+        assert_eq!(r.src.to_string(), "94:43:4d:c0:17:85");
+        assert_eq!(
+            r.vlan.map(|v| (v.pcp(), v.dei(), v.id())),
+            Some((7, false, 11))
+        );
+        assert_eq!(r.ethertype, EtherType::IPV4);
+        assert_eq!(f.payload().len(), 52);
+        let mut b = [0u8; 18];
+        r.emit(&mut b).unwrap();
+        assert_eq!(b[..], VLAN_BFD[..18]);
+        let a = EthernetRepr::parse(&EthernetFrame::new_checked(&ARP_REQ[..]).unwrap());
+        assert!(a.dst.is_broadcast() && a.vlan.is_none() && a.ethertype == EtherType::ARP);
     }
 }

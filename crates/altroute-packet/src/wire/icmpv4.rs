@@ -329,7 +329,7 @@ impl Icmpv4Repr {
 mod tests {
     use super::*;
 
-    // Captured `ping -c1` request: id 0x1c46, seq 1, 8 bytes of data, valid checksum.
+    // A hand-made echo request: id 0x1c46, seq 1, 8 bytes of data (checksum filled in the test).
     const ECHO: [u8; 16] = [
         0x08, 0x00, 0x00, 0x00, 0x1c, 0x46, 0x00, 0x01, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
         0x68,
@@ -404,5 +404,36 @@ mod tests {
             Icmpv4Packet::new_checked(&ECHO[..7]),
             Err(Error::Len(l)) if l.layer == Layer::Icmpv4 && l.needed == 8 && l.got == 7
         ));
+    }
+
+    #[test]
+    fn parse_real_captures() {
+        use crate::wire::captured::{ECHO, UNREACH};
+        let p = Icmpv4Packet::new_checked(&ECHO[34..62]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(
+            Icmpv4Repr::parse(&p),
+            Icmpv4Repr::EchoRequest {
+                ident: 0x4024,
+                seq: 0
+            }
+        );
+        let p = Icmpv4Packet::new_checked(&UNREACH[34..]).unwrap();
+        assert!(p.verify_checksum());
+        let r = Icmpv4Repr::parse(&p);
+        assert_eq!(
+            r,
+            Icmpv4Repr::DstUnreachable {
+                code: UnreachableCode::Port,
+                next_hop_mtu: 0
+            }
+        );
+        assert!(r.is_error());
+        assert_eq!(p.data().len(), 64);
+        let mut o = [0u8; 72];
+        r.emit(&mut o).unwrap();
+        o[8..].copy_from_slice(p.data());
+        let o = with_csum(o);
+        assert_eq!(o[..], UNREACH[34..]);
     }
 }

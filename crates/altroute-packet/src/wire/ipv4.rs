@@ -331,7 +331,7 @@ impl Ipv4Repr {
 mod tests {
     use super::*;
 
-    // Captured: 192.168.0.1 -> 192.168.0.199 UDP, total 0x73, checksum b861 (header only here,
+    // The widely cited example header: 192.168.0.1 -> 192.168.0.199 UDP, total 0x73, checksum b861 (header only here,
     // so total_len is reduced to 20 for parsing the view).
     const HDR: [u8; 20] = [
         0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
@@ -339,7 +339,7 @@ mod tests {
     ];
 
     #[test]
-    fn parse_captured() {
+    fn parse_known_header() {
         let mut b = [0u8; 0x73];
         b[..20].copy_from_slice(&HDR);
         let p = Ipv4Packet::new_checked(&b[..]).unwrap();
@@ -438,5 +438,33 @@ mod tests {
         assert!(p.verify_checksum());
         assert_eq!(p.ttl(), 3);
         assert!(p.payload().is_empty());
+    }
+
+    #[test]
+    fn parse_real_captures() {
+        use crate::wire::captured::{IGMP_RA, SYN};
+        // Options (router alert), Ethernet padding after total_len.
+        let p = Ipv4Packet::new_checked(&IGMP_RA[14..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(p.options(), &[0x94, 0x04, 0, 0]);
+        assert_eq!(p.payload().len(), 8);
+        let r = Ipv4Repr::parse(&p);
+        assert_eq!(
+            (r.src, r.dst),
+            (Ipv4Addr::new(10, 0, 200, 151), Ipv4Addr::new(224, 0, 0, 1))
+        );
+        assert_eq!((r.proto, r.ttl, r.ident), (2, 1, 2));
+        let mut o = [0u8; 24];
+        r.emit(&mut o).unwrap();
+        assert_eq!(o[..], IGMP_RA[14..38]);
+        // No options, DF, TOS 0xc0.
+        let p = Ipv4Packet::new_checked(&SYN[14..]).unwrap();
+        assert!(p.verify_checksum());
+        let r = Ipv4Repr::parse(&p);
+        assert!(r.dont_frag && r.tos == 0xc0 && r.payload_len == 40);
+        let mut o = [0u8; 20];
+        r.emit(&mut o).unwrap();
+        assert_eq!(o[..], SYN[14..34]);
     }
 }

@@ -19,6 +19,8 @@
 use core::fmt;
 
 pub mod arp;
+#[cfg(test)]
+pub(crate) mod captured;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;

@@ -298,7 +298,7 @@ impl TcpRepr {
 mod tests {
     use super::*;
 
-    // Captured SYN 10.0.0.2:40000 -> 203.0.113.10:443 with MSS 1460 (24-byte header).
+    // A hand-made SYN 10.0.0.2:40000 -> 203.0.113.10:443 with MSS 1460 (24-byte header).
     const SYN: [u8; 24] = [
         0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x60, 0x02, 0xfa,
         0xf0, 0x00, 0x00, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4,
@@ -345,5 +345,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn parse_real_capture() {
+        let f = &crate::wire::captured::SYN;
+        let (s, d) = (Ipv4Addr::new(1, 0, 2, 2), Ipv4Addr::new(1, 0, 2, 1));
+        let p = TcpPacket::new_checked(&f[34..]).unwrap();
+        assert!(p.verify_checksum(s, d));
+        let r = TcpRepr::parse(&p);
+        assert_eq!((r.src_port, r.dst_port, r.seq), (42741, 179, 0x8afa_6c32));
+        assert_eq!(r.flags, TcpFlags(TcpFlags::SYN));
+        assert_eq!(r.window, 0x7210);
+        assert_eq!(r.options.len(), 20);
+        assert_eq!(&r.options.as_slice()[..4], &[2, 4, 5, 0xb4]);
+        let mut o = [0u8; 40];
+        r.emit(&mut o).unwrap();
+        let mut w = TcpPacket::new_unchecked(&mut o[..]);
+        w.fill_checksum(s, d);
+        assert_eq!(o[..], f[34..]);
     }
 }

@@ -174,7 +174,7 @@ impl UdpRepr {
 mod tests {
     use super::*;
 
-    // Captured DNS query 10.0.0.2:53000 -> 192.0.2.53:53, 4 payload bytes, checksum filled below.
+    // A hand-made DNS query 10.0.0.2:53000 -> 192.0.2.53:53, 4 payload bytes, checksum filled below.
     const DGRAM: [u8; 12] = [
         0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 0x12, 0x34, 0x01, 0x00,
     ];
@@ -232,5 +232,24 @@ mod tests {
             payload_len: u16::MAX,
         };
         assert!(r.emit(&mut [0u8; 8]).is_err());
+    }
+
+    #[test]
+    fn parse_real_captures() {
+        use crate::wire::captured::{HSRP, VLAN_BFD};
+        let p = UdpPacket::new_checked(&HSRP[34..]).unwrap();
+        let r = UdpRepr::parse(&p);
+        assert_eq!((r.src_port, r.dst_port, r.payload_len), (1985, 1985, 20));
+        let (s, d) = (Ipv4Addr::new(192, 168, 0, 30), Ipv4Addr::new(224, 0, 0, 2));
+        assert!(p.verify_checksum(s, d));
+        let mut o = [0u8; 28];
+        r.emit(&mut o).unwrap();
+        o[8..].copy_from_slice(p.payload());
+        UdpPacket::new_unchecked(&mut o[..]).fill_checksum(s, d);
+        assert_eq!(o[..], HSRP[34..]);
+        // Checksum 0: none.
+        let p = UdpPacket::new_checked(&VLAN_BFD[38..]).unwrap();
+        assert_eq!((p.src_port(), p.dst_port(), p.checksum()), (49152, 3784, 0));
+        assert!(p.verify_checksum(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED));
     }
 }

@@ -473,6 +473,25 @@ mod tests {
         }
 
         #[test]
+        fn composed_deltas_equal_sequential_and_full(
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            src in any::<u32>(), dst in any::<u32>(), nsrc in any::<u32>(), ndst in any::<u32>(),
+            sport in any::<u16>(), dport in any::<u16>(), nsport in any::<u16>(), ndport in any::<u16>(),
+        ) {
+            let a = |x: u32| Ipv4Addr::from(x);
+            let mut seg = mk_segment(6, &payload, sport, dport);
+            let c = full(6, a(src), a(dst), &mut seg);
+            let d1 = Delta::new(a(src), a(nsrc), sport, nsport);
+            let d2 = Delta::new(a(dst), a(ndst), dport, ndport);
+            seg[0..2].copy_from_slice(&nsport.to_be_bytes());
+            seg[2..4].copy_from_slice(&ndport.to_be_bytes());
+            let want = full(6, a(nsrc), a(ndst), &mut seg);
+            prop_assert_eq!(d1.then(d2).apply_tcp(c), want);
+            prop_assert_eq!(d2.apply_tcp(d1.apply_tcp(c)), want);
+            prop_assert_eq!(Delta::NONE.apply_tcp(c), c);
+        }
+
+        #[test]
         fn icmp_identifier_delta(
             payload in proptest::collection::vec(any::<u8>(), 0..64),
             id in any::<u16>(), nid in any::<u16>(), seq in any::<u16>(),

@@ -55,7 +55,7 @@ use altroute_flow::{FlowKey, proto};
 use crate::drop::DropReason;
 use crate::wire::{EtherType, TcpFlags, VlanTci};
 
-/// Options of [`parse`].
+/// Options of [`parse`]. The default verifies nothing beyond lengths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FastOptions {
     /// Verify the IPv4 header checksum of accepted frames. It is summed from the 20 header
@@ -75,7 +75,8 @@ pub enum IcmpQuery {
 }
 
 /// An accepted frame: everything the pipeline needs to look up the flow and rewrite the frame
-/// in place, as offsets into the frame it came from.
+/// in place, as offsets into the frame it came from. `Copy`, at most 56 bytes (offsets are `u16`: an
+/// accepted frame's IP packet ends below 64 KiB + 18).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastFrame {
     /// The flow key of this direction (ports in host order; the ICMP convention of
@@ -99,6 +100,8 @@ pub struct FastFrame {
     /// For ICMP: request or reply; [`IcmpQuery::None`] otherwise.
     pub icmp: IcmpQuery,
 }
+
+const _: () = assert!(core::mem::size_of::<FastFrame>() <= 56);
 
 impl FastFrame {
     /// Offset of the IPv4 header checksum.

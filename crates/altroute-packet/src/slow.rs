@@ -8,7 +8,7 @@
 //! quoted IP and L4 checksums, the outer ICMP checksum), so the pipeline can translate it with the
 //! [`checksum`](crate::checksum) helpers without re-parsing.
 //!
-//! Validation of the outer Ethernet and IPv4 headers uses the [`wire`](crate::wire) views, so a
+//! Validation of the outer Ethernet and IPv4 headers uses the [`wire`] views, so a
 //! malformed frame gets the same [`DropReason`] here as on the fast path; the IPv4 header checksum
 //! is always verified. The L4 headers and the quoted datagram are sliced with etherparse
 //! (`TcpSlice`, `UdpSlice`, `Icmpv4Slice`, and the lax `LaxIpv4Slice` made for cut-off packets).

@@ -150,6 +150,27 @@ impl RxFrame<'_> {
         }
     }
 
+    /// The frame and the free room after it, to the end of the buffer: a pipeline that may grow
+    /// the frame (an answer longer than the question, a VLAN tag) writes here, then calls
+    /// [`RxFrame::set_len`].
+    pub fn frame_and_tail_mut(&mut self) -> &mut [u8] {
+        let s = self.d.start;
+        self.d.buf_mut().get_mut(s..).unwrap_or(&mut [])
+    }
+
+    /// Sets the frame's length, growing it into the tail room or shortening it. Returns `false`
+    /// and changes nothing if `len` is 0 or does not fit in the buffer.
+    #[must_use]
+    pub fn set_len(&mut self, len: usize) -> bool {
+        match self.d.start.checked_add(len) {
+            Some(end) if len > 0 && end <= self.d.cap => {
+                self.d.end = end;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Shortens the frame to `len` bytes (no-op if it is not longer).
     pub fn truncate(&mut self, len: usize) {
         if len < self.len() {
@@ -284,6 +305,15 @@ impl RxBatch<'_> {
     pub fn data(&self, i: usize) -> Option<&[u8]> {
         let d = self.descs.get(i)?;
         d.buf().get(d.start..d.end)
+    }
+
+    /// Frame `i` ready for a sender, unless it was marked dropped.
+    pub fn tx_frame(&self, i: usize) -> Option<TxFrame<'_>> {
+        let d = self.descs.get(i).filter(|d| !d.dropped)?;
+        Some(TxFrame {
+            data: d.buf().get(d.start..d.end)?,
+            vnet: d.vnet,
+        })
     }
 
     /// The frames not marked dropped, ready for a sender.

@@ -162,6 +162,15 @@ impl RingGeometry {
         self.block_size as usize * self.block_nr as usize
     }
 
+    /// Byte offset of slot `i` from the start of the ring. Slots never straddle blocks, so a
+    /// block may end in unused bytes: slot `i` is at
+    /// `(i / frames_per_block) * block_size + (i % frames_per_block) * frame_size`.
+    pub fn slot_offset(&self, i: u32) -> usize {
+        let per = self.frames_per_block().max(1);
+        (i / per) as usize * self.block_size as usize
+            + (i % per) as usize * self.frame_size as usize
+    }
+
     /// Slots per block.
     pub fn frames_per_block(&self) -> u32 {
         self.block_size / self.frame_size.max(1)
@@ -230,6 +239,32 @@ mod tests {
         assert!(g.max_frame(18, true) >= 65535 + 18);
         // The 69,632-byte layout from NOTES would be one slot per 128 KiB block: ours is denser.
         assert!(g.ring_bytes() / g.frame_nr as usize <= 70 * 1024, "{g:?}");
+    }
+
+    #[test]
+    fn slots_do_not_straddle_blocks() {
+        let g = RingGeometry::v2(18, false, 1518, 64).unwrap();
+        let per = g.frames_per_block();
+        assert!(
+            per > 1 && g.block_size % g.frame_size != 0,
+            "a layout with slack: {g:?}"
+        );
+        assert_eq!(g.slot_offset(0), 0);
+        assert_eq!(g.slot_offset(1), g.frame_size as usize);
+        assert_eq!(g.slot_offset(per), g.block_size as usize);
+        assert_eq!(
+            g.slot_offset(per + 1),
+            (g.block_size + g.frame_size) as usize
+        );
+        for i in 0..g.frame_nr {
+            let o = g.slot_offset(i);
+            let block = o / g.block_size as usize;
+            assert_eq!(
+                (o + g.frame_size as usize - 1) / g.block_size as usize,
+                block
+            );
+            assert!(o + g.frame_size as usize <= g.ring_bytes());
+        }
     }
 
     #[test]

@@ -716,3 +716,20 @@ fn flush_mmsg(
         off += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::RingGeometry;
+
+    #[test]
+    fn slot_map_agrees_with_the_geometry() {
+        for (reserve, vnet, max) in [(18, false, 1518), (8, true, 65553), (0, false, 9018)] {
+            let g = RingGeometry::v2(reserve, vnet, max, 100).unwrap();
+            let m = SlotMap::new(&g);
+            for i in 0..g.frame_nr {
+                assert_eq!(m.offset(i as usize), g.slot_offset(i), "{g:?} slot {i}");
+            }
+        }
+    }
+}

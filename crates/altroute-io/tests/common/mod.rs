@@ -37,7 +37,7 @@ pub fn lab_or_skip(test: &str, tools: &[&str]) -> Option<Lab> {
     if !is_root() {
         missing.push("root".to_string());
     }
-    for t in std::iter::once(&"ip").chain(tools) {
+    for t in ["ip", "sysctl"].iter().chain(tools) {
         if !have(t) {
             missing.push((*t).to_string());
         }

@@ -4,6 +4,7 @@
 #
 #   examples/relay-lab.sh [relay options...]      e.g.  --vnet --rx v3 --retire-ms 1
 #   env: SECS=10 STREAMS=1 OFFLOADS=on|off REVERSE=1 BRIDGE=1 (kernel bridge baseline instead)
+#        PING=N (print the RTT of N pings through the relay first; SECS=0 skips iperf3)
 #        RELAY=path/to/relay (default: target-io/release/examples/relay)
 set -euo pipefail
 args=("$@")
@@ -43,6 +44,10 @@ else
   sleep 1
 fi
 ip netns exec "$c" ping -c 2 -W 2 -q 10.77.0.2 >/dev/null || { echo "no ping through the relay"; exit 1; }
+if [ -n "${PING:-}" ]; then
+  ip netns exec "$c" ping -c "$PING" -i 0.05 -q 10.77.0.2 | tail -1
+fi
+[ "$SECS" = 0 ] && exit 0
 ip netns exec "$s" iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.5
 ip netns exec "$c" iperf3 -c 10.77.0.2 -t "$SECS" -P "$STREAMS" -f g ${REVERSE:+-R} | grep -E "(sender|receiver)$" | tail -2

@@ -69,7 +69,13 @@ pub struct InterfaceInfo {
 }
 
 fn ctl_socket(iface: &str) -> Result<OwnedFd, IoError> {
-    sys::socket(iface, libc::AF_INET, libc::SOCK_DGRAM, 0)
+    sys::socket(
+        iface,
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        0,
+        "socket(AF_INET, SOCK_DGRAM)",
+    )
 }
 
 fn ioctl(

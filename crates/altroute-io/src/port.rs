@@ -247,7 +247,13 @@ impl Port {
             None if cfg.vnet_hdr => GSO_MAX_FRAME,
             None => (crate::host::mtu(name)? as usize + 18).max(1518),
         };
-        let fd = sys::socket(name, libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let fd = sys::socket(
+            name,
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            0,
+            "socket(AF_PACKET, SOCK_RAW)",
+        )?;
         let receiving = cfg.rx != RxMode::None;
 
         if cfg.fanout.is_some() {

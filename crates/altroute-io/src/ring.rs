@@ -436,7 +436,9 @@ unsafe fn take(
     });
     let mut d = Desc {
         ptr: buf,
-        cap: mac - head + snap,
+        // The buffer runs to the end of the frame's room (the slot, or the next V3 packet), so the
+        // pipeline can grow a frame in place (a longer answer, a VLAN tag).
+        cap: limit - head,
         start: mac - head,
         end: mac - head + snap,
         vnet,

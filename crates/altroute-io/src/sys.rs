@@ -223,13 +223,19 @@ pub fn last_err(iface: &str, op: &'static str) -> IoError {
     IoError::os(iface, op, std::io::Error::last_os_error())
 }
 
-/// `socket(domain, ty | SOCK_CLOEXEC, protocol)`.
-pub fn socket(iface: &str, domain: c_int, ty: c_int, protocol: c_int) -> Result<OwnedFd, IoError> {
+/// `socket(domain, ty | SOCK_CLOEXEC, protocol)`; `op` names it in errors.
+pub fn socket(
+    iface: &str,
+    domain: c_int,
+    ty: c_int,
+    protocol: c_int,
+    op: &'static str,
+) -> Result<OwnedFd, IoError> {
     // SAFETY: plain syscall with integer arguments; the returned descriptor is checked and then
     // owned exclusively by the `OwnedFd`.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
-        return Err(last_err(iface, "socket(AF_PACKET, SOCK_RAW)"));
+        return Err(last_err(iface, op));
     }
     // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

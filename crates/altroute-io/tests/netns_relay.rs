@@ -287,6 +287,9 @@ fn vnet_case(name: &str, cfg: PortConfig) {
         "frames above 1514 B passed whole: {c2s:?}"
     );
     assert!(c2s.tx.tx_bytes >= 64 << 20, "{c2s:?}");
+    // Each received frame, super-frames included, went out whole as one frame.
+    assert_eq!(c2s.tx.tx_frames, c2s.frames, "{c2s:?}");
+    assert_eq!(c2s.tx.tx_errors, 0, "{c2s:?}");
 }
 
 #[test]

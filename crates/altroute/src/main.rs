@@ -32,6 +32,8 @@ commands! {
     Setup(cmd::setup::Args),
     /// Build, break (fault injection) or remove the network-namespace lab.
     Lab(cmd::lab::Args),
+    /// Run the router.
+    Run(cmd::run::Args),
     /// Lab traffic tools (whoami server and client), run inside lab namespaces.
     #[command(hide = true)]
     LabTool(cmd::lab_tool::Args),

@@ -3,4 +3,5 @@
 pub mod check_config;
 pub mod lab;
 pub mod lab_tool;
+pub mod run;
 pub mod setup;

@@ -1,0 +1,219 @@
+//! `altroute run --config FILE`: the router. Checks that the kernel is silent on the ports, opens
+//! one AF_PACKET socket per link and worker (fanout-steered so both directions of a connection
+//! reach the worker that owns it), starts the workers and runs the control loop until SIGINT or
+//! SIGTERM.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use altroute::config::{self, Config};
+use altroute::worker::{self, WorkerSetup};
+use altroute::{build, control, kernel};
+use altroute_flow::FlowTable;
+use altroute_io::{Fanout, FanoutMode, OtherTraffic, Port, PortConfig, RxMode, Side, Steering};
+use altroute_packet::pipeline::Context;
+use altroute_packet::wire::MacAddr;
+use anyhow::{Context as _, anyhow, bail};
+use log::{info, warn};
+
+/// Arguments of `run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Worker threads (default: `limits.workers`, else one per CPU).
+    #[arg(long)]
+    workers: Option<u16>,
+    /// Start even if the kernel is not silent on the ports (it will answer and forward beside us).
+    #[arg(long)]
+    skip_kernel_check: bool,
+    /// Enter this network namespace (by name, as `ip netns` knows it) before opening sockets.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Write a JSON status document here every second.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Log a status line every this many seconds.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+}
+
+impl Args {
+    /// Runs the router until a signal stops it.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let cfg = Config::load(&self.config).map_err(|e| anyhow!("{e}"))?;
+        if let Some(ns) = &self.netns {
+            altroute_io::netns::enter(ns)
+                .with_context(|| format!("entering network namespace {ns}"))?;
+        }
+        if !self.skip_kernel_check
+            && let Err(problems) = kernel::kernel_check_path(&cfg, &self.config)
+        {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            bail!(
+                "the kernel is not silent on the router's ports ({} problem(s)); run `altroute setup --config {}` or pass --skip-kernel-check",
+                problems.len(),
+                self.config.display()
+            );
+        }
+        let workers = self.workers.unwrap_or_else(|| cfg.limits.workers()).max(1);
+        let links = build::links(&cfg);
+        let mut link_mac = Vec::new();
+        for l in &links {
+            let info = altroute_io::host::inspect(l)
+                .with_context(|| format!("inspecting interface {l}"))?;
+            link_mac.push(info.mac.map(MacAddr));
+        }
+        let mac_of = |iface: &str| {
+            links
+                .iter()
+                .position(|l| l == iface)
+                .and_then(|i| link_mac[i])
+        };
+        let pipeline = build::pipeline_config(&cfg, &links, &mac_of).map_err(|e| anyhow!("{e}"))?;
+        let port_link: Vec<u8> = pipeline.ports.iter().map(|p| p.link).collect();
+        let port_mac: Vec<MacAddr> = pipeline.ports.iter().map(|p| p.mac).collect();
+        // The side of each link decides what its steering program reads.
+        let link_side: Vec<Side> = links
+            .iter()
+            .map(|l| {
+                let wan = cfg
+                    .ports
+                    .iter()
+                    .any(|p| &p.interface == l && p.role == config::Role::Wan);
+                if wan { Side::Wan } else { Side::Lan }
+            })
+            .collect();
+        let block = NonZeroU32::new(u32::from(cfg.nat.port_block))
+            .ok_or_else(|| anyhow!("nat.port_block must not be 0"))?;
+        let nworkers =
+            NonZeroU32::new(u32::from(workers)).ok_or_else(|| anyhow!("workers must not be 0"))?;
+        let vnet = cfg.datapath.vnet_hdr;
+        let rx = match cfg.datapath.rx_ring {
+            config::RxRing::V2 => RxMode::V2 {
+                frames: cfg
+                    .datapath
+                    .ring_frames
+                    .unwrap_or(if vnet { 128 } else { 1024 }),
+            },
+            config::RxRing::V3 => RxMode::V3 {
+                block_size: 1 << 20,
+                blocks: 8,
+                retire_ms: 1,
+            },
+        };
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))
+                .context("installing the signal handlers")?;
+        }
+        let (ev_tx, ev_rx) = crossbeam_channel::bounded(4096);
+        let mut to_workers = Vec::new();
+        let mut setups = Vec::new();
+        let group_base = (std::process::id() as u16) & 0x7f00;
+        // Fanout members are numbered in join order: open worker 0's sockets first, and so on.
+        for w in 0..workers {
+            let table =
+                FlowTable::new(build::table_config(&cfg, w, workers).map_err(|e| anyhow!("{e}"))?)
+                    .map_err(|e| anyhow!("flow table: {e}"))?;
+            let ctx =
+                Context::new(pipeline.clone(), table).map_err(|e| anyhow!("pipeline: {e}"))?;
+            let mut ports = Vec::new();
+            for (li, l) in links.iter().enumerate() {
+                let mut pc = PortConfig::new(l.clone());
+                pc.rx = rx.clone();
+                pc.vnet_hdr = vnet;
+                pc.batch_max = usize::from(cfg.datapath.batch.max(1));
+                if workers > 1 {
+                    let mut st = Steering::new(link_side[li], block, nworkers);
+                    st.other = OtherTraffic::Worker0;
+                    pc.fanout = Some(Fanout {
+                        group: group_base + li as u16,
+                        mode: FanoutMode::Cbpf(st.program()),
+                        defrag: false,
+                    });
+                }
+                ports.push(Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?);
+            }
+            let (tx, rx) = crossbeam_channel::unbounded();
+            to_workers.push(tx);
+            setups.push(WorkerSetup {
+                id: w,
+                ctx,
+                ports,
+                vnet: vec![vnet; links.len()],
+                batch: usize::from(cfg.datapath.batch.max(1)),
+                rx,
+                tx: ev_tx.clone(),
+                epoch,
+            });
+        }
+        drop(ev_tx);
+        info!(
+            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}",
+            cfg.ports.len(),
+            links.len(),
+            cfg.gateways.len(),
+            if vnet { "on" } else { "off" }
+        );
+        let mut handles = Vec::new();
+        for s in setups {
+            let id = s.id;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{id}"))
+                    .spawn(move || worker::run(s))
+                    .context("starting a worker thread")?,
+            );
+        }
+        let last = control::run(control::ControlSetup {
+            cfg,
+            port_link,
+            port_mac,
+            to_workers,
+            from_workers: ev_rx,
+            epoch,
+            stop: Arc::clone(&stop),
+            status_file: self.status_file.clone(),
+            log_every: Duration::from_secs(self.log_every.max(1)),
+        });
+        let mut failed = false;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!("worker stopped with an error: {e}");
+                    failed = true;
+                }
+                Err(_) => {
+                    warn!("a worker panicked");
+                    failed = true;
+                }
+            }
+        }
+        for s in &last {
+            info!(
+                "worker {}: {} flows, created {}, expired {}, drops {}",
+                s.worker,
+                s.flows,
+                s.table.created,
+                s.table.expired,
+                s.counters.drops.0.iter().sum::<u64>()
+            );
+        }
+        info!("altroute stopped");
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}

@@ -7,5 +7,6 @@ pub mod control;
 pub mod health;
 pub mod kernel;
 pub mod lab;
+pub mod replay;
 pub mod setup;
 pub mod worker;

@@ -34,6 +34,8 @@ commands! {
     Lab(cmd::lab::Args),
     /// Run the router.
     Run(cmd::run::Args),
+    /// Replay pcap/pcapng captures through the packet pipeline (no root): one pcap out per port.
+    Replay(cmd::replay::Args),
     /// Lab traffic tools (whoami server and client), run inside lab namespaces.
     #[command(hide = true)]
     LabTool(cmd::lab_tool::Args),

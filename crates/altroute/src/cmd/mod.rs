@@ -3,5 +3,6 @@
 pub mod check_config;
 pub mod lab;
 pub mod lab_tool;
+pub mod replay;
 pub mod run;
 pub mod setup;

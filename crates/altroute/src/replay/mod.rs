@@ -1,0 +1,550 @@
+//! Offline replay: the packet pipeline over pcap/pcapng captures, no root, no network.
+//!
+//! `altroute replay --config C --in FILE [--in-port NAME] [--in FILE2 --in-port NAME2 ...]
+//! --out-dir D [--time-from-capture] [--down GATEWAY@N] [--up GATEWAY@N]`
+//!
+//! - **Inputs.** Each `--in` capture arrives on the port named by its `--in-port` (give one per
+//!   `--in`, paired in order, or none: then every file arrives on the first LAN port). A port
+//!   names a (link, VLAN) pair; its link is what the pipeline sees, and a frame's own 802.1Q tag
+//!   picks the VLAN port on that link. The files are merged by capture time (ties: the order of
+//!   `--in`, then file order) and processed one frame at a time as one worker would.
+//! - **Clock.** By default packet `i` of the merged stream (0-based) runs at `now = i` ms: replays
+//!   of captures with odd timestamps stay deterministic. With `--time-from-capture`, `now` is the
+//!   packet's capture time relative to the first packet (never going backwards). Flows are
+//!   expired as the clock advances, as the daemon does.
+//! - **Outputs.** `D/<port>.pcap` for every port (Ethernet, microsecond timestamps): the frames
+//!   forwarded out of that port (including ARP requests the pipeline sends to resolve a
+//!   neighbour) and the answers (`Reply` verdicts: ARP replies, echo replies, ICMP errors, TCP RST)
+//!   sent back out of the port the frame came in on. Each output frame carries the capture time
+//!   of the frame that caused it.
+//! - **Frames cut by the capture's snaplen** (caplen < wire length) are counted as `truncated`
+//!   and not processed: the pipeline would see a frame that never existed.
+//! - **MACs.** A port without `mac:` in the configuration gets the placeholder
+//!   [`placeholder_port_mac`] `02:00:00:00:ff:NN` (NN = port index + 1). A gateway without `mac:`
+//!   starts with the placeholder [`placeholder_gateway_mac`] `02:00:A:B:C:D` (its next-hop address
+//!   A.B.C.D) in the neighbour table, so traffic flows without ARP; an ARP reply from the gateway
+//!   in the capture replaces it, as it would on a live router.
+//! - **Gateway events.** `--down NAME@N` marks gateway NAME down just before packet N (1-based, of
+//!   the merged stream) with the configured `on_gateway_down` (reset: its flows answer their next
+//!   LAN packet with TCP RST / ICMP prohibited); `--up NAME@N` brings it back (`failback`).
+//!
+//! The summary lists per-gateway flows (live at the end), packets and bytes out and in, the
+//! verdict counts and the drops by reason ([`altroute_packet::DropReason`]'s name).
+
+pub mod capture;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use altroute_flow::{DownAction, Failback, FlowTable, GatewayId, Time};
+use altroute_packet::pipeline::{Context, Counters, FrameMeta, MAX_FRAME, Verdict};
+use altroute_packet::wire::MacAddr;
+
+use crate::build::{self, BuildError};
+use crate::config::{self, Config, ConfigError};
+pub use capture::{CapFrame, CaptureError, pcap_bytes, read_capture};
+
+/// The placeholder MAC of port `index` when the configuration gives none: `02:00:00:00:ff:NN`.
+pub fn placeholder_port_mac(index: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 0xff, (index + 1) as u8])
+}
+
+/// The placeholder MAC of a gateway without `mac:`: `02:00:` followed by its next-hop address.
+pub fn placeholder_gateway_mac(via: Ipv4Addr) -> MacAddr {
+    let o = via.octets();
+    MacAddr([2, 0, o[0], o[1], o[2], o[3]])
+}
+
+/// A gateway state change at a packet number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Gateway name.
+    pub gateway: String,
+    /// Applied just before this packet (1-based, merged stream).
+    pub packet: usize,
+}
+
+impl FromStr for Event {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("{s:?}: expected GATEWAY@PACKET, e.g. isp1@10");
+        let (g, n) = s.rsplit_once('@').ok_or_else(err)?;
+        let packet: usize = n.parse().map_err(|_| err())?;
+        if g.is_empty() || packet == 0 {
+            return Err(err());
+        }
+        Ok(Event {
+            gateway: g.to_string(),
+            packet,
+        })
+    }
+}
+
+/// The command line of `altroute replay` (also used by tests to run fixture argument files).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The YAML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// A pcap or pcapng capture to replay (repeatable).
+    #[arg(long = "in", value_name = "FILE", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The port the matching `--in` arrives on (one per `--in`, in order; default: the first LAN
+    /// port for every file).
+    #[arg(long = "in-port", value_name = "NAME")]
+    pub in_ports: Vec<String>,
+    /// Where `<port>.pcap` files are written.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Use capture timestamps (relative to the first packet) as the clock instead of 1 ms per
+    /// packet.
+    #[arg(long)]
+    pub time_from_capture: bool,
+    /// Mark a gateway down just before packet N of the merged stream (repeatable).
+    #[arg(long, value_name = "GATEWAY@N")]
+    pub down: Vec<Event>,
+    /// Bring a gateway back up just before packet N (repeatable).
+    #[arg(long, value_name = "GATEWAY@N")]
+    pub up: Vec<Event>,
+}
+
+/// One capture and the port it arrives on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// The capture file.
+    pub path: PathBuf,
+    /// The port name.
+    pub port: String,
+}
+
+/// What to replay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The captures.
+    pub inputs: Vec<Input>,
+    /// Use capture time as the clock.
+    pub time_from_capture: bool,
+    /// Gateways going down.
+    pub down: Vec<Event>,
+    /// Gateways coming back.
+    pub up: Vec<Event>,
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The configuration file is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The configuration could not be mapped onto the engine.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// The pipeline refused its configuration.
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] altroute_packet::pipeline::PipelineError),
+    /// The flow table refused its configuration.
+    #[error("flow table: {0}")]
+    Flow(#[from] altroute_flow::ConfigError),
+    /// A capture could not be read.
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+    /// A command-line problem.
+    #[error("{0}")]
+    Usage(String),
+    /// An output file could not be written.
+    #[error("{path}: {why}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        why: String,
+    },
+}
+
+impl ReplayArgs {
+    /// Loads the configuration and pairs inputs with ports.
+    pub fn resolve(&self) -> Result<(Config, Options), ReplayError> {
+        let cfg = Config::load(&self.config)?;
+        let ports = if self.in_ports.is_empty() {
+            let lan = cfg
+                .ports
+                .iter()
+                .find(|p| p.role == config::Role::Lan)
+                .map(|p| p.name.clone())
+                .ok_or_else(|| ReplayError::Usage("the configuration has no LAN port".into()))?;
+            vec![lan; self.inputs.len()]
+        } else if self.in_ports.len() == self.inputs.len() {
+            self.in_ports.clone()
+        } else {
+            return Err(ReplayError::Usage(format!(
+                "{} --in but {} --in-port: give one --in-port per --in (in the same order), or none \
+                 (every file then arrives on the first LAN port)",
+                self.inputs.len(),
+                self.in_ports.len()
+            )));
+        };
+        let opts = Options {
+            inputs: self
+                .inputs
+                .iter()
+                .zip(ports)
+                .map(|(path, port)| Input {
+                    path: path.clone(),
+                    port,
+                })
+                .collect(),
+            time_from_capture: self.time_from_capture,
+            down: self.down.clone(),
+            up: self.up.clone(),
+        };
+        Ok((cfg, opts))
+    }
+}
+
+/// A frame that left the router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutFrame {
+    /// Capture time of the frame that caused it (ns since the epoch).
+    pub ts_ns: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Per-gateway figures of a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayReport {
+    /// Gateway name.
+    pub name: String,
+    /// Flows on it at the end of the replay.
+    pub flows: u32,
+    /// Packets and bytes (IP) sent out through it.
+    pub out: (u64, u64),
+    /// Packets and bytes (IP) received back through it.
+    pub back: (u64, u64),
+}
+
+/// The result of a replay.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Port names, by port index.
+    pub ports: Vec<String>,
+    /// Frames leaving each port (same index as `ports`).
+    pub outputs: Vec<Vec<OutFrame>>,
+    /// Frames read from the captures.
+    pub frames: u64,
+    /// Frames cut by the capture's snaplen (not processed).
+    pub truncated: u64,
+    /// `Forward` verdicts.
+    pub forward: u64,
+    /// `Reply` verdicts.
+    pub reply: u64,
+    /// `Drop` verdicts.
+    pub drop: u64,
+    /// `Control` verdicts.
+    pub control: u64,
+    /// `Drop` verdicts by reason name.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Per-gateway figures.
+    pub gateways: Vec<GatewayReport>,
+    /// Flows created during the replay.
+    pub flows_created: u64,
+    /// The pipeline's own counters.
+    pub counters: Counters,
+}
+
+/// A pipeline context for `cfg` as replay runs it (one worker; links numbered as
+/// [`build::links`]; placeholder MACs; gateway placeholders seeded into the neighbour table).
+pub fn context(cfg: &Config) -> Result<Context, ReplayError> {
+    let links = build::links(cfg);
+    let table = FlowTable::new(build::table_config(cfg, 0, 1)?)?;
+    let port_mac = |iface: &str| {
+        cfg.ports
+            .iter()
+            .position(|p| p.interface == iface)
+            .map(placeholder_port_mac)
+    };
+    let mut pc = build::pipeline_config(cfg, &links, &port_mac)?;
+    // Ports sharing an interface without a MAC each get their own index's placeholder.
+    for (i, (spec, p)) in pc.ports.iter_mut().zip(&cfg.ports).enumerate() {
+        if p.mac.is_none() {
+            spec.mac = placeholder_port_mac(i);
+        }
+    }
+    let seeds: Vec<(Ipv4Addr, u8)> = pc
+        .gateways
+        .iter()
+        .filter(|g| g.mac.is_none())
+        .map(|g| (g.next_hop, g.port.0))
+        .collect();
+    let mut ctx = Context::new(pc, table)?;
+    for (via, port) in seeds {
+        ctx.neighbors
+            .learn(via, placeholder_gateway_mac(via), port, Time::ZERO);
+    }
+    Ok(ctx)
+}
+
+fn port_index(cfg: &Config, name: &str) -> Result<usize, ReplayError> {
+    cfg.ports
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = cfg.ports.iter().map(|p| p.name.as_str()).collect();
+            ReplayError::Usage(format!(
+                "unknown port {name:?} (ports: {})",
+                known.join(", ")
+            ))
+        })
+}
+
+/// Replays the captures of `opts` through a pipeline built from `cfg`.
+pub fn replay(cfg: &Config, opts: &Options) -> Result<Report, ReplayError> {
+    let mut files = Vec::with_capacity(opts.inputs.len());
+    for input in &opts.inputs {
+        let port = port_index(cfg, &input.port)?;
+        files.push((port, read_capture(&input.path)?));
+    }
+    replay_frames(cfg, files, opts)
+}
+
+/// Replays frames already read: one `(in-port index, frames)` per capture.
+pub fn replay_frames(
+    cfg: &Config,
+    files: Vec<(usize, Vec<CapFrame>)>,
+    opts: &Options,
+) -> Result<Report, ReplayError> {
+    let links = build::links(cfg);
+    let mut events: Vec<(usize, bool, GatewayId)> = Vec::new();
+    for (list, down) in [(&opts.down, true), (&opts.up, false)] {
+        for e in list {
+            let g = cfg
+                .gateway_index(&e.gateway)
+                .and_then(|i| u8::try_from(i).ok())
+                .ok_or_else(|| ReplayError::Usage(format!("unknown gateway {:?}", e.gateway)))?;
+            events.push((e.packet, down, GatewayId(g)));
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    let down_action = match cfg.policy.on_gateway_down {
+        config::OnGatewayDown::Reset => DownAction::Reset,
+        config::OnGatewayDown::Wait => DownAction::Keep,
+    };
+    let failback = match cfg.policy.failback {
+        config::Failback::Stay => Failback::Stay,
+        config::Failback::Move => Failback::Move,
+    };
+
+    let mut ctx = context(cfg)?;
+    // Merge by capture time; stable, so ties keep the input order, then file order.
+    let mut order: Vec<(u64, usize, usize)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, (_, frames))| {
+            frames
+                .iter()
+                .enumerate()
+                .map(move |(i, fr)| (fr.ts_ns, f, i))
+        })
+        .collect();
+    order.sort_by_key(|&(ts, f, i)| (ts, f, i));
+
+    let mut report = Report {
+        ports: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        outputs: vec![Vec::new(); cfg.ports.len()],
+        frames: order.len() as u64,
+        truncated: 0,
+        forward: 0,
+        reply: 0,
+        drop: 0,
+        control: 0,
+        drops: BTreeMap::new(),
+        gateways: Vec::new(),
+        flows_created: 0,
+        counters: ctx.counters.clone(),
+    };
+    let first_ts = order.first().map_or(0, |o| o.0);
+    let mut last_ms = 0u64;
+    let mut expired = Vec::new();
+    let mut buf = vec![0u8; MAX_FRAME + 64];
+    let mut next_event = 0;
+    for (n, &(ts, f, i)) in order.iter().enumerate() {
+        let (in_port, frames) = &files[f];
+        let frame = &frames[i];
+        let ms = if opts.time_from_capture {
+            (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms)
+        } else {
+            n as u64
+        };
+        last_ms = ms;
+        let now = Time::from_millis(ms);
+        while let Some(&(at, down, g)) = events.get(next_event) {
+            if at > n + 1 {
+                break;
+            }
+            if down {
+                ctx.table.gateway_down(g, now, down_action);
+            } else {
+                ctx.table.gateway_up(g, now, failback);
+            }
+            next_event += 1;
+        }
+        expired.clear();
+        ctx.table.expire(now, 256, &mut expired);
+        if frame.is_truncated() {
+            report.truncated += 1;
+            continue;
+        }
+        let len = frame.data.len();
+        if buf.len() < len + 64 {
+            // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
+            buf.resize(len + 64, 0);
+        }
+        buf[..len].copy_from_slice(&frame.data);
+        let link = links
+            .iter()
+            .position(|l| *l == cfg.ports[*in_port].interface)
+            .unwrap_or(0) as u8;
+        let mut meta = FrameMeta::default();
+        let v = ctx.process(&mut buf, len, link, &mut meta, now);
+        count(&mut report, v);
+        match v {
+            Verdict::Forward { port, len } => {
+                if let (Some(out), Some(data)) =
+                    (report.outputs.get_mut(usize::from(port.0)), buf.get(..len))
+                {
+                    out.push(OutFrame {
+                        ts_ns: ts,
+                        data: data.to_vec(),
+                    });
+                }
+            }
+            Verdict::Reply { len } => {
+                if let (Some(out), Some(data)) = (report.outputs.get_mut(*in_port), buf.get(..len))
+                {
+                    out.push(OutFrame {
+                        ts_ns: ts,
+                        data: data.to_vec(),
+                    });
+                }
+            }
+            Verdict::Drop(_) | Verdict::Control(_) => {}
+        }
+    }
+    report.gateways = ctx
+        .table
+        .gateways()
+        .iter()
+        .enumerate()
+        .map(|(g, gw)| GatewayReport {
+            name: gw.name.clone(),
+            flows: ctx.table.flows_on(GatewayId(g as u8)),
+            out: ctx.counters.gw_out.get(g).copied().unwrap_or_default(),
+            back: ctx.counters.gw_in.get(g).copied().unwrap_or_default(),
+        })
+        .collect();
+    report.flows_created = ctx.table.stats().created;
+    report.counters = ctx.counters.clone();
+    Ok(report)
+}
+
+fn count(r: &mut Report, v: Verdict) {
+    match v {
+        Verdict::Forward { .. } => r.forward += 1,
+        Verdict::Reply { .. } => r.reply += 1,
+        Verdict::Drop(reason) => {
+            r.drop += 1;
+            *r.drops.entry(reason.name()).or_default() += 1;
+        }
+        Verdict::Control(_) => r.control += 1,
+    }
+}
+
+impl Report {
+    /// Writes `dir/<port>.pcap` for every port (creating `dir`); returns the files written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
+        std::fs::create_dir_all(dir).map_err(|e| ReplayError::Write {
+            path: dir.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let mut written = Vec::new();
+        for (name, frames) in self.ports.iter().zip(&self.outputs) {
+            let path = dir.join(format!("{name}.pcap"));
+            let bytes =
+                pcap_bytes(frames.iter().map(|f| (f.ts_ns, f.data.as_slice()))).map_err(|e| {
+                    ReplayError::Write {
+                        path: path.clone(),
+                        why: e.to_string(),
+                    }
+                })?;
+            std::fs::write(&path, bytes).map_err(|e| ReplayError::Write {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// The frames leaving port `name`.
+    pub fn output(&self, name: &str) -> Option<&[OutFrame]> {
+        let i = self.ports.iter().position(|p| p == name)?;
+        self.outputs.get(i).map(Vec::as_slice)
+    }
+
+    /// A human-readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "frames: {} read, {} truncated by the capture's snaplen (not processed)",
+            self.frames, self.truncated
+        );
+        let _ = writeln!(
+            s,
+            "verdicts: forward {}, reply {}, drop {}, control {}",
+            self.forward, self.reply, self.drop, self.control
+        );
+        let _ = writeln!(s, "flows created: {}", self.flows_created);
+        let _ = writeln!(
+            s,
+            "{:<16} {:>8} {:>10} {:>12} {:>10} {:>12}",
+            "gateway", "flows", "out pkts", "out bytes", "in pkts", "in bytes"
+        );
+        for g in &self.gateways {
+            let _ = writeln!(
+                s,
+                "{:<16} {:>8} {:>10} {:>12} {:>10} {:>12}",
+                g.name, g.flows, g.out.0, g.out.1, g.back.0, g.back.1
+            );
+        }
+        let counted: Vec<_> = self.counters.drops.iter().filter(|(_, n)| *n > 0).collect();
+        if counted.is_empty() {
+            let _ = writeln!(s, "drops: none");
+        } else {
+            let _ = writeln!(
+                s,
+                "drops by reason (the pipeline's counters; they include packets answered with an ICMP error or a RST):"
+            );
+            for (r, n) in counted {
+                let _ = writeln!(s, "  {:<28} {n}", r.name());
+            }
+        }
+        let _ = writeln!(
+            s,
+            "generated: {} replies, {} ICMP errors, {} rejects, {} ARP requests",
+            self.counters.replies,
+            self.counters.icmp_errors,
+            self.counters.rejects,
+            self.counters.arp_requests
+        );
+        let _ = write!(s, "out:");
+        for (name, frames) in self.ports.iter().zip(&self.outputs) {
+            let _ = write!(s, " {name} {}", frames.len());
+        }
+        s.push('\n');
+        s
+    }
+}

@@ -51,3 +51,8 @@ fi
 ip netns exec "$s" iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.5
 ip netns exec "$c" iperf3 -c 10.77.0.2 -t "$SECS" -P "$STREAMS" -f g ${REVERSE:+-R} | grep -E "(sender|receiver)$" | tail -2
+if [ -n "${DIAG:-}" ]; then
+  for x in "$c c0" "$r r0" "$r r1" "$s s0"; do set -- $x; echo "== $2"; ip -n "$1" -s -s link show "$2" | sed -n '4,12p'; done
+  ip netns exec "$s" nstat -az TcpExtTCPOFOQueue TcpExtTCPRcvQDrop TcpExtTCPBacklogDrop TcpInErrs TcpExtTCPZeroWindowDrop 2>/dev/null | tail -n +2
+  ip netns exec "$c" nstat -az TcpRetransSegs TcpExtTCPLostRetransmit TcpExtTCPSackRecovery 2>/dev/null | tail -n +2
+fi

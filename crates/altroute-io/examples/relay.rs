@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! relay IF_A IF_B [--rx v2|v3] [--retire-ms N] [--tx mmsg|ring] [--vnet] [--workers N]
-//!       [--fanout hash|cbpf] [--per-direction] [--bypass] [--nonblocking] [--backend pnet]
-//!       [--batch N] [--duration SECS] [--stats SECS]
+//!       [--fanout hash|cbpf] [--per-direction] [--bypass] [--blocking] [--backend pnet]
+//!       [--pin] [--batch N] [--duration SECS] [--stats SECS]
 //! ```
 //!
 //! By default each worker owns one port per interface (receive + transmit, the router's shape)
@@ -34,8 +34,9 @@ struct Opts {
     cbpf: bool,
     per_direction: bool,
     bypass: bool,
-    nonblocking: bool,
+    blocking: bool,
     pnet: bool,
+    pin: bool,
     batch: usize,
     duration: Option<Duration>,
     stats: Duration,
@@ -54,8 +55,9 @@ fn parse() -> Result<Opts, String> {
         cbpf: false,
         per_direction: false,
         bypass: false,
-        nonblocking: false,
+        blocking: false,
         pnet: false,
+        pin: false,
         batch: 64,
         duration: None,
         stats: Duration::from_secs(1),
@@ -89,7 +91,8 @@ fn parse() -> Result<Opts, String> {
             },
             "--per-direction" => o.per_direction = true,
             "--bypass" => o.bypass = true,
-            "--nonblocking" => o.nonblocking = true,
+            "--blocking" => o.blocking = true,
+            "--pin" => o.pin = true,
             "--backend" => match args.next().as_deref() {
                 Some("pnet") => o.pnet = true,
                 Some("packet") => o.pnet = false,
@@ -139,7 +142,7 @@ fn config(o: &Opts, iface: &str, side: Side, group: u16) -> PortConfig {
         vnet_hdr: o.vnet,
         fanout,
         qdisc_bypass: o.bypass,
-        tx_blocking: !o.nonblocking,
+        tx_blocking: o.blocking,
         batch_max: o.batch.max(1),
         ..PortConfig::new(iface)
     }
@@ -200,7 +203,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                 } else {
                     let mut rx = Port::open(&rc)?;
                     let mut tx = Port::open(&tc)?;
+                    let pin = o.pin.then_some(my / 2 % altroute_io::cpu::available());
                     threads.push(std::thread::spawn(move || {
+                        if let Some(c) = pin {
+                            let _ = altroute_io::cpu::pin_current_thread(c);
+                        }
                         let mut last = Instant::now();
                         while !stop.load(Ordering::Relaxed) {
                             match rx.rx_batch(o2.batch, Duration::from_millis(50)) {
@@ -224,7 +231,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             let (stop, shared, batch) = (stop.clone(), shared.clone(), o.batch);
             let my = slot;
             slot += 2;
+            let pin = o.pin.then_some(w as usize % altroute_io::cpu::available());
             threads.push(std::thread::spawn(move || {
+                if let Some(c) = pin {
+                    let _ = altroute_io::cpu::pin_current_thread(c);
+                }
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     if let Err(e) = wait_any(&[&pa, &pb], Duration::from_millis(50)) {

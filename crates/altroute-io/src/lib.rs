@@ -57,9 +57,10 @@
 //!
 //! [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
 //! IPv6 sysctls, MTU, MAC, link, offloads); [`netns::enter`] moves a thread into a named network
-//! namespace; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
+//! namespace; [`cpu::pin_current_thread`] pins a worker; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
 
 pub mod bpf;
+pub mod cpu;
 mod error;
 mod frame;
 pub mod geometry;

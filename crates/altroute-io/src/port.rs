@@ -18,6 +18,9 @@ use crate::vnet::VNET_HDR_LEN;
 /// Largest frame a vnet port must take whole: a 64 KiB IP packet plus Ethernet and one VLAN tag.
 pub const GSO_MAX_FRAME: usize = 65535 + 18;
 
+/// Longest a blocking transmit waits for room before it drops and counts (`SO_SNDTIMEO`).
+const TX_BLOCK_MAX_US: libc::suseconds_t = 20_000;
+
 /// How a port receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RxMode {
@@ -100,7 +103,9 @@ pub struct PortConfig {
     pub fanout: Option<Fanout>,
     /// `PACKET_QDISC_BYPASS`: transmit straight to the driver (no qdisc, no taps see it).
     pub qdisc_bypass: bool,
-    /// Wait for room when the socket send buffer or TX ring is full instead of dropping.
+    /// Wait for room (at most 20 ms per call, `SO_SNDTIMEO`) when the socket send buffer or TX
+    /// ring is full, instead of dropping at once. Either way a frame that cannot be sent is
+    /// counted in `tx_errors`/`tx_busy`.
     pub tx_blocking: bool,
     /// `SO_SNDBUFFORCE` (falls back to `SO_SNDBUF`); `None` keeps the default.
     pub sndbuf: Option<usize>,
@@ -110,7 +115,9 @@ pub struct PortConfig {
 
 impl PortConfig {
     /// Defaults: V2 ring of 256 slots, sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
-    /// back, promiscuous, no fanout, blocking transmit with a 4 MiB send buffer, batches of 64.
+    /// back, promiscuous, no fanout, non-blocking transmit (a full queue drops and counts rather
+    /// than stalling the worker; measured as fast as blocking) with a 4 MiB send buffer, batches
+    /// of 64.
     pub fn new(iface: impl Into<String>) -> PortConfig {
         PortConfig {
             iface: iface.into(),
@@ -123,7 +130,7 @@ impl PortConfig {
             promiscuous: true,
             fanout: None,
             qdisc_bypass: false,
-            tx_blocking: true,
+            tx_blocking: false,
             sndbuf: Some(4 << 20),
             batch_max: 64,
         }
@@ -443,6 +450,22 @@ impl Port {
             }
         }
 
+        if cfg.tx_blocking {
+            // Bound every blocking transmit: a stuck queue costs at most this, then drops.
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: TX_BLOCK_MAX_US,
+            };
+            sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                &tv,
+                name,
+                "setsockopt(SO_SNDTIMEO)",
+            )?;
+        }
+
         // Bind: with ETH_P_ALL the socket starts receiving; a transmit-only port binds with
         // protocol 0 so it never does.
         // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
@@ -555,6 +578,7 @@ impl Port {
                 base: unsafe { base.add(rx_bytes) },
                 slots: SlotMap::new(&g),
                 head: 0,
+                last: None,
             },
             None => TxKind::mmsg(),
         };
@@ -625,6 +649,12 @@ impl Port {
         self.tx.send(frames)
     }
 
+    /// TX ring only: pushes out slots the kernel could not take during the last `send` (no-op
+    /// with sendmmsg). Call it when idle if the port is non-blocking.
+    pub fn flush(&mut self) {
+        self.tx.core.flush();
+    }
+
     /// The receive and transmit halves, to send on the port while holding one of its batches.
     pub fn split_mut(&mut self) -> (&mut Receiver, &mut Sender) {
         (&mut self.rx, &mut self.tx)
@@ -687,6 +717,11 @@ impl Sender {
     /// See [`Port::send`].
     pub fn send<'f>(&mut self, frames: impl IntoIterator<Item = TxFrame<'f>>) -> TxOutcome {
         self.core.send(frames)
+    }
+
+    /// See [`Port::flush`].
+    pub fn flush(&mut self) {
+        self.core.flush();
     }
 }
 

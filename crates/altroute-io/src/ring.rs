@@ -492,6 +492,8 @@ pub(crate) enum TxKind {
         base: *mut u8,
         slots: SlotMap,
         head: usize,
+        /// The last slot queued, to see whether the kernel has taken everything.
+        last: Option<usize>,
     },
 }
 
@@ -572,7 +574,12 @@ impl TxCore {
                     );
                 }
             }
-            TxKind::Ring { base, slots, head } => {
+            TxKind::Ring {
+                base,
+                slots,
+                head,
+                last,
+            } => {
                 let frame_size = slots.frame_size;
                 let data_off = sys::TPACKET2_HDRLEN - sys::SOCKADDR_LL_LEN;
                 let vnet_len = if self.vnet { VNET_HDR_LEN } else { 0 };
@@ -593,8 +600,8 @@ impl TxCore {
                     let mut s = st.load(Ordering::Acquire);
                     if s != sys::TP_STATUS_AVAILABLE && s != sys::TP_STATUS_WRONG_FORMAT {
                         // Ring full: push out what is queued and wait for a free slot.
-                        kick(self.fd, &mut self.counters);
-                        let tries = if self.blocking { 100 } else { 1 };
+                        kick(self.fd, libc::MSG_DONTWAIT, &mut self.counters);
+                        let tries = if self.blocking { 20 } else { 1 };
                         for _ in 0..tries {
                             s = st.load(Ordering::Acquire);
                             if s == sys::TP_STATUS_AVAILABLE || s == sys::TP_STATUS_WRONG_FORMAT {
@@ -638,27 +645,52 @@ impl TxCore {
                         slot.add(4).cast::<u32>().write(need as u32);
                     }
                     st.store(sys::TP_STATUS_SEND_REQUEST, Ordering::Release);
+                    *last = Some(*head);
                     *head = (*head + 1) % slots.frame_nr;
                     pending += 1;
                     pending_bytes += f.data.len() as u64;
                 }
                 if pending > 0 {
-                    kick(self.fd, &mut self.counters);
                     self.counters.frames += pending as u64;
                     self.counters.bytes += pending_bytes;
                     out.sent += pending;
                 }
             }
         }
+        self.flush();
         out
+    }
+
+    /// TX ring: asks the kernel to transmit the queued slots. A non-blocking kick can leave
+    /// slots queued (socket send buffer full); a blocking port then waits for them (bounded by
+    /// `SO_SNDTIMEO`), a non-blocking one leaves them for the next `send`/`flush`.
+    pub(crate) fn flush(&mut self) {
+        let TxKind::Ring {
+            base, slots, last, ..
+        } = &self.kind
+        else {
+            return;
+        };
+        let Some(l) = *last else {
+            return;
+        };
+        // SAFETY: `l < frame_nr`: a slot start inside the live TX ring mapping.
+        let st = unsafe { status(base.add(slots.offset(l))) };
+        if st.load(Ordering::Acquire) != sys::TP_STATUS_SEND_REQUEST {
+            return;
+        }
+        kick(self.fd, libc::MSG_DONTWAIT, &mut self.counters);
+        if self.blocking && st.load(Ordering::Acquire) == sys::TP_STATUS_SEND_REQUEST {
+            kick(self.fd, 0, &mut self.counters);
+        }
     }
 }
 
 /// Asks the kernel to transmit every `TP_STATUS_SEND_REQUEST` slot of the TX ring.
-fn kick(fd: RawFd, c: &mut TxCounters) {
+fn kick(fd: RawFd, flags: c_int, c: &mut TxCounters) {
     loop {
         // SAFETY: a zero-length send on a TX-ring socket only triggers the ring walk.
-        let r = unsafe { libc::send(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+        let r = unsafe { libc::send(fd, std::ptr::null(), 0, flags) };
         if r >= 0 {
             return;
         }
@@ -666,7 +698,7 @@ fn kick(fd: RawFd, c: &mut TxCounters) {
         if e == libc::EINTR {
             continue;
         }
-        if e != libc::EAGAIN && e != libc::ENOBUFS {
+        if e != libc::EAGAIN && e != libc::ENOBUFS && e != libc::ETIMEDOUT {
             c.errors += 1;
         }
         c.last_errno = e;

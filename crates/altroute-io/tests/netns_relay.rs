@@ -326,10 +326,10 @@ fn vnet_mode_offloads_on_v2_tx_ring() {
 }
 
 #[test]
-fn plain_mode_qdisc_bypass_nonblocking() {
+fn plain_mode_qdisc_bypass_blocking() {
     let cfg = PortConfig {
         qdisc_bypass: true,
-        tx_blocking: false,
+        tx_blocking: true,
         ..PortConfig::new("")
     };
     run_case("bypass", true, cfg, Backend::Packet, 8 << 20);

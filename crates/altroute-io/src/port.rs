@@ -101,6 +101,10 @@ pub struct PortConfig {
     pub promiscuous: bool,
     /// Fanout group to join.
     pub fanout: Option<Fanout>,
+    /// Ask the kernel not to deliver frames sent from this host (`PACKET_IGNORE_OUTGOING`, or
+    /// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` in a group). Outgoing frames that arrive anyway are
+    /// always dropped and counted in `outgoing_skipped`.
+    pub ignore_outgoing: bool,
     /// `PACKET_QDISC_BYPASS`: transmit straight to the driver (no qdisc, no taps see it).
     pub qdisc_bypass: bool,
     /// Wait for room (at most 20 ms per call, `SO_SNDTIMEO`) when the socket send buffer or TX
@@ -129,6 +133,7 @@ impl PortConfig {
             reinsert_vlan: true,
             promiscuous: true,
             fanout: None,
+            ignore_outgoing: true,
             qdisc_bypass: false,
             tx_blocking: false,
             sndbuf: Some(4 << 20),
@@ -417,7 +422,7 @@ impl Port {
                 "setsockopt(PACKET_QDISC_BYPASS)",
             )?;
         }
-        if receiving {
+        if receiving && cfg.ignore_outgoing {
             sys::setsockopt(
                 &fd,
                 libc::SOL_PACKET,
@@ -504,7 +509,10 @@ impl Port {
                 FanoutMode::Hash => sys::PACKET_FANOUT_HASH,
                 FanoutMode::Cbpf(_) => sys::PACKET_FANOUT_CBPF,
             };
-            let mut flags = sys::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            let mut flags = 0;
+            if cfg.ignore_outgoing {
+                flags |= sys::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            }
             if f.defrag {
                 flags |= sys::PACKET_FANOUT_FLAG_DEFRAG;
             }

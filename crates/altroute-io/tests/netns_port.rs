@@ -7,7 +7,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use altroute_io::{Port, PortConfig, RxMode, TxFrame, VlanTag, host};
+use altroute_io::{FrameMeta, Port, PortConfig, PortStats, RxMode, TxFrame, VlanTag, host};
 use common::{in_ns, lab_or_skip, mac_of, spawn_in, udp_frame, udp_seq};
 
 /// Frames received on r0 while `frames` are sent from c0: (bytes, vlan meta, reinserted, headroom).
@@ -306,4 +306,219 @@ fn hairpin_echo_in_place_via_split_mut() {
     });
     assert_eq!(echo.join().expect("echo thread"), 10);
     assert_eq!(back, (0..10).collect::<Vec<u32>>());
+}
+
+/// Frames (bytes and metadata) read on r0, and its counters.
+type Observed = (Vec<(Vec<u8>, FrameMeta)>, PortStats);
+
+/// Opens `cfg` on r0 (relay ns), runs `client` in the client ns (c0, 10.77.5.1/24, offloads as
+/// the kernel sets them up), and only then drains r0 for `drain`: frames wait in the ring meanwhile.
+fn observe(
+    test: &str,
+    cfg: PortConfig,
+    drain: Duration,
+    client: impl FnOnce() + Send + 'static,
+) -> Option<Observed> {
+    let mut lab = lab_or_skip(test, &[])?;
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    lab.veth(&c, "c0", &r, "r0");
+    lab.exec(&c, &["ip", "addr", "add", "10.77.5.1/24", "dev", "c0"]);
+    lab.exec(
+        &c,
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "10.77.5.2",
+            "lladdr",
+            "02:77:00:00:05:02",
+            "dev",
+            "c0",
+        ],
+    );
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let rx = spawn_in(&r, move || {
+        let mut p = Port::open(&cfg).expect("open r0");
+        ready_tx.send(()).expect("ready");
+        go_rx.recv().expect("go");
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < drain {
+            let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx");
+            for f in b.iter_mut() {
+                got.push((f.data().to_vec(), *f.meta()));
+            }
+        }
+        (got, p.stats().expect("stats"))
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("ready");
+    in_ns(&c, client);
+    go_tx.send(()).expect("go");
+    Some(rx.join().expect("rx thread"))
+}
+
+fn send_raw(frames: Vec<Vec<u8>>) -> impl FnOnce() + Send + 'static {
+    move || {
+        let mut p = Port::open(&PortConfig {
+            rx: RxMode::None,
+            ..PortConfig::new("c0")
+        })
+        .expect("open c0");
+        for chunk in frames.chunks(16) {
+            assert_eq!(
+                p.send(chunk.iter().map(|f| TxFrame::new(f))).sent,
+                chunk.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn plain_mode_reports_checksum_not_ready() {
+    // veth has TX checksum offload on by default: the client's TCP SYN leaves with a partial
+    // checksum, which a plain (non-vnet) port must flag.
+    let client = || {
+        let addr: std::net::SocketAddr = "10.77.5.2:9".parse().expect("addr");
+        let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    };
+    let Some((got, _)) = observe(
+        "csum",
+        PortConfig::new("r0"),
+        Duration::from_millis(200),
+        client,
+    ) else {
+        return;
+    };
+    let syn = got
+        .iter()
+        .find(|(f, _)| f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[23] == 6)
+        .expect("a TCP SYN arrived");
+    assert!(syn.1.csum_not_ready, "{:?}", syn.1);
+    assert!(syn.1.vlan.is_none());
+}
+
+#[test]
+fn truncated_frames_are_counted_and_skipped() {
+    let small = udp_frame(
+        [0x02, 0, 0, 0, 0, 9],
+        [0x02, 0, 0, 0, 0, 8],
+        None,
+        1,
+        2,
+        1,
+        100,
+    );
+    let big = udp_frame(
+        [0x02, 0, 0, 0, 0, 9],
+        [0x02, 0, 0, 0, 0, 8],
+        None,
+        1,
+        2,
+        2,
+        900,
+    );
+    let cfg = PortConfig {
+        max_frame: Some(512),
+        ..PortConfig::new("r0")
+    };
+    let Some((got, stats)) = observe(
+        "trunc",
+        cfg,
+        Duration::from_millis(200),
+        send_raw(vec![small.clone(), big]),
+    ) else {
+        return;
+    };
+    let seqs: Vec<u32> = got.iter().filter_map(|(f, _)| udp_seq(f)).collect();
+    assert_eq!(seqs, vec![1], "only the frame that fits is delivered");
+    assert_eq!(
+        got.iter()
+            .find(|(f, _)| udp_seq(f) == Some(1))
+            .map(|(f, _)| f),
+        Some(&small)
+    );
+    assert_eq!(stats.truncated, 1, "{stats:?}");
+}
+
+#[test]
+fn ring_overflow_shows_as_ring_drops() {
+    let frames: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            udp_frame(
+                [0x02, 0, 0, 0, 0, 9],
+                [0x02, 0, 0, 0, 0, 8],
+                None,
+                1,
+                2,
+                i,
+                64,
+            )
+        })
+        .collect();
+    let cfg = PortConfig {
+        rx: RxMode::V2 { frames: 8 },
+        ..PortConfig::new("r0")
+    };
+    let Some((got, stats)) = observe("drops", cfg, Duration::from_millis(200), send_raw(frames))
+    else {
+        return;
+    };
+    let delivered = got.iter().filter(|(f, _)| udp_seq(f).is_some()).count() as u64;
+    assert!(delivered < 200, "the small ring cannot hold them all");
+    assert!(stats.ring_drops >= 200 - delivered, "{stats:?}");
+    assert_eq!(stats.rx_frames, got.len() as u64);
+}
+
+#[test]
+fn outgoing_frames_are_dropped_defensively() {
+    // With the kernel's filter off, frames another local socket (here a transmit-only port on the
+    // same interface, as in a per-direction relay) sends reach the ring; the port must still never
+    // hand them to the caller, and count them.
+    let Some(mut lab) = lab_or_skip("outgo", &[]) else {
+        return;
+    };
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    lab.veth(&c, "c0", &r, "r0");
+    let (stats, seen) = in_ns(&r, || {
+        let mut p = Port::open(&PortConfig {
+            ignore_outgoing: false,
+            ..PortConfig::new("r0")
+        })
+        .expect("open r0");
+        let mut tx = Port::open(&PortConfig {
+            rx: RxMode::None,
+            ..PortConfig::new("r0")
+        })
+        .expect("open r0 tx");
+        let frames: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                udp_frame(
+                    [0x02, 0, 0, 0, 0, 9],
+                    [0x02, 0, 0, 0, 0, 8],
+                    None,
+                    1,
+                    2,
+                    i,
+                    64,
+                )
+            })
+            .collect();
+        assert_eq!(tx.send(frames.iter().map(|f| TxFrame::new(f))).sent, 20);
+        let mut seen = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(200) {
+            let b = p.rx_batch(16, Duration::from_millis(20)).expect("rx");
+            seen += (0..b.len())
+                .filter(|&i| b.data(i).and_then(udp_seq).is_some())
+                .count();
+        }
+        (p.stats().expect("stats"), seen)
+    });
+    assert_eq!(seen, 0, "own frames never reach the caller");
+    assert_eq!(stats.outgoing_skipped, 20, "{stats:?}");
 }

@@ -252,6 +252,7 @@ fn run_case(
     );
     for s in &stats {
         assert_eq!(s.rx.truncated, 0, "no frame cut: {s:?}");
+        assert_eq!(s.rx.outgoing_skipped, 0, "PACKET_IGNORE_OUTGOING: {s:?}");
         assert!(s.tx.tx_frames > 0, "{s:?}");
     }
     Some(stats)

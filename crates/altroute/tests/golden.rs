@@ -216,6 +216,18 @@ fn scenario_summaries_say_what_happened() {
     assert!(r.summary().contains("gateway_down"), "{}", r.summary());
     let (r, _) = run(&dir.join("vlan"), false);
     assert_eq!(r.drops.get("vlan_unknown"), Some(&2), "{}", r.summary());
+    let (r, _) = run(&dir.join("mtu"), false);
+    assert_eq!(
+        r.drops.get("too_long_for_egress"),
+        Some(&1),
+        "{}",
+        r.summary()
+    );
+    assert_eq!(r.counters.icmp_errors, 1);
+    let (r, _) = run(&dir.join("inbound"), false);
+    assert_eq!(r.counters.arp_requests, 1, "{}", r.summary());
+    assert_eq!(r.control, 1, "the ARP reply is learned: {}", r.summary());
+    assert_eq!(r.gateways[1].back.0, 1, "{}", r.summary());
     let (r, _) = run(&dir.join("syn-retry"), false);
     assert_eq!(r.drops.get("unsolicited"), Some(&1), "{}", r.summary());
 }

@@ -1169,6 +1169,7 @@ impl Context {
                     d.copy_from_slice(&self.scratch[..n]);
                     self.counters.arp_requests += 1;
                     self.counters.tx_frames[usize::from(out.0)] += 1;
+                    self.counters.tx_bytes[usize::from(out.0)] += n as u64;
                     Verdict::Forward { port: out, len: n }
                 }
                 None => Verdict::Drop(DropReason::NeighborUnresolved),
@@ -1305,6 +1306,11 @@ impl Context {
         a: wire::ArpRepr,
         now: Time,
     ) -> Verdict {
+        if a.sha.is_multicast() {
+            // A group sender address is never valid (RFC 1812 §3.3.2): neither learned nor
+            // answered (an answer would go to a multicast group).
+            return self.drop(DropReason::BadSrcMac);
+        }
         let spec = &self.cfg.ports[usize::from(port.0)];
         let on_link = spec.addrs.iter().any(|&(n, l)| in_prefix(a.spa, n, l));
         let ours = spec.addrs.iter().any(|&(x, _)| x == a.tpa);

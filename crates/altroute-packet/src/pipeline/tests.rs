@@ -621,3 +621,53 @@ fn batch_agrees_with_single() {
         assert_eq!(*v, single);
     }
 }
+
+#[test]
+fn arp_request_from_a_group_sender_is_neither_answered_nor_learned() {
+    let mut c = ctx((1, 0), None);
+    // A request for the router's address whose sender hardware address is a multicast MAC
+    // (seen in the tcpdump corpus): answering would send the reply to a multicast group.
+    let group = MacAddr([0x37, 0x1f, 0x29, 0xda, 0x2d, 0x79]);
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&H_MAC.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&group.0);
+    f.extend_from_slice(&HOST);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 0, 1]);
+    f.resize(60, 0);
+    assert_eq!(run(&mut c, &f, 0).0, Verdict::Drop(DropReason::BadSrcMac));
+    assert_eq!(c.neighbors.get(Ipv4Addr::from(HOST)), None);
+    assert_eq!(c.counters.replies, 0);
+}
+
+#[test]
+fn arp_requests_sent_to_resolve_count_their_bytes() {
+    let mut c = ctx((1, 0), None);
+    // The forwarded host's MAC is unknown: the inbound SYN becomes an ARP request on the LAN.
+    let syn = tcp_frame(
+        G1_MAC,
+        W1_MAC,
+        [203, 0, 113, 99],
+        EXT1,
+        55555,
+        8080,
+        SYN,
+        50,
+    );
+    let (v, out) = run(&mut c, &syn, 1);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: PortId(0),
+            len: 60
+        }
+    );
+    assert_eq!(&out[12..14], &[0x08, 0x06]);
+    assert_eq!(c.counters.arp_requests, 1);
+    assert_eq!(c.counters.tx_frames[0], 1);
+    assert_eq!(
+        c.counters.tx_bytes[0], 60,
+        "tx_bytes counts what tx_frames counts"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod health;
 pub mod kernel;
 pub mod lab;

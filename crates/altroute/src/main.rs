@@ -26,6 +26,8 @@ macro_rules! commands {
 }
 
 commands! {
+    /// Show the router at work in a throw-away netns lab: traffic, split, failover, failback.
+    Demo(cmd::demo::Args),
     /// Parse and validate a configuration file.
     CheckConfig(cmd::check_config::Args),
     /// Make the kernel silent on the router's ports (addresses, IPv6, forwarding, offloads).

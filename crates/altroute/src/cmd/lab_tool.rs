@@ -1,6 +1,7 @@
-//! `altroute lab-tool serve|client`: the lab's whoami server and counting client (hidden).
+//! `altroute lab-tool serve|client|source|sink`: the lab's whoami server and counting client, and
+//! a bulk-transfer pair that hashes a deterministic byte stream on both ends (hidden).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -50,6 +51,34 @@ enum Action {
         /// Exit 1 unless at least this many attempts succeed.
         #[arg(long)]
         min_ok: Option<usize>,
+    },
+    /// Accept one TCP connection, send BYTES of the pseudo-random stream for SEED, print a JSON
+    /// report (bytes, StreamHash, seconds, Mbit/s) and exit.
+    Source {
+        /// Listen address, e.g. 203.0.113.10:9000.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Bytes to send.
+        #[arg(long, default_value_t = 100_000_000)]
+        bytes: u64,
+        /// Stream seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up when nobody connects within this many seconds.
+        #[arg(long, default_value_t = 60)]
+        accept_timeout_s: u64,
+    },
+    /// Connect, read to the end, print a JSON report (bytes, StreamHash, seconds, Mbit/s).
+    Sink {
+        /// Server address.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Connect timeout in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        /// Abort when no byte arrives for this many seconds.
+        #[arg(long, default_value_t = 20)]
+        idle_timeout_s: u64,
     },
 }
 
@@ -120,6 +149,48 @@ impl Args {
                 } else {
                     ExitCode::SUCCESS
                 })
+            }
+            Action::Source {
+                listen,
+                bytes,
+                seed,
+                accept_timeout_s,
+            } => {
+                let l = TcpListener::bind(listen).with_context(|| format!("bind tcp {listen}"))?;
+                println!("listening tcp {listen}");
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                l.set_nonblocking(true)?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(accept_timeout_s);
+                let mut s = loop {
+                    match l.accept() {
+                        Ok((s, _)) => break s,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            anyhow::ensure!(
+                                std::time::Instant::now() < deadline,
+                                "nobody connected to {listen} within {accept_timeout_s} s"
+                            );
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(e).context("accept"),
+                    }
+                };
+                s.set_nonblocking(false)?;
+                let report = tool::send_stream(&mut s, bytes, seed).context("sending")?;
+                println!("{}", report.to_json());
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Sink {
+                connect,
+                timeout_ms,
+                idle_timeout_s,
+            } => {
+                let mut s = TcpStream::connect_timeout(&connect, Duration::from_millis(timeout_ms))
+                    .with_context(|| format!("connect {connect}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(idle_timeout_s.max(1))))?;
+                let report = tool::receive_stream(&mut s).context("receiving")?;
+                println!("{}", report.to_json());
+                Ok(ExitCode::SUCCESS)
             }
         }
     }

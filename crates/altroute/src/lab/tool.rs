@@ -1,7 +1,8 @@
 //! Traffic tools for the lab, std networking only: a "whoami" server that answers every TCP
 //! connection and UDP datagram with the peer address it sees (so a test can tell which ISP's NAT
-//! address a connection came from), and a client that opens N connections and tallies the
-//! addresses seen and the failures.
+//! address a connection came from), a client that opens N connections and tallies the
+//! addresses seen and the failures, and a bulk-transfer pair (`source`/`sink`) that sends a
+//! deterministic pseudo-random byte stream and hashes it on both ends ([`StreamHash`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -9,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +169,246 @@ where
     tally.into_inner().unwrap_or_default()
 }
 
+/// A deterministic pseudo-random byte stream (xorshift64*, little-endian words): the same seed
+/// always gives the same bytes, so both ends of a transfer can agree on what was sent.
+#[derive(Debug, Clone)]
+pub struct PseudoRandom {
+    state: u64,
+}
+
+impl PseudoRandom {
+    /// A generator for `seed` (0 is mapped to a fixed non-zero state).
+    pub fn new(seed: u64) -> Self {
+        PseudoRandom {
+            state: if seed == 0 {
+                0x853c_49e6_748f_ea9b
+            } else {
+                seed
+            },
+        }
+    }
+
+    /// The next 64-bit word.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Fills `buf` with the next bytes of the stream (`buf.len()` must be a multiple of 8 for the
+    /// stream to continue seamlessly into the next call; a shorter tail is only used at the end).
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let w = self.next_u64().to_le_bytes();
+            for (d, s) in tail.iter_mut().zip(w) {
+                *d = s;
+            }
+        }
+    }
+}
+
+/// A fast, order-sensitive 64-bit hash of a byte stream, independent of how the stream is cut
+/// into reads (not cryptographic: it detects corruption, loss, duplication and reordering).
+#[derive(Debug, Clone)]
+pub struct StreamHash {
+    h: u64,
+    len: u64,
+    pending: [u8; 8],
+    npending: usize,
+}
+
+impl Default for StreamHash {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+const K2: u64 = 0xff51_afd7_ed55_8ccd;
+
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(K2);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+impl StreamHash {
+    /// An empty hash.
+    pub fn new() -> Self {
+        StreamHash {
+            h: 0x6a09_e667_f3bc_c908,
+            len: 0,
+            pending: [0; 8],
+            npending: 0,
+        }
+    }
+
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w.wrapping_mul(K1))
+            .rotate_left(29)
+            .wrapping_mul(K2)
+            ^ (self.h >> 31);
+    }
+
+    /// Adds bytes.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len = self.len.wrapping_add(data.len() as u64);
+        if self.npending > 0 {
+            while self.npending < 8 {
+                let Some((&b, rest)) = data.split_first() else {
+                    return;
+                };
+                if let Some(slot) = self.pending.get_mut(self.npending) {
+                    *slot = b;
+                }
+                self.npending += 1;
+                data = rest;
+            }
+            self.npending = 0;
+            self.word(u64::from_le_bytes(self.pending));
+        }
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            if let Some(slot) = self.pending.get_mut(self.npending) {
+                *slot = b;
+            }
+            self.npending += 1;
+        }
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was hashed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The hash of everything added so far.
+    pub fn finish(&self) -> u64 {
+        let mut s = self.clone();
+        if s.npending > 0 {
+            let mut w = [0u8; 8];
+            for (d, b) in w.iter_mut().zip(s.pending.iter().take(s.npending)) {
+                *d = *b;
+            }
+            s.word(u64::from_le_bytes(w));
+        }
+        s.word(s.len);
+        fmix64(s.h)
+    }
+}
+
+/// What one end of a bulk transfer reports (one JSON line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferReport {
+    /// `source` or `sink`.
+    pub role: String,
+    /// Bytes sent or received.
+    pub bytes: u64,
+    /// [`StreamHash`] of those bytes, as 16 hex digits.
+    pub hash: String,
+    /// Seconds from the first to the last byte (sink) or from accept to close (source).
+    pub secs: f64,
+    /// Throughput in Mbit/s over `secs`.
+    pub mbit_s: f64,
+}
+
+impl TransferReport {
+    fn new(role: &str, bytes: u64, hash: u64, secs: f64) -> Self {
+        TransferReport {
+            role: role.into(),
+            bytes,
+            hash: format!("{hash:016x}"),
+            secs,
+            mbit_s: if secs > 0.0 {
+                bytes as f64 * 8.0 / secs / 1e6
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Parses the last JSON line of a `lab-tool source`/`sink` output.
+    pub fn parse(output: &str) -> Option<TransferReport> {
+        output
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+    }
+
+    /// One JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Sends `bytes` bytes of the [`PseudoRandom`] stream for `seed` to `s`, then closes the sending
+/// side and waits for the peer to close.
+pub fn send_stream(s: &mut TcpStream, bytes: u64, seed: u64) -> std::io::Result<TransferReport> {
+    let start = Instant::now();
+    let mut rng = PseudoRandom::new(seed);
+    let mut hash = StreamHash::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        rng.fill(chunk);
+        s.write_all(chunk)?;
+        hash.update(chunk);
+        left -= n as u64;
+    }
+    s.shutdown(Shutdown::Write)?;
+    // The peer closes once it has read everything: wait for that so `secs` covers delivery.
+    let mut b = [0u8; 64];
+    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    Ok(TransferReport::new(
+        "source",
+        bytes,
+        hash.finish(),
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Reads `s` to the end, hashing every byte.
+pub fn receive_stream(s: &mut TcpStream) -> std::io::Result<TransferReport> {
+    let mut hash = StreamHash::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        last = Instant::now();
+        first.get_or_insert(last);
+        hash.update(buf.get(..n).unwrap_or_default());
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
+    Ok(TransferReport::new("sink", hash.len(), hash.finish(), secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +441,68 @@ mod tests {
         assert_eq!(t.failed, 3);
         assert_eq!(t.errors.get("refused"), Some(&3));
         assert!(t.render().contains("failed 3\n"));
+    }
+
+    #[test]
+    fn stream_hash_ignores_read_boundaries_and_sees_changes() {
+        let mut data = vec![0u8; 100_003];
+        PseudoRandom::new(7).fill(&mut data);
+        let mut whole = StreamHash::new();
+        whole.update(&data);
+        for cut in [1usize, 3, 7, 8, 9, 4096, 65_537] {
+            let mut h = StreamHash::new();
+            for c in data.chunks(cut) {
+                h.update(c);
+            }
+            assert_eq!(h.finish(), whole.finish(), "cut {cut}");
+            assert_eq!(h.len(), data.len() as u64);
+        }
+        // One flipped bit, a swapped pair of words, a missing byte: all different.
+        let mut flipped = data.clone();
+        flipped[5000] ^= 1;
+        let mut swapped = data.clone();
+        swapped.swap(16, 24);
+        let short = &data[..data.len() - 1];
+        for other in [&flipped[..], &swapped[..], short] {
+            let mut h = StreamHash::new();
+            h.update(other);
+            assert_ne!(h.finish(), whole.finish());
+        }
+        // Zeros of different lengths differ.
+        let (mut a, mut b) = (StreamHash::new(), StreamHash::new());
+        a.update(&[0; 8]);
+        b.update(&[0; 16]);
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn pseudo_random_stream_is_seamless() {
+        let mut one = vec![0u8; 1024];
+        PseudoRandom::new(42).fill(&mut one);
+        let mut g = PseudoRandom::new(42);
+        let mut two = vec![0u8; 1024];
+        for c in two.chunks_mut(64) {
+            g.fill(c);
+        }
+        assert_eq!(one, two);
+        let mut other = vec![0u8; 1024];
+        PseudoRandom::new(43).fill(&mut other);
+        assert_ne!(one, other);
+    }
+
+    #[test]
+    fn transfer_over_loopback_hashes_match() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let src = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            send_stream(&mut s, 3_000_001, 9).unwrap()
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        let got = receive_stream(&mut c).unwrap();
+        let sent = src.join().unwrap();
+        assert_eq!(got.bytes, 3_000_001);
+        assert_eq!(got.hash, sent.hash);
+        assert_eq!(TransferReport::parse(&got.to_json()), Some(got));
     }
 }

@@ -1,0 +1,507 @@
+//! The userspace router end to end in the netns lab (root + netns), with real kernel TCP/UDP/ICMP
+//! stacks in the LAN and "Internet" namespaces and `altroute run` as a child process.
+//!
+//! They skip with a printed reason when not root (or a tool is missing), unless
+//! `ALTROUTE_REQUIRE_NETNS` is set, in which case that is a failure. Every test builds its own lab
+//! with a unique prefix (`ar<pid><tag>-`), so they run in parallel; the lab, the server and the
+//! router are torn down by Drop guards also when an assertion fails.
+//!
+//! - failover config: TCP, UDP and ping from lan to inet, replies arrive, the server sees isp1's
+//!   address only, and the router's status agrees; SIGTERM → exit 0.
+//! - a 100 MB pseudo-random TCP stream inet → lan arrives intact (hash on both ends), throughput
+//!   printed.
+//! - policy rules: the rip-cord subnet 10.0.0.8/29 leaves via isp2 (UDP and TCP bound to 10.0.0.9,
+//!   TCP through socat), other clients to the same TCP port via isp1 (port rule), a pinned client
+//!   via isp1.
+//! - weighted 4:1: 250 connections split 80 % ± 8 % at the server.
+//! - `altroute demo` runs through and leaves nothing behind; SIGINT mid-way tears down too.
+
+// Helpers outside `#[test]` functions are test code too: a failed lab step must fail the test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use altroute::demo::{
+    self, GatewayAddrs, RouterProcess, SERVER_TCP, SERVER_UDP, prerequisites, start_whoami,
+    tcp_clients,
+};
+use altroute::lab::tool::{Tally, TransferReport};
+use altroute::lab::{Background, Lab, Mode, list_namespaces};
+
+const BIN: &str = env!("CARGO_BIN_EXE_altroute");
+const ISP1: &str = "192.0.2.1";
+const ISP2: &str = "198.51.100.1";
+
+/// True when the test should run; panics when it cannot but must.
+fn should_run(name: &str, tools: &[(&str, &str)]) -> bool {
+    match prerequisites(tools) {
+        Ok(()) => true,
+        Err(why) => {
+            let required = std::env::var_os("ALTROUTE_REQUIRE_NETNS")
+                .is_some_and(|v| !v.is_empty() && v != "0");
+            assert!(!required, "{name}: ALTROUTE_REQUIRE_NETNS is set but {why}");
+            eprintln!("skipping {name}: {why}");
+            false
+        }
+    }
+}
+
+const BASE_TOOLS: [(&str, &str); 3] = [("ip", "-V"), ("nft", "--version"), ("kill", "-l")];
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+fn leftovers(prefix: &str) -> Vec<String> {
+    list_namespaces()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// A lab with the whoami server and the router running. Fields drop in order: router, server, lab.
+struct Rig {
+    router: RouterProcess,
+    _server: Background,
+    lab: Lab,
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rig(tag: &str, config: &str) -> Rig {
+    let prefix = format!("ar{}{tag}-", std::process::id());
+    let dir = std::env::temp_dir().join(format!("altroute-test-{prefix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+    let stop = AtomicBool::new(false);
+    let server = start_whoami(&lab, Path::new(BIN), &stop).unwrap();
+    let mut router =
+        RouterProcess::start(Path::new(BIN), &example(config), &lab.ns("rtr"), &dir).unwrap();
+    router
+        .wait_ready(Duration::from_secs(30), &stop)
+        .unwrap_or_else(|e| panic!("{prefix}: {e}"));
+    Rig {
+        router,
+        _server: server,
+        lab,
+        dir,
+        prefix,
+    }
+}
+
+impl Rig {
+    fn tcp(&self, n: usize) -> Tally {
+        tcp_clients(&self.lab, Path::new(BIN), SERVER_TCP, n, 8, 3000).unwrap()
+    }
+
+    fn udp_from(&self, src: &str, n: usize) -> Tally {
+        let n = n.to_string();
+        let out = self
+            .lab
+            .exec(
+                "lan",
+                &[
+                    BIN,
+                    "lab-tool",
+                    "client",
+                    "--udp",
+                    SERVER_UDP,
+                    "--bind",
+                    src,
+                    "-n",
+                    &n,
+                    "--parallel",
+                    "4",
+                    "--timeout-ms",
+                    "2000",
+                ],
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        Tally::parse(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|| {
+            panic!(
+                "udp client printed no tally: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// One TCP connection bound to `src` (socat: std cannot bind a TCP socket before connect);
+    /// returns the address the server saw.
+    fn tcp_bound(&self, src: &str) -> String {
+        let out = self
+            .lab
+            .exec(
+                "lan",
+                &[
+                    "socat",
+                    "-t",
+                    "3",
+                    "-T",
+                    "5",
+                    "-",
+                    &format!("TCP:{SERVER_TCP},bind={src},connect-timeout=3"),
+                ],
+                Duration::from_secs(15),
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seen = text.trim().rsplit_once(':').map(|(ip, _)| ip.to_string());
+        seen.unwrap_or_else(|| {
+            panic!(
+                "socat from {src}: no whoami line ({}): {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Waits for a router status that includes the traffic so far (workers report every second).
+    fn settled_status(&mut self) -> demo::RouterStatus {
+        let now = self.router.status().map_or(0, |s| s.time_ms);
+        self.router
+            .fresh_status(now + 1500, Duration::from_secs(10), &AtomicBool::new(false))
+            .unwrap()
+    }
+
+    /// SIGTERM → exit 0, then everything is torn down.
+    fn finish(mut self) {
+        let st = self.router.stop(Duration::from_secs(15)).unwrap();
+        assert!(
+            st.success(),
+            "router exit after SIGTERM: {st}; log:\n{}",
+            self.router.log_tail(20)
+        );
+        let prefix = self.prefix.clone();
+        drop(self);
+        assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn failover_config_tcp_udp_ping_via_isp1_only() {
+    if !should_run(
+        "failover_config_tcp_udp_ping_via_isp1_only",
+        &[BASE_TOOLS[0], BASE_TOOLS[1], BASE_TOOLS[2], ("ping", "-V")],
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut r = rig("f", "lab-dual-wan-failover.yaml");
+
+    let t = r.tcp(60);
+    eprintln!("tcp: {t:?}");
+    assert_eq!(t.failed, 0, "{t:?}");
+    assert_eq!(
+        t.count(ISP1),
+        60,
+        "failover config must use isp1 only: {t:?}"
+    );
+
+    for src in ["10.0.0.2", "10.0.0.7"] {
+        let t = r.udp_from(src, 10);
+        eprintln!("udp from {src}: {t:?}");
+        assert_eq!(t.count(ISP1), 10, "udp from {src}: {t:?}");
+    }
+
+    // ICMP echo through the NAT to the server, and to the router's own LAN address.
+    for dst in ["203.0.113.10", "10.0.0.1"] {
+        let out = r
+            .lab
+            .exec(
+                "lan",
+                &["ping", "-c", "3", "-i", "0.2", "-W", "2", dst],
+                Duration::from_secs(20),
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 received"),
+            "ping {dst}: {text}"
+        );
+    }
+
+    let st = r.settled_status();
+    eprintln!("router: {}", st.summary());
+    let (g1, g2) = (st.gateway("isp1").unwrap(), st.gateway("isp2").unwrap());
+    assert!(g1.out_packets >= 60 * 3, "{}", st.summary());
+    assert!(g1.in_packets >= 60 * 3, "{}", st.summary());
+    assert_eq!(
+        (g2.out_packets, g2.in_packets),
+        (0, 0),
+        "nothing may leave via the backup: {}",
+        st.summary()
+    );
+    r.finish();
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Spawns `lab-tool source` in inet and waits for its "listening" line.
+fn start_source(
+    lab: &Lab,
+    listen: &str,
+    bytes: u64,
+    seed: u64,
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("inet"), BIN, "lab-tool", "source"])
+        .args(["--listen", listen, "--bytes", &bytes.to_string()])
+        .args(["--seed", &seed.to_string(), "--accept-timeout-s", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening tcp"), "source said {line:?}");
+    (child, out)
+}
+
+/// Kills a child process by its own handle when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bulk_100mb_inet_to_lan_arrives_intact() {
+    if !should_run("bulk_100mb_inet_to_lan_arrives_intact", &BASE_TOOLS) {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut r = rig("b", "lab-dual-wan-failover.yaml");
+    const BYTES: u64 = 100_000_000;
+    let (child, mut out) = start_source(&r.lab, "203.0.113.10:9000", BYTES, 0x5eed);
+    let mut source = KillOnDrop(child);
+    let sink = r
+        .lab
+        .exec(
+            "lan",
+            &[
+                BIN,
+                "lab-tool",
+                "sink",
+                "--connect",
+                "203.0.113.10:9000",
+                "--idle-timeout-s",
+                "20",
+            ],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    let sink_text = String::from_utf8_lossy(&sink.stdout);
+    assert!(
+        sink.status.success(),
+        "sink failed: {sink_text} {}",
+        String::from_utf8_lossy(&sink.stderr)
+    );
+    let got = TransferReport::parse(&sink_text).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(source.0.wait().unwrap().success(), "source: {rest}");
+    let sent = TransferReport::parse(&rest).unwrap();
+    eprintln!(
+        "100 MB inet -> lan through the router: sent {} B hash {}, received {} B hash {}, {:.2} s, {:.0} Mbit/s",
+        sent.bytes, sent.hash, got.bytes, got.hash, got.secs, got.mbit_s
+    );
+    assert_eq!(got.bytes, BYTES);
+    assert_eq!(got.hash, sent.hash, "the stream was corrupted on the way");
+    let st = r.settled_status();
+    eprintln!("router: {}", st.summary());
+    let g1 = st.gateway("isp1").unwrap();
+    assert!(g1.in_bytes >= BYTES, "{}", st.summary());
+    r.finish();
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn policy_rules_rip_cord_via_isp2_port_rule_and_pin_via_isp1() {
+    if !should_run(
+        "policy_rules_rip_cord_via_isp2_port_rule_and_pin_via_isp1",
+        &[BASE_TOOLS[0], BASE_TOOLS[1], BASE_TOOLS[2], ("socat", "-V")],
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let r = rig("p", "lab-policy-rules.yaml");
+
+    // rip-cord (src 10.0.0.8/29 → isp2) over UDP from both lab addresses in the subnet.
+    for src in ["10.0.0.8", "10.0.0.9"] {
+        let t = r.udp_from(src, 10);
+        eprintln!("udp from {src}: {t:?}");
+        assert_eq!(
+            t.count(ISP2),
+            10,
+            "rip-cord {src} must leave via isp2: {t:?}"
+        );
+    }
+    // The same over TCP to port 8000: rip-cord comes before the "8000-8100 via isp1" rule.
+    for i in 0..5 {
+        let seen = r.tcp_bound("10.0.0.9");
+        assert_eq!(seen, ISP2, "tcp #{i} from 10.0.0.9");
+    }
+    // Everyone else to TCP 8000 matches the port rule → isp1.
+    let t = r.tcp(30);
+    eprintln!("tcp from 10.0.0.2: {t:?}");
+    assert_eq!(t.count(ISP1), 30, "{t:?}");
+    // 10.0.0.3 is pinned to isp1 (UDP 7000 matches no rule).
+    let t = r.udp_from("10.0.0.3", 10);
+    assert_eq!(t.count(ISP1), 10, "pinned client: {t:?}");
+    // A client without rule or pin is load-balanced: over 30 UDP exchanges from one address
+    // (30 source ports) both gateways show up.
+    let t = r.udp_from("10.0.0.4", 30);
+    eprintln!("udp from 10.0.0.4 (load-balanced): {t:?}");
+    assert_eq!(t.ok(), 30, "{t:?}");
+    assert!(t.count(ISP1) > 0 && t.count(ISP2) > 0, "{t:?}");
+    r.finish();
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn weighted_4to1_split_over_250_connections() {
+    if !should_run("weighted_4to1_split_over_250_connections", &BASE_TOOLS) {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut r = rig("w", "lab-weighted-4to1.yaml");
+    const N: usize = 250;
+    let t = r.tcp(N);
+    let share = t.count(ISP1) as f64 / t.ok().max(1) as f64;
+    eprintln!("weighted: {t:?}, isp1 share {:.1} %", share * 100.0);
+    assert_eq!(t.failed, 0, "{t:?}");
+    assert_eq!(t.count(ISP1) + t.count(ISP2), N, "{t:?}");
+    assert!(
+        (0.72..=0.88).contains(&share),
+        "isp1 share {:.1} % is outside 80 % ± 8 %: {t:?}",
+        share * 100.0
+    );
+    // The router's per-gateway flow counters agree with the server's view.
+    let st = r.settled_status();
+    eprintln!("router: {}", st.summary());
+    let cfg = altroute::config::Config::load(&example("lab-weighted-4to1.yaml")).unwrap();
+    let gws = GatewayAddrs::from_config(&cfg);
+    assert_eq!(gws.name_of(ISP1), Some("isp1"));
+    let (g1, g2) = (st.gateway("isp1").unwrap(), st.gateway("isp2").unwrap());
+    assert!(g1.out_packets > g2.out_packets, "{}", st.summary());
+    r.finish();
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Runs `altroute demo` and returns (exit code, stdout).
+fn demo_cmd(prefix: &str, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["demo", "--prefix", prefix, "-n", "50"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn demo_runs_through_and_leaves_nothing_behind() {
+    if !should_run("demo_runs_through_and_leaves_nothing_behind", &BASE_TOOLS) {
+        return;
+    }
+    let t0 = Instant::now();
+    let prefix = format!("ar{}d-", std::process::id());
+    let child = KillOnDrop(demo_cmd(&prefix, &[]));
+    let mut child = child;
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    eprintln!("{stdout}");
+    assert!(
+        status.success(),
+        "demo failed: {status}\n{stdout}\n{stderr}"
+    );
+    for needle in [
+        "[2/6]",
+        "split as the server saw it",
+        "failover: new connections flow again (none via isp1)",
+        "failback: new connections via isp1 192.0.2.1 again",
+        "router stopped with SIGTERM: exit status: 0",
+        &format!("lab {prefix} deleted"),
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn demo_interrupted_tears_everything_down() {
+    if !should_run("demo_interrupted_tears_everything_down", &BASE_TOOLS) {
+        return;
+    }
+    let t0 = Instant::now();
+    let prefix = format!("ar{}i-", std::process::id());
+    let mut child = KillOnDrop(demo_cmd(&prefix, &[]));
+    let pid = child.0.id().to_string();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap());
+    let mut seen = String::new();
+    // Interrupt once the router runs and traffic has started.
+    loop {
+        let mut l = String::new();
+        assert!(
+            lines.read_line(&mut l).unwrap() > 0,
+            "demo ended early:\n{seen}"
+        );
+        seen.push_str(&l);
+        if l.starts_with("[2/6]") {
+            break;
+        }
+    }
+    let router_pid = seen
+        .split("router started (pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
+    let status = child.0.wait().unwrap();
+    eprintln!("{seen}{rest}");
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("stopping early: interrupted"), "{rest}");
+    assert!(
+        rest.contains("router stopped with SIGTERM: exit status: 0"),
+        "{rest}"
+    );
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    assert!(
+        !Path::new(&format!("/proc/{router_pid}")).exists(),
+        "router {router_pid} still runs"
+    );
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}

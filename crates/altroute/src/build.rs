@@ -61,7 +61,13 @@ pub enum BuildError {
     },
     /// The flow table refused the mapped values.
     #[error("flow table: {0}")]
-    Flow(#[from] altroute_flow::ConfigError),
+    Flow(altroute_flow::ConfigError),
+}
+
+impl From<altroute_flow::ConfigError> for BuildError {
+    fn from(e: altroute_flow::ConfigError) -> Self {
+        BuildError::Flow(e)
+    }
 }
 
 fn value(path: String, message: impl Into<String>) -> BuildError {

@@ -443,7 +443,11 @@ fn the_binary_replays_a_shipped_fixture() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cut.pcap: packet 3:"), "{stderr}");
+    assert_eq!(
+        stderr.matches("cut.pcap: packet 3:").count(),
+        1,
+        "said once: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -43,12 +43,12 @@ impl CapFrame {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {err}")]
     Io {
         /// File name.
         file: String,
         /// The I/O error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Not a pcap or pcapng file, or its file header is damaged.
     #[error("{file}: not a readable pcap or pcapng capture: {why}")]
@@ -90,9 +90,9 @@ fn describe(e: &PcapError) -> String {
 /// Reads a pcap or pcapng file.
 pub fn read_capture(path: &Path) -> Result<Vec<CapFrame>, CaptureError> {
     let file = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| CaptureError::Io {
+    let data = std::fs::read(path).map_err(|err| CaptureError::Io {
         file: file.clone(),
-        source,
+        err,
     })?;
     parse_capture(&file, &data)
 }

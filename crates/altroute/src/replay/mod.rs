@@ -133,23 +133,23 @@ pub struct Options {
     pub up: Vec<Event>,
 }
 
-/// Why a replay could not run.
+/// Why a replay could not run. Each message is complete (no separate source to print).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The configuration file is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The configuration could not be mapped onto the engine.
-    #[error("{0}")]
+    #[error(transparent)]
     Build(#[from] BuildError),
     /// The pipeline refused its configuration.
-    #[error("pipeline: {0}")]
+    #[error(transparent)]
     Pipeline(#[from] altroute_packet::pipeline::PipelineError),
     /// The flow table refused its configuration.
-    #[error("flow table: {0}")]
+    #[error(transparent)]
     Flow(#[from] altroute_flow::ConfigError),
     /// A capture could not be read.
-    #[error("{0}")]
+    #[error(transparent)]
     Capture(#[from] CaptureError),
     /// A command-line problem.
     #[error("{0}")]

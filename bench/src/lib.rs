@@ -1,6 +1,8 @@
 //! Shared helpers for altroute's benchmarks: deterministic traffic generators and the DashMap
 //! baseline the flow table is compared against.
 
+pub mod pipeline;
+
 use std::net::Ipv4Addr;
 
 use altroute_flow::{FlowKey, FlowTable, Gateway, Hit, TableConfig, Time, proto};
@@ -122,4 +124,14 @@ pub fn rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// Time this thread has spent on a CPU (Linux `/proc/thread-self/schedstat`, nanoseconds), or
+/// `None` where that file is missing. On a machine shared with other work, per-packet costs are
+/// computed from this rather than from wall-clock time, which also counts the time the thread
+/// waited for a core.
+pub fn thread_cpu_time() -> Option<std::time::Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
 }

@@ -75,6 +75,16 @@ impl Index {
         self.buckets.get(self.home(h)).map_or(0, |b| b.overflow)
     }
 
+    /// The value of the first lane of `h`'s home bucket whose tag matches: the entry a lookup will
+    /// most likely return (the batch lookups load what it points at before probing).
+    #[inline(always)]
+    pub(crate) fn candidate(&self, h: u64) -> Option<u32> {
+        let t = tag_of(h);
+        let b = self.buckets.get(self.home(h))?;
+        let lane = b.tags.iter().position(|&x| x == t)?;
+        b.vals.get(lane).copied()
+    }
+
     /// The first value under hash `h` that `matches` accepts.
     #[inline]
     pub(crate) fn find(&self, h: u64, mut matches: impl FnMut(u32) -> bool) -> Option<u32> {

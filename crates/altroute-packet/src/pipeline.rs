@@ -364,6 +364,27 @@ pub struct Context {
     own: Vec<(Ipv4Addr, PortId)>,
     /// Gateway NAT addresses, by gateway index.
     ext: Vec<Option<Ipv4Addr>>,
+    // Per-packet lookups, precomputed from `cfg` (which never changes after `new`):
+    /// The port of untagged (or VLAN 0) frames on each link, or `NO_PORT`.
+    link_port: [u8; 256],
+    /// Every attached network as (network, mask, port), in port order.
+    nets: Vec<(u32, u32, PortId)>,
+    /// For each first octet: whether any IPv4 private destination may contain it.
+    private_first: [bool; 256],
+    /// The IPv4 private destinations as (network, mask).
+    private4: Vec<(u32, u32)>,
+    /// (NAT address, WAN port, gateway) of every gateway with a NAT address, by gateway index.
+    gw_ext: Vec<(Ipv4Addr, PortId, GatewayId)>,
+}
+
+const NO_PORT: u8 = 0xff;
+
+fn mask_of(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
 }
 
 fn ipv4_of(b: &[u8; 16]) -> Ipv4Addr {
@@ -428,7 +449,7 @@ impl Context {
                 }
             }
         }
-        let ext = table
+        let ext: Vec<Option<Ipv4Addr>> = table
             .gateways()
             .iter()
             .map(|g| match g.nat_addr {
@@ -449,6 +470,53 @@ impl Context {
         }
         let counters = Counters::new(cfg.ports.len(), cfg.gateways.len());
         let rate = cfg.options.icmp_errors_per_sec;
+        let mut link_port = [NO_PORT; 256];
+        for &(l, v, p) in &port_of {
+            if v == 0 {
+                link_port[usize::from(l)] = p.0;
+            }
+        }
+        let nets = cfg
+            .ports
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                p.addrs.iter().map(move |&(net, len)| {
+                    let m = mask_of(len);
+                    (u32::from(net) & m, m, PortId(i as u8))
+                })
+            })
+            .collect();
+        let private4: Vec<(u32, u32)> = cfg
+            .options
+            .private_destinations
+            .iter()
+            .filter_map(|p| match p.addr() {
+                core::net::IpAddr::V4(a) => {
+                    let m = mask_of(p.prefix_len());
+                    Some((u32::from(a) & m, m))
+                }
+                core::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let mut private_first = [false; 256];
+        for (o, f) in private_first.iter_mut().enumerate() {
+            let lo = (o as u32) << 24;
+            *f = private4
+                .iter()
+                .any(|&(n, m)| lo & m & 0xff00_0000 == n & 0xff00_0000);
+        }
+        let gw_ext = cfg
+            .gateways
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                ext.get(i)
+                    .copied()
+                    .flatten()
+                    .map(|a| (a, g.port, GatewayId(i as u8)))
+            })
+            .collect();
         Ok(Context {
             cfg,
             table,
@@ -464,6 +532,11 @@ impl Context {
             port_of,
             own,
             ext,
+            link_port,
+            nets,
+            private_first,
+            private4,
+            gw_ext,
         })
     }
 
@@ -478,8 +551,13 @@ impl Context {
         spec.mac.or_else(|| self.neighbors.get(spec.next_hop))
     }
 
+    #[inline]
     fn port_for(&self, link: u8, vlan: Option<VlanTci>) -> Option<PortId> {
         let vid = vlan.map_or(0, |t| t.id());
+        if vid == 0 {
+            let p = self.link_port[usize::from(link)];
+            return (p != NO_PORT).then_some(PortId(p));
+        }
         self.port_of
             .iter()
             .find(|(l, v, _)| *l == link && *v == vid)
@@ -491,26 +569,34 @@ impl Context {
         Verdict::Drop(r)
     }
 
+    #[inline]
     fn is_own(&self, a: Ipv4Addr) -> Option<PortId> {
         self.own.iter().find(|(x, _)| *x == a).map(|&(_, p)| p)
     }
 
-    /// The port whose attached network holds `a`, if any.
+    /// The port whose attached network holds `a`, if any (the first in port order).
+    #[inline]
     fn attached(&self, a: Ipv4Addr) -> Option<PortId> {
-        self.cfg
-            .ports
+        let a = u32::from(a);
+        self.nets
             .iter()
-            .position(|p| p.addrs.iter().any(|&(net, len)| in_prefix(a, net, len)))
-            .map(|i| PortId(i as u8))
+            .find(|&&(net, m, _)| a & m == net)
+            .map(|&(_, _, p)| p)
     }
 
+    /// Whether `a` is in one of the private destinations.
+    #[inline]
+    fn is_private(&self, a: Ipv4Addr) -> bool {
+        let a = u32::from(a);
+        self.private_first[(a >> 24) as usize] && self.private4.iter().any(|&(net, m)| a & m == net)
+    }
+
+    #[inline]
     fn gateway_by_ext(&self, a: Ipv4Addr, port: PortId) -> Option<GatewayId> {
-        self.cfg
-            .gateways
+        self.gw_ext
             .iter()
-            .enumerate()
-            .find(|(i, g)| g.port == port && self.ext.get(*i).copied().flatten() == Some(a))
-            .map(|(i, _)| GatewayId(i as u8))
+            .find(|&&(x, p, _)| p == port && x == a)
+            .map(|&(_, _, g)| g)
     }
 
     /// Process one frame in place. `buf[..len]` is the frame; the rest of `buf` is room for a
@@ -539,24 +625,67 @@ impl Context {
             let end = (start + CHUNK).min(n);
             let mut keys = [FlowKey::ZERO; CHUNK];
             let mut hits = [None; CHUNK];
+            // Each frame is parsed once; the result goes to `process_parsed` with its lookup.
+            let mut parsed = [None::<FastParse>; CHUNK];
             for (i, p) in pkts[start..end].iter().enumerate() {
-                if let Some(FastParse::Fast(ff)) = p.buf.get(..p.len).map(|f| fast::parse(f, opts))
-                {
-                    keys[i] = ff.key;
+                if let Some(f) = p.buf.get(..p.len) {
+                    let r = fast::parse(f, opts);
+                    if let FastParse::Fast(ff) = &r {
+                        keys[i] = ff.key;
+                    }
+                    parsed[i] = Some(r);
                 }
             }
             self.table
                 .lookup_batch(&keys[..end - start], &mut hits[..end - start]);
-            for (i, p) in pkts[start..end].iter_mut().enumerate() {
-                let pre = if keys[i] == FlowKey::ZERO {
-                    None
-                } else {
-                    Some(hits[i])
+            // Load the neighbour entry each frame will need (a LAN frame's sender, a reply's
+            // inside host) for the whole batch first, so those cache misses overlap as well.
+            let mut sink = 0u8;
+            for (i, r) in parsed[..end - start].iter().enumerate() {
+                let Some(FastParse::Fast(ff)) = r else {
+                    continue;
                 };
-                verdicts[start + i] = self.process_one(p.buf, p.len, p.link, &mut p.meta, now, pre);
+                let host = match hits[i] {
+                    Some(h) if h.dir == Dir::Reply => self
+                        .table
+                        .flow(h.flow)
+                        .map(|f| ipv4_of(f.key().src_bytes())),
+                    _ => ff.key.src_v4(),
+                };
+                if let Some(a) = host {
+                    sink ^= self.neighbors.get(a).map_or(0, |m| m.0[5]);
+                }
+            }
+            core::hint::black_box(sink);
+            // A flow created, removed or re-mapped by an earlier frame of the batch makes the
+            // batch's lookups stale (a second SYN of a new connection would miss and be refused
+            // as a duplicate; a freed slot may be reused): after that, frames look up afresh.
+            let epoch = self.table_epoch();
+            for (i, p) in pkts[start..end].iter_mut().enumerate() {
+                verdicts[start + i] = match parsed[i] {
+                    Some(r) => {
+                        let pre = match r {
+                            FastParse::Fast(_) if self.table_epoch() == epoch => Some(hits[i]),
+                            _ => None,
+                        };
+                        self.process_parsed(p.buf, p.len, p.link, &mut p.meta, now, r, pre)
+                    }
+                    None => self.process_one(p.buf, p.len, p.link, &mut p.meta, now, None),
+                };
             }
             start = end;
         }
+    }
+
+    /// Changes whenever a flow is created, removed or re-mapped.
+    #[inline]
+    fn table_epoch(&self) -> u64 {
+        let s = self.table.stats();
+        s.created
+            .wrapping_add(s.removed)
+            .wrapping_add(s.expired)
+            .wrapping_add(s.early_dropped)
+            .wrapping_add(s.syn_rotations)
     }
 
     fn process_one(
@@ -578,6 +707,28 @@ impl Context {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
         let parsed = fast::parse(&buf[..len], opts);
+        self.process_parsed(buf, len, link, meta, now, parsed, pre)
+    }
+
+    /// [`Context::process_one`] after the fast parse (`parsed` is `fast::parse(&buf[..len])`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn process_parsed(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        link: u8,
+        meta: &mut FrameMeta,
+        now: Time,
+        parsed: FastParse,
+        pre: Option<Option<Hit>>,
+    ) -> Verdict {
+        if len > buf.len() {
+            return self.drop(DropReason::Other);
+        }
+        if len > MAX_FRAME {
+            return self.drop(DropReason::TooBig);
+        }
         let ip = match parsed {
             FastParse::Drop(r) => return self.drop(r),
             FastParse::Fast(ff) => Ip4 {
@@ -676,13 +827,7 @@ impl Context {
             }
             None => {}
         }
-        if self
-            .cfg
-            .options
-            .private_destinations
-            .iter()
-            .any(|p| p.contains(dst.into()))
-        {
+        if self.is_private(dst) {
             return self.drop(DropReason::PrivateDestination);
         }
         let hit = match pre.unwrap_or_else(|| self.table.lookup(&ip.key)) {
@@ -944,12 +1089,7 @@ impl Context {
             return self.drop(DropReason::NotForUs);
         }
         if let Some(src) = ip.key.src_v4()
-            && self
-                .cfg
-                .options
-                .private_destinations
-                .iter()
-                .any(|p| p.contains(src.into()))
+            && self.is_private(src)
             && self.attached(src) != Some(port)
         {
             return self.drop(DropReason::BogonSource);
@@ -1436,6 +1576,24 @@ fn rewrite_l3l4(
 ) {
     let l3 = ip.l3;
     let l4 = ip.l4;
+    // TCP and UDP without IP options (nearly every packet): fixed offsets in one fixed-size
+    // window, so the compiler checks the bounds once.
+    if l4 == l3 + 20 && ip.icmp == IcmpQuery::None {
+        let partial = meta.partial.is_some();
+        match ip.key.proto {
+            proto::TCP => {
+                if let Some(h) = buf.get_mut(l3..).and_then(|b| b.first_chunk_mut::<38>()) {
+                    return rewrite_fixed(h, 36, L4Sum::Tcp, partial, snat, dnat);
+                }
+            }
+            proto::UDP => {
+                if let Some(h) = buf.get_mut(l3..).and_then(|b| b.first_chunk_mut::<28>()) {
+                    return rewrite_fixed(h, 26, L4Sum::Udp, partial, snat, dnat);
+                }
+            }
+            _ => {}
+        }
+    }
     // Loads first.
     let old_src = Ipv4Addr::from(wire::rd32(buf, l3 + 12));
     let old_dst = Ipv4Addr::from(wire::rd32(buf, l3 + 16));
@@ -1513,6 +1671,65 @@ fn rewrite_l3l4(
             wr16(buf, csum_at, c);
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum L4Sum {
+    Tcp,
+    Udp,
+}
+
+/// [`rewrite_l3l4`] for a TCP or UDP packet without IP options: `h` starts at the IPv4 header and
+/// holds at least the L4 checksum at `csum_at` (the same arithmetic as the general case).
+#[inline(always)]
+fn rewrite_fixed<const N: usize>(
+    h: &mut [u8; N],
+    csum_at: usize,
+    kind: L4Sum,
+    partial: bool,
+    snat: Option<(Ipv4Addr, u16)>,
+    dnat: Option<(Ipv4Addr, u16)>,
+) {
+    let r16 = |h: &[u8; N], at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let r32 = |h: &[u8; N], at: usize| [h[at], h[at + 1], h[at + 2], h[at + 3]];
+    // Loads first.
+    let old_src = Ipv4Addr::from(r32(h, 12));
+    let old_dst = Ipv4Addr::from(r32(h, 16));
+    let old_ttl_word = r16(h, 8);
+    let old_ip_csum = r16(h, 10);
+    let old_sport = r16(h, 20);
+    let old_dport = r16(h, 22);
+    let old_l4_csum = r16(h, csum_at);
+    let mut d = Delta::NONE;
+    let (mut new_src, mut new_dst) = (old_src, old_dst);
+    let (mut new_sport, mut new_dport) = (old_sport, old_dport);
+    if let Some((a, port)) = snat {
+        d = d.then(Delta::new(old_src, a, old_sport, port));
+        new_src = a;
+        new_sport = port;
+    }
+    if let Some((a, port)) = dnat {
+        d = d.then(Delta::new(old_dst, a, old_dport, port));
+        new_dst = a;
+        new_dport = port;
+    }
+    let new_ttl_word = old_ttl_word.wrapping_sub(0x0100);
+    let ip_csum = checksum::update16(d.apply_ip(old_ip_csum), old_ttl_word, new_ttl_word);
+    let l4_csum = if partial {
+        d.apply_partial(old_l4_csum)
+    } else if kind == L4Sum::Udp {
+        d.apply_udp(old_l4_csum)
+    } else {
+        d.apply_tcp(old_l4_csum)
+    };
+    // Stores.
+    h[8..10].copy_from_slice(&new_ttl_word.to_be_bytes());
+    h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    h[12..16].copy_from_slice(&new_src.octets());
+    h[16..20].copy_from_slice(&new_dst.octets());
+    h[20..22].copy_from_slice(&new_sport.to_be_bytes());
+    h[22..24].copy_from_slice(&new_dport.to_be_bytes());
+    h[csum_at..csum_at + 2].copy_from_slice(&l4_csum.to_be_bytes());
 }
 
 /// Only the outer destination and the TTL of an ICMP error (its checksum has no pseudo-header).

@@ -622,6 +622,50 @@ fn batch_agrees_with_single() {
     }
 }
 
+/// A connection's retransmitted SYN in the same batch as its first SYN: the batch's lookups were
+/// done before the first created the flow, so later frames must look up again (they used to miss
+/// and be refused as duplicates).
+#[test]
+fn batch_sees_flows_created_earlier_in_the_batch() {
+    let mut a = ctx((3, 1), None);
+    let mut b = ctx((3, 1), None);
+    let frames: Vec<Vec<u8>> = (0..32u16)
+        .map(|i| tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 30000 + i % 5, 443, SYN, 64))
+        .collect();
+    let mut bufs: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            let mut v = f.clone();
+            v.resize(f.len() + 64, 0);
+            v
+        })
+        .collect();
+    let mut pkts: Vec<Packet<'_>> = bufs
+        .iter_mut()
+        .zip(&frames)
+        .map(|(buf, f)| Packet {
+            len: f.len(),
+            buf: buf.as_mut_slice(),
+            link: 0,
+            meta: FrameMeta::default(),
+        })
+        .collect();
+    let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+    a.process_batch(&mut pkts, T, &mut verdicts);
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| matches!(v, Verdict::Forward { .. })),
+        "{verdicts:?}"
+    );
+    assert_eq!(a.table.len(), 5);
+    for ((f, v), p) in frames.iter().zip(&verdicts).zip(&pkts) {
+        let (single, out) = run(&mut b, f, 0);
+        assert_eq!(*v, single);
+        assert_eq!(&p.buf[..out.len()], &out[..]);
+    }
+}
+
 #[test]
 fn arp_request_from_a_group_sender_is_neither_answered_nor_learned() {
     let mut c = ctx((1, 0), None);

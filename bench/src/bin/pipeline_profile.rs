@@ -1,0 +1,88 @@
+//! A plain loop over the steady-state pipeline bench, for profilers (perf, callgrind): establishes
+//! `FLOWS` flows, then replays the shuffled trace in batches of `BATCH` for `SECS` seconds and
+//! prints ns/frame and Mpps.
+//!
+//! `cargo run --release -p altroute-bench --bin pipeline_profile -- [FLOWS] [BATCH] [SECS] [syn]`
+//!
+//! `SECS` 0 replays exactly 2^17 frames once (for `valgrind --tool=callgrind
+//! --toggle-collect='*Replay*run*'`).
+//!
+//! With `syn` as the fourth argument it replays 64k connection-opening frames into a table holding
+//! `FLOWS` flows instead (one pass, then the new flows are removed, repeated).
+
+use std::time::{Duration, Instant};
+
+use altroute_bench::pipeline::{
+    NOW, RING, Replay, STRIDE, context, establish, steady_trace, syn_trace,
+};
+use altroute_bench::{lan_keys, thread_cpu_time};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let n = arg(1, 1 << 16);
+    let b = arg(2, 32);
+    let secs = arg(3, 5) as u64;
+    let syn = args.get(4).is_some_and(|s| s == "syn");
+    let mut ring = vec![0u8; RING * STRIDE];
+    let mut r = Replay::new(&mut ring);
+    if syn {
+        let new_n = 1 << 16;
+        let keys = lan_keys(n + new_n, 7);
+        let (old, new) = keys.split_at(n);
+        let mut ctx = context((n + new_n) as u32);
+        establish(&mut ctx, old);
+        let trace = syn_trace(new, 8);
+        let mut now = NOW;
+        let (mut frames, mut busy) = (0usize, Duration::ZERO);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            r.pos = 0;
+            let t0 = thread_cpu_time().unwrap_or_default();
+            let fwd = r.run(&mut ctx, &trace, b, new_n, now);
+            busy += thread_cpu_time().unwrap_or_default() - t0;
+            frames += new_n;
+            if fwd != new_n {
+                eprintln!("only {fwd} of {new_n} forwarded: {:?}", ctx.counters.drops);
+            }
+            for k in new {
+                if let Some(h) = ctx.table.lookup(k) {
+                    ctx.table.remove(h.flow, now);
+                }
+            }
+            now = now.plus_secs(130);
+            ctx.table.expire(now, 0, &mut Vec::new());
+        }
+        let ns = busy.as_nanos() as f64 / frames as f64;
+        println!(
+            "new flows into {n}: on-CPU {ns:.1} ns/flow, {:.2} M flows/s",
+            1e3 / ns
+        );
+        return;
+    }
+    let keys = lan_keys(n, 1);
+    let mut ctx = context(n as u32);
+    let flows = establish(&mut ctx, &keys);
+    let trace = steady_trace(&flows, 1 << 18, 2);
+    let per = 16_384;
+    let mut frames = 0usize;
+    let start = Instant::now();
+    let cpu0 = thread_cpu_time().unwrap_or_default();
+    let mut fwd = 0;
+    if secs == 0 {
+        // One fixed pass (for instruction counting under callgrind).
+        fwd += r.run(&mut ctx, &trace, b, 1 << 17, NOW);
+        frames += 1 << 17;
+    }
+    while start.elapsed() < Duration::from_secs(secs) {
+        fwd += r.run(&mut ctx, &trace, b, per, NOW);
+        frames += per;
+    }
+    let wall = start.elapsed().as_nanos() as f64 / frames as f64;
+    let cpu = thread_cpu_time().map_or(0.0, |c| (c - cpu0).as_nanos() as f64 / frames as f64);
+    println!(
+        "{n} flows, batch {b}: on-CPU {cpu:.1} ns/frame = {:.2} Mpps; wall {wall:.1} ns/frame ({fwd} of {frames} forwarded; drops {:?})",
+        1e3 / cpu,
+        ctx.counters.drops
+    );
+}

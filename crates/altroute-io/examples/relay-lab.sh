@@ -16,7 +16,8 @@ P=arrl$$-
 c=${P}c r=${P}r s=${P}s
 RPID=
 cleanup() {
-  [ -n "$RPID" ] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
+  set +e
+  if [ -n "$RPID" ]; then kill "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null; fi
   for n in $c $r $s; do ip netns del "$n" 2>/dev/null || true; done
 }
 trap cleanup EXIT

@@ -2,7 +2,7 @@
 //! through it): V2 vs V3 RX ring, sendmmsg vs TX ring, plain vs vnet, 1..N fanout workers.
 //!
 //! ```text
-//! relay IF_A IF_B [--rx v2|v3] [--retire-ms N] [--tx mmsg|ring] [--vnet] [--workers N]
+//! relay IF_A IF_B [--rx v2|v3] [--frames N] [--retire-ms N] [--tx mmsg|ring] [--vnet] [--workers N]
 //!       [--fanout hash|cbpf] [--per-direction] [--bypass] [--blocking] [--backend pnet]
 //!       [--pin] [--batch N] [--duration SECS] [--stats SECS]
 //! ```
@@ -48,7 +48,7 @@ fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         a: String::new(),
         b: String::new(),
-        rx: RxMode::V2 { frames: 512 },
+        rx: RxMode::V2 { frames: 0 },
         tx: TxMode::Sendmmsg,
         vnet: false,
         workers: 1,
@@ -63,6 +63,7 @@ fn parse() -> Result<Opts, String> {
         stats: Duration::from_secs(1),
     };
     let mut retire = 1;
+    let mut frames = 0u32;
     let mut v3 = false;
     let num = |v: Option<String>, what: &str| -> Result<u64, String> {
         v.ok_or(format!("{what} needs a value"))?
@@ -77,6 +78,7 @@ fn parse() -> Result<Opts, String> {
                 other => return Err(format!("--rx v2|v3, not {other:?}")),
             },
             "--retire-ms" => retire = num(args.next(), "--retire-ms")? as u32,
+            "--frames" => frames = num(args.next(), "--frames")? as u32,
             "--tx" => match args.next().as_deref() {
                 Some("mmsg") => o.tx = TxMode::Sendmmsg,
                 Some("ring") => o.tx = TxMode::Ring { frames: 128 },
@@ -105,6 +107,7 @@ fn parse() -> Result<Opts, String> {
             _ => pos.push(a),
         }
     }
+    o.rx = RxMode::V2 { frames };
     if v3 {
         o.rx = RxMode::V3 {
             block_size: 1 << 20,

@@ -456,4 +456,39 @@ mod tests {
         drop(b);
         assert!(descs.is_empty());
     }
+
+    #[test]
+    fn grows_into_tail_room_and_reports_tx_frames() {
+        let mut buf = vec![0u8; 4 + 20 + 10]; // headroom 4, frame 20, tail 10
+        buf[4..24].copy_from_slice(&[7u8; 20]);
+        let mut descs = vec![Desc {
+            ptr: buf.as_mut_ptr(),
+            cap: 34,
+            start: 4,
+            end: 24,
+            vnet: None,
+            meta: meta(),
+            dropped: false,
+        }];
+        let mut nop = Nop;
+        let mut b = RxBatch {
+            descs: &mut descs,
+            owner: &mut nop,
+        };
+        {
+            let mut f = b.get_mut(0).unwrap();
+            assert_eq!(f.frame_and_tail_mut().len(), 30);
+            f.frame_and_tail_mut()[20..30].copy_from_slice(&[9u8; 10]);
+            assert!(f.set_len(30));
+            assert!(!f.set_len(31), "past the buffer");
+            assert!(!f.set_len(0));
+            assert_eq!(&f.data()[18..22], &[7, 7, 9, 9]);
+            assert!(f.set_len(5));
+            assert_eq!(f.len(), 5);
+        }
+        assert_eq!(b.tx_frame(0).map(|t| t.data.len()), Some(5));
+        assert!(b.tx_frame(1).is_none());
+        b.get_mut(0).unwrap().drop_frame();
+        assert!(b.tx_frame(0).is_none());
+    }
 }

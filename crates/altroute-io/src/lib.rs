@@ -18,7 +18,9 @@
 //! [`Port::rx_batch`] walks the ready frames (polling with a timeout when there are none) and
 //! returns an [`RxBatch`]: mutable views ([`RxFrame`]) **into the ring slots themselves**. The
 //! pipeline edits frames in place; each has headroom before its MAC header (`PACKET_RESERVE`),
-//! so an 802.1Q tag can be pushed by moving the MAC addresses left ([`RxFrame::push_vlan`]). When
+//! so an 802.1Q tag can be pushed by moving the MAC addresses left ([`RxFrame::push_vlan`]), and
+//! tail room up to the end of its slot, so a frame can grow ([`RxFrame::frame_and_tail_mut`],
+//! [`RxFrame::set_len`]). When
 //! the kernel has stripped a VLAN tag into metadata (`TP_STATUS_VLAN_VALID`) it is put back into
 //! the bytes, so the caller always sees the tag in the frame. Frames are then transmitted
 //! straight from the slot with [`Port::send`] on any port (`sendmmsg`, up to 64 frames per call;
@@ -78,7 +80,7 @@ pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, Vla
 pub use geometry::{RingGeometry, RingVersion};
 pub use pnet_port::PnetPort;
 pub use port::{
-    Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver, RxMode, Sender,
-    TxMode, wait_any,
+    DEFAULT_RING_BYTES, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
+    RxMode, Sender, TxMode, wait_any,
 };
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

@@ -15,6 +15,9 @@ use crate::ring::{
 use crate::sys;
 use crate::vnet::VNET_HDR_LEN;
 
+/// Ring memory used by `RxMode::V2 { frames: 0 }` (the default).
+pub const DEFAULT_RING_BYTES: usize = 16 << 20;
+
 /// Largest frame a vnet port must take whole: a 64 KiB IP packet plus Ethernet and one VLAN tag.
 pub const GSO_MAX_FRAME: usize = 65535 + 18;
 
@@ -24,9 +27,11 @@ const TX_BLOCK_MAX_US: libc::suseconds_t = 20_000;
 /// How a port receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RxMode {
-    /// TPACKET_V2 ring with at least `frames` slots (each holds the largest frame whole).
+    /// TPACKET_V2 ring with at least `frames` slots (each holds the largest frame whole);
+    /// `frames: 0` sizes the ring to [`DEFAULT_RING_BYTES`] (about 240 slots for 64 KiB GSO
+    /// frames, about 8,000 for 1,518-byte frames).
     V2 {
-        /// Minimum number of slots.
+        /// Minimum number of slots, or 0 for [`DEFAULT_RING_BYTES`].
         frames: u32,
     },
     /// TPACKET_V3 ring of `blocks` blocks of `block_size` bytes; a partly filled block is handed
@@ -118,14 +123,14 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
-    /// Defaults: V2 ring of 256 slots, sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
+    /// Defaults: V2 ring of [`DEFAULT_RING_BYTES`], sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
     /// back, promiscuous, no fanout, non-blocking transmit (a full queue drops and counts rather
     /// than stalling the worker; measured as fast as blocking) with a 4 MiB send buffer, batches
     /// of 64.
     pub fn new(iface: impl Into<String>) -> PortConfig {
         PortConfig {
             iface: iface.into(),
-            rx: RxMode::V2 { frames: 256 },
+            rx: RxMode::V2 { frames: 0 },
             tx: TxMode::Sendmmsg,
             vnet_hdr: false,
             max_frame: None,
@@ -338,10 +343,21 @@ impl Port {
             )?;
         }
         let geometry = match &cfg.rx {
-            RxMode::V2 { frames } => Some(
-                RingGeometry::v2(reserve, cfg.vnet_hdr, max_frame, *frames)
-                    .map_err(|e| IoError::config(name, e))?,
-            ),
+            RxMode::V2 { frames } => {
+                let frames = if *frames == 0 {
+                    let slot =
+                        RingGeometry::min_slot(RingVersion::V2, reserve, cfg.vnet_hdr, max_frame);
+                    u32::try_from(DEFAULT_RING_BYTES / slot.max(1))
+                        .unwrap_or(u32::MAX)
+                        .max(64)
+                } else {
+                    *frames
+                };
+                Some(
+                    RingGeometry::v2(reserve, cfg.vnet_hdr, max_frame, frames)
+                        .map_err(|e| IoError::config(name, e))?,
+                )
+            }
             RxMode::V3 {
                 block_size, blocks, ..
             } => Some(

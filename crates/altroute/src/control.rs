@@ -5,10 +5,26 @@
 //! worker 0 out of the gateway's own link to the gateway's MAC, whatever the policy says, from the
 //! gateway's NAT address. Probe identifiers are below [`PROBE_ID_LIMIT`], a range NAT never hands
 //! out, so the workers recognise the replies and pass them up.
+//!
+//! Every transition is logged, kept in a short history (the last [`HISTORY`]) and written to the
+//! status file at once (as well as every second).
+//!
+//! # Operator commands (no restart)
+//!
+//! With a status file `S` (`altroute run --status-file S`), the control thread watches the file
+//! `S.cmd` (the status file's name with `.cmd` appended). Each line is `GATEWAY force|disable|auto`:
+//! `force` uses the gateway whatever the probes say, `disable` never uses it (its flows are treated
+//! as on a dead gateway), `auto` follows the probes again. The file is consumed (removed) when
+//! read; unknown gateways or words are logged and ignored; the result shows in the status file
+//! (`admin`, `state`, `reason`). Example:
+//!
+//! ```text
+//! echo "isp2 disable" > /run/altroute/status.json.cmd
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +84,73 @@ struct Gw {
     health: Health,
     hooks: config::Hooks,
     last_rtt: Vec<Option<u32>>,
+    /// When the gateway last answered an ARP request (it is asked every round unless its MAC is
+    /// configured).
+    arp_seen: Option<Instant>,
+}
+
+/// Transitions kept for the status file.
+pub const HISTORY: usize = 32;
+
+/// One line of the transition history.
+struct Logged {
+    gateway: String,
+    tr: Transition,
+}
+
+/// An operator command from the command file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminCommand {
+    /// The gateway's name.
+    pub gateway: String,
+    /// What to do.
+    pub admin: Admin,
+}
+
+/// Parses the command file: one `GATEWAY force|disable|auto` per line; blank lines and `#`
+/// comments are skipped. Returns the commands and one message per line that is not understood.
+pub fn parse_commands(text: &str) -> (Vec<AdminCommand>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let admin = match words.get(1).copied() {
+            Some("force" | "forced") => Some(Admin::Forced),
+            Some("disable" | "disabled") => Some(Admin::Disabled),
+            Some("auto") => Some(Admin::Auto),
+            _ => None,
+        };
+        match (words.first(), admin, words.len()) {
+            (Some(g), Some(admin), 2) => ok.push(AdminCommand {
+                gateway: (*g).to_string(),
+                admin,
+            }),
+            _ => bad.push(format!(
+                "line {}: `{line}`: expected `GATEWAY force|disable|auto`",
+                n + 1
+            )),
+        }
+    }
+    (ok, bad)
+}
+
+/// The command file that goes with a status file: its name with `.cmd` appended.
+pub fn command_file(status_file: &Path) -> PathBuf {
+    let mut s = status_file.as_os_str().to_owned();
+    s.push(".cmd");
+    PathBuf::from(s)
+}
+
+fn admin_name(a: Admin) -> &'static str {
+    match a {
+        Admin::Auto => "auto",
+        Admin::Disabled => "disabled",
+        Admin::Forced => "forced",
+    }
 }
 
 fn probe_id(g: usize, t: usize) -> u16 {
@@ -121,6 +204,7 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
                 pending: Vec::new(),
                 health: Health::new(Settings::of(g), admin, t0),
                 hooks: g.hooks.clone(),
+                arp_seen: None,
             }
         })
         .collect();
@@ -139,11 +223,16 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
         }
     }
     let mut stats: HashMap<u16, WorkerStats> = HashMap::new();
+    let mut history: VecDeque<Logged> = VecDeque::new();
     let mut last_log = Instant::now();
     let mut last_status = Instant::now();
     let mut last_passive = Instant::now();
+    let mut last_cmd = Instant::now();
+    let cmd_file = c.status_file.as_deref().map(command_file);
     let mut scratch = vec![0u8; 256];
     while !c.stop.load(Ordering::Relaxed) {
+        // Set when something changed that the status file should show now.
+        let mut changed = false;
         match c.from_workers.recv_timeout(Duration::from_millis(5)) {
             Ok(FromWorker::Frame {
                 worker,
@@ -176,7 +265,8 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
             for res in done {
                 g.last_rtt = res.clone();
                 if let Some(tr) = g.health.round(t, &res) {
-                    transition(&c, gi, g, &tr, action, failback);
+                    transition(&c, gi, g, &tr, action, failback, &mut history);
+                    changed = true;
                 }
             }
             if now >= g.next_round {
@@ -215,15 +305,41 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
                     let failing = opened >= u64::from(fr.min_samples.max(1))
                         && failed as f64 >= opened as f64 * fr.failed_ratio;
                     if let Some(tr) = g.health.passive(t, failing) {
-                        transition(&c, gi, g, &tr, action, failback);
+                        transition(&c, gi, g, &tr, action, failback, &mut history);
+                        changed = true;
                     }
                 }
             }
         }
-        if last_status.elapsed() >= Duration::from_secs(1) {
+        // Operator commands.
+        if let Some(cf) = &cmd_file
+            && last_cmd.elapsed() >= Duration::from_millis(100)
+        {
+            last_cmd = Instant::now();
+            for cmd in take_commands(cf) {
+                let Some((gi, g)) = gws
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, g)| g.name == cmd.gateway)
+                else {
+                    warn!("command file: no gateway named {}", cmd.gateway);
+                    continue;
+                };
+                info!(
+                    "gateway {}: operator sets {}",
+                    g.name,
+                    admin_name(cmd.admin)
+                );
+                if let Some(tr) = g.health.set_admin(cmd.admin, t) {
+                    transition(&c, gi, g, &tr, action, failback, &mut history);
+                }
+                changed = true;
+            }
+        }
+        if changed || last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
             if let Some(path) = &c.status_file {
-                let json = status_json(&gws, &stats, t);
+                let json = status_json(&gws, &stats, &history, t);
                 let tmp = path.with_extension("tmp");
                 if std::fs::write(&tmp, json)
                     .and_then(|()| std::fs::rename(&tmp, path))
@@ -263,6 +379,24 @@ fn broadcast_gateway(
     }
 }
 
+/// Reads and removes the command file (renamed first, so a command written meanwhile waits for
+/// the next turn instead of being lost).
+fn take_commands(path: &Path) -> Vec<AdminCommand> {
+    let mut taking = path.as_os_str().to_owned();
+    taking.push(".taking");
+    let taking = PathBuf::from(taking);
+    if std::fs::rename(path, &taking).is_err() {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string(&taking).unwrap_or_default();
+    let _ = std::fs::remove_file(&taking);
+    let (cmds, bad) = parse_commands(&text);
+    for b in bad {
+        warn!("command file {}: {b}", path.display());
+    }
+    cmds
+}
+
 fn transition(
     c: &ControlSetup,
     gi: usize,
@@ -270,8 +404,16 @@ fn transition(
     tr: &Transition,
     action: DownAction,
     failback: Failback,
+    history: &mut VecDeque<Logged>,
 ) {
     info!("gateway {} {}", g.name, tr);
+    history.push_back(Logged {
+        gateway: g.name.clone(),
+        tr: tr.clone(),
+    });
+    while history.len() > HISTORY {
+        history.pop_front();
+    }
     broadcast_gateway(&c.to_workers, gi, tr.to, action, failback);
     let cmd = match tr.to {
         GatewayState::Up | GatewayState::Degraded | GatewayState::Forced => g.hooks.up.clone(),
@@ -420,6 +562,9 @@ fn on_frame(
                 });
             }
             for g in gws.iter_mut() {
+                if g.next_hop == a.spa && g.link == link {
+                    g.arp_seen = Some(Instant::now());
+                }
                 if g.next_hop == a.spa && g.link == link && !g.static_mac && g.mac != Some(a.sha) {
                     if g.mac.is_some() {
                         info!("gateway {}: MAC changed to {}", g.name, a.sha);
@@ -502,8 +647,14 @@ fn json_str(s: &str) -> String {
     o
 }
 
-/// The status document: gateways with state, reason, flows and counters; drops by reason.
-fn status_json(gws: &[Gw], stats: &HashMap<u16, WorkerStats>, t: Time) -> String {
+/// The status document: gateways with state, reason, flows and counters; the latest
+/// transitions; drops by reason.
+fn status_json(
+    gws: &[Gw],
+    stats: &HashMap<u16, WorkerStats>,
+    history: &VecDeque<Logged>,
+    t: Time,
+) -> String {
     let mut s = String::from("{\n  \"time_ms\": ");
     s.push_str(&t.millis().to_string());
     s.push_str(",\n  \"gateways\": [\n");
@@ -529,18 +680,51 @@ fn status_json(gws: &[Gw], stats: &HashMap<u16, WorkerStats>, t: Time) -> String
             .iter()
             .map(|r| r.map_or("null".into(), |v| v.to_string()))
             .collect();
+        let failed: Vec<&str> = g
+            .health
+            .failed_targets()
+            .iter()
+            .map(|&f| if f { "true" } else { "false" })
+            .collect();
+        let targets: Vec<String> = g.targets.iter().map(|a| json_str(&a.to_string())).collect();
+        let arp_age = g.arp_seen.map_or("null".into(), |a| {
+            u64::try_from(a.elapsed().as_millis())
+                .unwrap_or(u64::MAX)
+                .to_string()
+        });
         s.push_str(&format!(
-            "    {{\"name\": {}, \"state\": \"{}\", \"since_ms\": {}, \"reason\": {}, \"mac\": {}, \"flows\": {flows}, \"out_packets\": {op}, \"out_bytes\": {ob}, \"in_packets\": {ip}, \"in_bytes\": {ib}, \"rtt_ms\": [{}]}}{}\n",
+            "    {{\"name\": {}, \"state\": \"{}\", \"since_ms\": {}, \"reason\": {}, \"admin\": \"{}\", \"probed\": \"{}\", \"targets\": [{}], \"target_failed\": [{}], \"rtt_ms\": [{}], \"arp_reply_age_ms\": {arp_age}, \"mac\": {}, \"flows\": {flows}, \"out_packets\": {op}, \"out_bytes\": {ob}, \"in_packets\": {ip}, \"in_bytes\": {ib}}}{}\n",
             json_str(&g.name),
             g.health.state(),
             since.millis(),
             json_str(reason),
-            g.mac.map_or("null".into(), |m| json_str(&m.to_string())),
+            admin_name(g.health.admin()),
+            g.health.probed(),
+            targets.join(", "),
+            failed.join(", "),
             rtt.join(", "),
+            g.mac.map_or("null".into(), |m| json_str(&m.to_string())),
             if gi + 1 < gws.len() { "," } else { "" }
         ));
     }
-    s.push_str("  ],\n  \"flows\": ");
+    s.push_str("  ],\n  \"transitions\": [");
+    for (i, l) in history.iter().enumerate() {
+        s.push_str(&format!(
+            "{}\n    {{\"at_ms\": {}, \"gateway\": {}, \"from\": \"{}\", \"to\": \"{}\", \"reason\": {}}}",
+            if i > 0 { "," } else { "" },
+            l.tr.at.millis(),
+            json_str(&l.gateway),
+            l.tr.from,
+            l.tr.to,
+            json_str(&l.tr.reason)
+        ));
+    }
+    s.push_str(if history.is_empty() {
+        "],\n"
+    } else {
+        "\n  ],\n"
+    });
+    s.push_str("  \"flows\": ");
     s.push_str(
         &stats
             .values()
@@ -574,6 +758,115 @@ mod tests {
         assert_eq!(probe_id(0, 0), 1);
         assert_eq!((probe_id(3, 5) - 1) / 16, 3);
         assert_eq!((probe_id(3, 5) - 1) % 16, 5);
+    }
+
+    #[test]
+    fn commands_parse() {
+        let (ok, bad) = parse_commands(
+            "isp2 disable\n# comment\n\n isp1  force \nisp3 auto # x\nisp1\nisp1 reboot\n",
+        );
+        assert_eq!(
+            ok,
+            vec![
+                AdminCommand {
+                    gateway: "isp2".into(),
+                    admin: Admin::Disabled
+                },
+                AdminCommand {
+                    gateway: "isp1".into(),
+                    admin: Admin::Forced
+                },
+                AdminCommand {
+                    gateway: "isp3".into(),
+                    admin: Admin::Auto
+                },
+            ]
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("line 6"), "{bad:?}");
+        assert_eq!(
+            command_file(Path::new("/run/altroute/status.json")),
+            PathBuf::from("/run/altroute/status.json.cmd")
+        );
+    }
+
+    #[test]
+    fn command_file_is_consumed() {
+        let dir = std::env::temp_dir().join(format!("altroute-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = command_file(&dir.join("s.json"));
+        assert!(take_commands(&f).is_empty(), "no file, no commands");
+        std::fs::write(&f, "isp1 disable\n").unwrap();
+        let got = take_commands(&f);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].admin, Admin::Disabled);
+        assert!(!f.exists());
+        assert!(take_commands(&f).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn gw(name: &str, targets: Vec<Ipv4Addr>) -> Gw {
+        let mut g: config::Gateway =
+            serde_norway::from_str(&format!("{{name: {name}, port: wan1, via: 192.0.2.2}}"))
+                .unwrap();
+        g.probe.targets = targets.clone();
+        Gw {
+            name: name.into(),
+            port: 0,
+            link: 0,
+            vlan: None,
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            next_hop: g.via,
+            mac: None,
+            static_mac: false,
+            last_rtt: vec![Some(3), None],
+            targets,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            next_round: Instant::now(),
+            round: 0,
+            pending: Vec::new(),
+            health: Health::new(Settings::of(&g), Admin::Auto, Time::from_millis(0)),
+            hooks: g.hooks.clone(),
+            arp_seen: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn status_is_json_with_states_and_history() {
+        let mut a = gw(
+            "isp\"1",
+            vec![
+                Ipv4Addr::new(203, 0, 113, 10),
+                Ipv4Addr::new(203, 0, 113, 99),
+            ],
+        );
+        let b = gw("isp2", Vec::new());
+        let mut history = VecDeque::new();
+        let tr = a
+            .health
+            .set_admin(Admin::Disabled, Time::from_millis(1234))
+            .unwrap();
+        history.push_back(Logged {
+            gateway: a.name.clone(),
+            tr,
+        });
+        let text = status_json(&[a, b], &HashMap::new(), &history, Time::from_millis(2000));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["gateways"][0]["name"], "isp\"1");
+        assert_eq!(v["gateways"][0]["state"], "disabled");
+        assert_eq!(v["gateways"][0]["admin"], "disabled");
+        assert_eq!(v["gateways"][0]["probed"], "up");
+        assert_eq!(v["gateways"][0]["since_ms"], 1234);
+        assert_eq!(v["gateways"][0]["targets"][1], "203.0.113.99");
+        assert_eq!(v["gateways"][0]["rtt_ms"][1], serde_json::Value::Null);
+        assert_eq!(v["gateways"][1]["state"], "up");
+        assert_eq!(v["transitions"][0]["to"], "disabled");
+        assert_eq!(v["transitions"][0]["reason"], "operator: disabled");
+        let empty = status_json(&[], &HashMap::new(), &VecDeque::new(), Time::from_millis(1));
+        serde_json::from_str::<serde_json::Value>(&empty)
+            .unwrap_or_else(|e| panic!("{e}: {empty}"));
     }
 
     #[test]

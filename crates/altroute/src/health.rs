@@ -15,8 +15,11 @@
 //! - **Failback**: a gateway coming back is held down until it has stayed healthy for
 //!   `failback_stable_ms`, so a link that flickers is not handed new flows at every flicker.
 //! - **Passive signal**: the flow tables count connections that fail (SYN retried or reset). A
-//!   gateway whose connections are failing at the redirect ratio *and* whose latest probe round
-//!   lost any reply is taken down at once, without waiting for the loss window.
+//!   gateway whose connections are failing at the redirect ratio *and* whose probes went
+//!   unanswered for the last `max(1, down.rounds / 2)` rounds (on enough targets to break the
+//!   quorum) is taken down at once, without waiting for the full loss window. Half the window, and
+//!   in a row: random loss (a 30 % burst) rarely loses several rounds in a row, a black-hole always
+//!   does.
 //! - **Operator**: a gateway can be disabled (never used) or forced (used whatever the probes
 //!   say); probes keep running and are reported.
 
@@ -123,7 +126,6 @@ pub struct Health {
     since: Time,
     /// Why.
     reason: String,
-    last_round_lost_any: bool,
 }
 
 impl Health {
@@ -139,7 +141,6 @@ impl Health {
             state: GatewayState::Up,
             since: now,
             reason: "start".into(),
-            last_round_lost_any: false,
         };
         h.state = h.effective();
         h
@@ -158,6 +159,35 @@ impl Health {
     /// Per target: failed or not.
     pub fn failed_targets(&self) -> Vec<bool> {
         self.targets.iter().map(|t| t.failed).collect()
+    }
+
+    /// The operator override in force.
+    pub fn admin(&self) -> Admin {
+        self.admin
+    }
+
+    /// What the probes alone say (before the operator override).
+    pub fn probed(&self) -> GatewayState {
+        self.probed
+    }
+
+    /// Rounds in a row, most recent first, that must have gone unanswered for the passive signal
+    /// to take the gateway down: half the down window, at least one.
+    pub fn passive_rounds(&self) -> usize {
+        (self.settings.down.rounds as usize / 2).max(1)
+    }
+
+    /// True when the last [`Health::passive_rounds`] rounds went unanswered on so many targets
+    /// that the others cannot make the quorum.
+    fn probes_silent(&self) -> bool {
+        let k = self.passive_rounds();
+        let silent = self
+            .targets
+            .iter()
+            .filter(|t| t.window.len() >= k && t.window.iter().take(k).all(Option::is_none))
+            .count();
+        let quorum = self.settings.quorum.clamp(1, self.targets.len() as u32) as usize;
+        self.targets.len() - silent < quorum
     }
 
     fn effective(&self) -> GatewayState {
@@ -205,6 +235,9 @@ impl Health {
             .max(self.settings.up.rounds)
             .max(1) as usize;
         let mut why = String::new();
+        // Whether every healthy target also meets the up threshold now (a held-down gateway's
+        // stable time restarts otherwise).
+        let mut steady = true;
         for (i, t) in self.targets.iter_mut().enumerate() {
             let r = results.get(i).copied().flatten();
             t.window.push_front(r);
@@ -222,6 +255,12 @@ impl Health {
                 }
             } else {
                 let (loss, rtt) = loss_and_rtt(&t.window, d.rounds as usize);
+                let (up_loss, up_rtt) = loss_and_rtt(&t.window, u.rounds as usize);
+                if up_loss > u32::from(u.loss_pct)
+                    || u.rtt_ms.is_some_and(|m| up_rtt.is_none_or(|x| x > m))
+                {
+                    steady = false;
+                }
                 let full = t.window.len() >= d.rounds as usize;
                 let bad_loss = full && loss >= u32::from(d.loss_pct.max(1));
                 let bad_rtt = d.rtt_ms.is_some_and(|m| rtt.is_some_and(|x| x >= m)) && full;
@@ -239,16 +278,23 @@ impl Health {
                 }
             }
         }
-        self.last_round_lost_any = results.iter().take(self.targets.len()).any(|r| r.is_none())
-            || results.len() < self.targets.len();
         let healthy = self.targets.iter().filter(|t| !t.failed).count() as u32;
         let quorum = self.settings.quorum.clamp(1, self.targets.len() as u32);
         let ok = healthy >= quorum;
         let probed = match (self.probed, ok) {
             (GatewayState::Down, true) => {
-                // Failback only after a stable period.
-                let since = *self.healthy_since.get_or_insert(now);
-                if now.millis().saturating_sub(since.millis()) >= self.settings.failback_stable_ms {
+                // Failback only after a stable period: every round since meeting the up
+                // threshold (a lost probe in between starts the period again).
+                let since = if steady {
+                    *self.healthy_since.get_or_insert(now)
+                } else {
+                    self.healthy_since = None;
+                    now
+                };
+                if steady
+                    && now.millis().saturating_sub(since.millis())
+                        >= self.settings.failback_stable_ms
+                {
                     why = format!(
                         "{healthy}/{} targets healthy for {} ms",
                         self.targets.len(),
@@ -280,12 +326,15 @@ impl Health {
             }
             (_, true) => {
                 if healthy < self.targets.len() as u32 {
-                    if why.is_empty() {
-                        why = format!(
-                            "{healthy}/{} targets healthy (quorum {quorum} met)",
-                            self.targets.len()
-                        );
-                    }
+                    let count = format!(
+                        "{healthy}/{} targets healthy (quorum {quorum} met)",
+                        self.targets.len()
+                    );
+                    why = if why.is_empty() {
+                        count
+                    } else {
+                        format!("{why}; {count}")
+                    };
                     GatewayState::Degraded
                 } else {
                     if why.is_empty() {
@@ -300,17 +349,22 @@ impl Health {
     }
 
     /// The passive signal: the flow tables see connections through this gateway failing at the
-    /// redirect ratio. With the latest probe round also losing replies, the gateway goes down now.
+    /// redirect ratio. With the probes also unanswered for the last [`Health::passive_rounds`]
+    /// rounds (breaking the quorum), the gateway goes down now, before the loss window fills.
     pub fn passive(&mut self, now: Time, connections_failing: bool) -> Option<Transition> {
-        if connections_failing && self.last_round_lost_any && self.probed.is_usable() {
+        if connections_failing && self.probed.is_usable() && self.probes_silent() {
+            let k = self.passive_rounds();
             self.probed = GatewayState::Down;
             self.healthy_since = None;
             for t in &mut self.targets {
-                if t.window.front().is_some_and(|r| r.is_none()) {
+                if t.window.len() >= k && t.window.iter().take(k).all(Option::is_none) {
                     t.failed = true;
                 }
             }
-            return self.settle(now, "connections failing and probes unanswered".into());
+            return self.settle(
+                now,
+                format!("connections failing and probes unanswered for {k} rounds"),
+            );
         }
         None
     }
@@ -375,6 +429,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_probe_during_the_stable_time_restarts_it() {
+        let mut h = Health::new(settings(1, 1), Admin::Auto, at(0));
+        for i in 1..=4u64 {
+            h.round(at(i * 500), &[None]);
+        }
+        assert_eq!(h.state(), GatewayState::Down);
+        // 4 clean rounds (2500..4000): healthy from 4000, would be up at 7000.
+        for i in 5..=12u64 {
+            assert_eq!(h.round(at(i * 500), &[Some(5)]), None, "round {i}");
+        }
+        // One lost round at 6500 (not enough to fail the target again) restarts the stable time.
+        assert_eq!(h.round(at(6500), &[None]), None);
+        let mut up_at = None;
+        for i in 14..=40u64 {
+            if let Some(tr) = h.round(at(i * 500), &[Some(5)]) {
+                up_at = Some((i * 500, tr.to));
+                break;
+            }
+        }
+        // The up window (4 rounds) is clean again at 8500; stable 3000 ms -> 11500.
+        assert_eq!(up_at, Some((11_500, GatewayState::Up)));
+    }
+
+    #[test]
     fn short_loss_burst_does_not_flap() {
         let mut h = Health::new(settings(1, 1), Admin::Auto, at(0));
         // 30 % loss pattern: one lost in four rounds never reaches 50 % over 4 rounds.
@@ -407,13 +485,88 @@ mod tests {
 
     #[test]
     fn passive_signal_needs_unanswered_probes() {
+        // down.rounds 4: the passive signal needs 2 unanswered rounds in a row.
         let mut h = Health::new(settings(1, 1), Admin::Auto, at(0));
         h.round(at(500), &[Some(5)]);
         assert_eq!(h.passive(at(600), true), None, "probes answer: stay up");
         h.round(at(1000), &[None]);
-        let tr = h.passive(at(1100), true).expect("down between rounds");
+        assert_eq!(
+            h.passive(at(1100), true),
+            None,
+            "one lost round is not enough"
+        );
+        h.round(at(1500), &[None]);
+        assert_eq!(
+            h.passive(at(1600), false),
+            None,
+            "connections fine: stay up"
+        );
+        let tr = h.passive(at(1700), true).expect("down between rounds");
         assert_eq!(tr.to, GatewayState::Down);
-        assert_eq!(h.passive(at(1200), true), None);
+        assert!(tr.reason.contains("connections failing"), "{}", tr.reason);
+        assert_eq!(h.passive(at(1800), true), None);
+        // The full window would only have said so at the 4th round.
+        assert_eq!(h.state(), GatewayState::Down);
+    }
+
+    #[test]
+    fn passive_signal_respects_the_quorum() {
+        // Two targets, quorum 1: one silent target does not let the passive signal act.
+        let mut h = Health::new(settings(2, 1), Admin::Auto, at(0));
+        for i in 1..=3u64 {
+            h.round(at(i * 500), &[Some(5), None]);
+        }
+        assert_eq!(h.passive(at(1600), true), None);
+        h.round(at(2000), &[None, None]);
+        assert_eq!(
+            h.passive(at(2100), true),
+            None,
+            "one round in a row on target 0"
+        );
+        // Target 0 silent for 2 rounds in a row too: the quorum is broken.
+        let mut s = settings(2, 1);
+        s.down.rounds = 6;
+        s.down.loss_pct = 100;
+        let mut h = Health::new(s, Admin::Auto, at(0));
+        for i in 1..=6u64 {
+            h.round(at(i * 500), &[Some(5), None]);
+        }
+        assert_eq!(h.state(), GatewayState::Degraded);
+        for i in 7..=8u64 {
+            assert_eq!(h.round(at(i * 500), &[None, None]), None);
+            assert_eq!(h.passive(at(i * 500 + 10), true), None, "round {i}");
+        }
+        assert_eq!(h.round(at(4500), &[None, None]), None);
+        let tr = h
+            .passive(at(4510), true)
+            .expect("3 rounds in a row on both targets");
+        assert_eq!(
+            (tr.from, tr.to),
+            (GatewayState::Degraded, GatewayState::Down)
+        );
+    }
+
+    #[test]
+    fn random_loss_rarely_silences_a_target_long_enough() {
+        // Every other round lost (50 %): never two in a row, so the passive signal never acts,
+        // and with down.loss_pct 100 the window never fails the target either.
+        let mut s = settings(1, 1);
+        s.down.loss_pct = 100;
+        s.down.rounds = 6;
+        let mut h = Health::new(s, Admin::Auto, at(0));
+        for i in 0..100u64 {
+            let r = if i % 2 == 0 { None } else { Some(5) };
+            assert_eq!(h.round(at(i * 50), &[r]), None, "round {i}");
+            assert_eq!(h.passive(at(i * 50 + 10), true), None, "round {i}");
+        }
+        // A black-hole: 6 rounds in a row, down at the 6th (passive at the 3rd).
+        let mut downs = Vec::new();
+        for i in 100..110u64 {
+            if let Some(tr) = h.round(at(i * 50), &[None]) {
+                downs.push((i, tr.to));
+            }
+        }
+        assert_eq!(downs, vec![(105, GatewayState::Down)]);
     }
 
     #[test]

@@ -159,6 +159,7 @@ pub struct RouterProcess {
     status_file: PathBuf,
     log_file: PathBuf,
     exited: Option<ExitStatus>,
+    signalled: bool,
 }
 
 impl RouterProcess {
@@ -193,6 +194,7 @@ impl RouterProcess {
             status_file,
             log_file,
             exited: None,
+            signalled: false,
         })
     }
 
@@ -298,8 +300,13 @@ impl RouterProcess {
         }
     }
 
+    /// True when [`RouterProcess::stop`] sent SIGTERM (false: it had exited before).
+    pub fn was_signalled(&self) -> bool {
+        self.signalled
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit (then SIGKILL). Returns the exit
-    /// status of the SIGTERM'd process (or of its earlier exit).
+    /// status of the SIGTERM'd process (or of its earlier exit: see [`RouterProcess::was_signalled`]).
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, DemoError> {
         if let Some(s) = self.exited {
             return Ok(s);
@@ -316,6 +323,7 @@ impl RouterProcess {
         if !sent.success() {
             return Err(DemoError::Step(format!("kill -TERM {pid} failed: {sent}")));
         }
+        self.signalled = true;
         let deadline = Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
@@ -629,12 +637,28 @@ pub fn run(
         lab: None,
     };
     let mut summary = DemoSummary::default();
-    let result = scenario(opts, stop, &mut out, &mut held, &mut summary);
+    let mut result = scenario(opts, stop, &mut out, &mut held, &mut summary);
+    if result.is_err() && stop.load(Ordering::Relaxed) {
+        // Ctrl-C in a terminal reaches the whole process group: a lab command killed by it
+        // fails with its own error, but the cause is the interrupt.
+        result = Err(DemoError::Interrupted);
+    }
     if let Err(e) = &result {
         out.line(6, &format!("stopping early: {e}"));
     }
     let down = teardown(opts, &mut out, held, &mut summary);
-    let _ = std::fs::remove_dir_all(&opts.work_dir);
+    let clean = down.is_ok() && matches!(result, Ok(()) | Err(DemoError::Interrupted));
+    if clean {
+        let _ = std::fs::remove_dir_all(&opts.work_dir);
+    } else {
+        out.line(
+            6,
+            &format!(
+                "kept {} (router log, status, config) for a look",
+                opts.work_dir.display()
+            ),
+        );
+    }
     result?;
     down?;
     out.line(
@@ -655,18 +679,15 @@ fn teardown(
         match r.stop(Duration::from_secs(10)) {
             Ok(s) => {
                 summary.router_exit_ok = Some(s.success());
-                out.line(
-                    6,
-                    &format!(
-                        "router stopped with SIGTERM: {s} (log was {})",
-                        r.log_file().display()
-                    ),
-                );
+                let how = if r.was_signalled() {
+                    "router stopped with SIGTERM"
+                } else {
+                    "router had already exited"
+                };
+                out.line(6, &format!("{how}: {s}"));
                 if !s.success() {
                     out.more(&r.log_tail(10));
-                    first_err.get_or_insert(DemoError::Step(format!(
-                        "the router exited with {s} after SIGTERM"
-                    )));
+                    first_err.get_or_insert(DemoError::Step(format!("{how}: {s}")));
                 }
             }
             Err(e) => {

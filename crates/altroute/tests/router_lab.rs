@@ -10,8 +10,8 @@
 //!   address only, and the router's status agrees; SIGTERM → exit 0.
 //! - a 100 MB pseudo-random TCP stream inet → lan arrives intact (hash on both ends), throughput
 //!   printed.
-//! - policy rules: the rip-cord subnet 10.0.0.8/29 leaves via isp2 (UDP and TCP bound to 10.0.0.9,
-//!   TCP through socat), other clients to the same TCP port via isp1 (port rule), a pinned client
+//! - policy rules: the rip-cord subnet 10.0.0.8/29 leaves via isp2 (UDP and TCP bound to
+//!   10.0.0.8/.9), other clients to the same TCP port via isp1 (port rule), a pinned client
 //!   via isp1.
 //! - weighted 4:1: 250 connections split 80 % ± 8 % at the server.
 //! - `altroute demo` runs through and leaves nothing behind; SIGINT mid-way tears down too.
@@ -108,62 +108,35 @@ impl Rig {
     }
 
     fn udp_from(&self, src: &str, n: usize) -> Tally {
+        self.client(&["--udp", SERVER_UDP], src, n)
+    }
+
+    /// TCP connections bound to `src` (lab-tool binds before connecting, through socket2).
+    fn tcp_from(&self, src: &str, n: usize) -> Tally {
+        self.client(&["--tcp", SERVER_TCP], src, n)
+    }
+
+    fn client(&self, dest: &[&str], src: &str, n: usize) -> Tally {
         let n = n.to_string();
+        let mut argv = vec![BIN, "lab-tool", "client"];
+        argv.extend_from_slice(dest);
+        argv.extend_from_slice(&[
+            "--bind",
+            src,
+            "-n",
+            &n,
+            "--parallel",
+            "4",
+            "--timeout-ms",
+            "2000",
+        ]);
         let out = self
             .lab
-            .exec(
-                "lan",
-                &[
-                    BIN,
-                    "lab-tool",
-                    "client",
-                    "--udp",
-                    SERVER_UDP,
-                    "--bind",
-                    src,
-                    "-n",
-                    &n,
-                    "--parallel",
-                    "4",
-                    "--timeout-ms",
-                    "2000",
-                ],
-                Duration::from_secs(60),
-            )
+            .exec("lan", &argv, Duration::from_secs(60))
             .unwrap();
         Tally::parse(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|| {
             panic!(
-                "udp client printed no tally: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-
-    /// One TCP connection bound to `src` (socat: std cannot bind a TCP socket before connect);
-    /// returns the address the server saw.
-    fn tcp_bound(&self, src: &str) -> String {
-        let out = self
-            .lab
-            .exec(
-                "lan",
-                &[
-                    "socat",
-                    "-t",
-                    "3",
-                    "-T",
-                    "5",
-                    "-",
-                    &format!("TCP:{SERVER_TCP},bind={src},connect-timeout=3"),
-                ],
-                Duration::from_secs(15),
-            )
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let seen = text.trim().rsplit_once(':').map(|(ip, _)| ip.to_string());
-        seen.unwrap_or_else(|| {
-            panic!(
-                "socat from {src}: no whoami line ({}): {text} {}",
-                out.status,
+                "client {dest:?} from {src} printed no tally: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })
@@ -337,7 +310,7 @@ fn bulk_100mb_inet_to_lan_arrives_intact() {
 fn policy_rules_rip_cord_via_isp2_port_rule_and_pin_via_isp1() {
     if !should_run(
         "policy_rules_rip_cord_via_isp2_port_rule_and_pin_via_isp1",
-        &[BASE_TOOLS[0], BASE_TOOLS[1], BASE_TOOLS[2], ("socat", "-V")],
+        &BASE_TOOLS,
     ) {
         return;
     }
@@ -355,10 +328,13 @@ fn policy_rules_rip_cord_via_isp2_port_rule_and_pin_via_isp1() {
         );
     }
     // The same over TCP to port 8000: rip-cord comes before the "8000-8100 via isp1" rule.
-    for i in 0..5 {
-        let seen = r.tcp_bound("10.0.0.9");
-        assert_eq!(seen, ISP2, "tcp #{i} from 10.0.0.9");
-    }
+    let t = r.tcp_from("10.0.0.9", 20);
+    eprintln!("tcp from 10.0.0.9: {t:?}");
+    assert_eq!(
+        t.count(ISP2),
+        20,
+        "rip-cord over TCP must leave via isp2: {t:?}"
+    );
     // Everyone else to TCP 8000 matches the port rule → isp1.
     let t = r.tcp(30);
     eprintln!("tcp from 10.0.0.2: {t:?}");
@@ -457,13 +433,29 @@ fn demo_interrupted_tears_everything_down() {
     if !should_run("demo_interrupted_tears_everything_down", &BASE_TOOLS) {
         return;
     }
+    // SIGINT to the demo alone once traffic ran, then to its whole process group (what Ctrl-C in
+    // a terminal does: the router and the lab commands get it too) while isp1 is black-holed.
+    interrupt_demo("i", "[2/6]", false);
+    interrupt_demo("g", "[4/6]", true);
+}
+
+fn interrupt_demo(tag: &str, at: &str, whole_group: bool) {
+    use std::os::unix::process::CommandExt;
     let t0 = Instant::now();
-    let prefix = format!("ar{}i-", std::process::id());
-    let mut child = KillOnDrop(demo_cmd(&prefix, &[]));
+    let prefix = format!("ar{}{tag}-", std::process::id());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--prefix", &prefix, "-n", "50"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if whole_group {
+        cmd.process_group(0);
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
     let pid = child.0.id().to_string();
     let mut lines = BufReader::new(child.0.stdout.take().unwrap());
     let mut seen = String::new();
-    // Interrupt once the router runs and traffic has started.
     loop {
         let mut l = String::new();
         assert!(
@@ -471,7 +463,7 @@ fn demo_interrupted_tears_everything_down() {
             "demo ended early:\n{seen}"
         );
         seen.push_str(&l);
-        if l.starts_with("[2/6]") {
+        if l.starts_with(at) {
             break;
         }
     }
@@ -481,9 +473,14 @@ fn demo_interrupted_tears_everything_down() {
         .and_then(|s| s.split(')').next())
         .unwrap()
         .to_string();
+    let target = if whole_group {
+        format!("-{pid}")
+    } else {
+        pid.clone()
+    };
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args(["-INT", "--", &target])
             .status()
             .unwrap()
             .success()
@@ -494,14 +491,20 @@ fn demo_interrupted_tears_everything_down() {
     eprintln!("{seen}{rest}");
     assert_eq!(status.code(), Some(130), "{seen}{rest}");
     assert!(rest.contains("stopping early: interrupted"), "{rest}");
-    assert!(
-        rest.contains("router stopped with SIGTERM: exit status: 0"),
-        "{rest}"
-    );
+    assert!(rest.contains(": exit status: 0"), "router exit: {rest}");
+    assert!(rest.contains(&format!("lab {prefix} deleted")), "{rest}");
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
     assert!(
         !Path::new(&format!("/proc/{router_pid}")).exists(),
         "router {router_pid} still runs"
     );
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "interrupt ({}) wall time {:.1} s",
+        if whole_group {
+            "process group"
+        } else {
+            "demo only"
+        },
+        t0.elapsed().as_secs_f64()
+    );
 }

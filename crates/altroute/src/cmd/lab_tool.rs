@@ -45,7 +45,7 @@ enum Action {
         /// Attempts in flight at once.
         #[arg(long, default_value_t = 8)]
         parallel: usize,
-        /// UDP only: local address to send from (std TCP sockets cannot bind before connect).
+        /// Local address to connect / send from, e.g. 10.0.0.9 (port chosen by the kernel).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
         /// Exit 1 unless at least this many attempts succeed.
@@ -128,10 +128,12 @@ impl Args {
             } => {
                 let timeout = Duration::from_millis(timeout_ms);
                 let tally = match (tcp, udp) {
-                    (Some(dest), _) => {
-                        anyhow::ensure!(bind.is_none(), "--bind works with --udp only");
-                        tool::run_many(count, parallel, || tool::tcp_once(dest, timeout))
-                    }
+                    (Some(dest), _) => match bind {
+                        Some(ip) => tool::run_many(count, parallel, || {
+                            tool::tcp_once_from(dest, ip, timeout)
+                        }),
+                        None => tool::run_many(count, parallel, || tool::tcp_once(dest, timeout)),
+                    },
                     (None, Some(dest)) => {
                         let ip = bind.unwrap_or(if dest.is_ipv4() {
                             std::net::Ipv4Addr::UNSPECIFIED.into()

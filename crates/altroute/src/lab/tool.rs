@@ -101,7 +101,28 @@ fn classify(e: &std::io::Error) -> &'static str {
 
 /// One TCP attempt: connect with a timeout, read the server's line, return the peer IP it saw.
 pub fn tcp_once(dest: SocketAddr, timeout: Duration) -> Result<String, &'static str> {
-    let mut s = TcpStream::connect_timeout(&dest, timeout).map_err(|e| classify(&e))?;
+    let s = TcpStream::connect_timeout(&dest, timeout).map_err(|e| classify(&e))?;
+    read_whoami(s, timeout)
+}
+
+/// Like [`tcp_once`], from the local address `bind` (port chosen by the kernel): the socket is
+/// bound before it connects, which `std` cannot do.
+pub fn tcp_once_from(
+    dest: SocketAddr,
+    bind: std::net::IpAddr,
+    timeout: Duration,
+) -> Result<String, &'static str> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| classify(&e))?;
+    sock.bind(&SocketAddr::new(bind, 0).into())
+        .map_err(|e| classify(&e))?;
+    sock.connect_timeout(&dest.into(), timeout)
+        .map_err(|e| classify(&e))?;
+    read_whoami(sock.into(), timeout)
+}
+
+fn read_whoami(mut s: TcpStream, timeout: Duration) -> Result<String, &'static str> {
     s.set_read_timeout(Some(timeout))
         .map_err(|e| classify(&e))?;
     let mut buf = Vec::new();
@@ -424,6 +445,10 @@ mod tests {
         let t = run_many(20, 4, || tcp_once(addr, Duration::from_secs(2)));
         assert_eq!(t.count("127.0.0.1"), 20, "{t:?}");
         assert_eq!(t.failed, 0);
+        // Bound to another loopback address: the server sees that one.
+        let from = "127.0.0.2".parse().unwrap();
+        let t = run_many(3, 1, || tcp_once_from(addr, from, Duration::from_secs(2)));
+        assert_eq!(t.count("127.0.0.2"), 3, "{t:?}");
         let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let t = run_many(5, 2, || udp_once(uaddr, bind, Duration::from_secs(2)));
         assert_eq!(t.count("127.0.0.1"), 5, "{t:?}");

@@ -6,6 +6,11 @@
 //! gateway's NAT address. Probe identifiers are below [`PROBE_ID_LIMIT`], a range NAT never hands
 //! out, so the workers recognise the replies and pass them up.
 //!
+//! When the workers report new failed connections through a usable gateway (SYN retried or
+//! reset), its probe rounds go out at least every [`BOOST_INTERVAL`] for [`BOOST_FOR`], so the
+//! passive signal (see [`crate::health`]) is confirmed by unanswered probes within a few hundred
+//! milliseconds even when the configured interval is long.
+//!
 //! Every transition is logged, kept in a short history (the last [`HISTORY`]) and written to the
 //! status file at once (as well as every second).
 //!
@@ -87,7 +92,17 @@ struct Gw {
     /// When the gateway last answered an ARP request (it is asked every round unless its MAC is
     /// configured).
     arp_seen: Option<Instant>,
+    /// Failed connections through this gateway in the workers' latest counts (summed).
+    failed_seen: u64,
+    /// Until when rounds are sent at least every [`BOOST_INTERVAL`] (connections are failing).
+    boost_until: Option<Instant>,
 }
+
+/// While connections through a gateway are failing, probe rounds go out at least this often, so
+/// that the passive signal can be confirmed (or not) without waiting for a slow probe interval.
+pub const BOOST_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a boost lasts after the last new failure.
+pub const BOOST_FOR: Duration = Duration::from_secs(3);
 
 /// Transitions kept for the status file.
 pub const HISTORY: usize = 32;
@@ -205,6 +220,8 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
                 health: Health::new(Settings::of(g), admin, t0),
                 hooks: g.hooks.clone(),
                 arp_seen: None,
+                failed_seen: 0,
+                boost_until: None,
             }
         })
         .collect();
@@ -270,7 +287,13 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
                 }
             }
             if now >= g.next_round {
-                g.next_round = now + g.interval;
+                let boosted = g.boost_until.is_some_and(|b| now < b);
+                g.next_round = now
+                    + if boosted {
+                        g.interval.min(BOOST_INTERVAL)
+                    } else {
+                        g.interval
+                    };
                 g.round = g.round.wrapping_add(1);
                 let frames = probe_frames(&c, gi, g, &mut scratch);
                 g.pending.push((g.round, now, vec![None; g.targets.len()]));
@@ -304,6 +327,22 @@ pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
                     }
                     let failing = opened >= u64::from(fr.min_samples.max(1))
                         && failed as f64 >= opened as f64 * fr.failed_ratio;
+                    // New failures: probe more often for a while, so the probes confirm or
+                    // clear the passive signal soon even with a slow interval.
+                    if failed > g.failed_seen && g.health.state().is_usable() {
+                        let now = Instant::now();
+                        if g.boost_until.is_none_or(|b| now >= b) {
+                            info!(
+                                "gateway {}: {} new failed connection(s), probing every {} ms",
+                                g.name,
+                                failed - g.failed_seen,
+                                g.interval.min(BOOST_INTERVAL).as_millis()
+                            );
+                        }
+                        g.boost_until = Some(now + BOOST_FOR);
+                        g.next_round = g.next_round.min(now + BOOST_INTERVAL);
+                    }
+                    g.failed_seen = failed;
                     if let Some(tr) = g.health.passive(t, failing) {
                         transition(&c, gi, g, &tr, action, failback, &mut history);
                         changed = true;
@@ -692,8 +731,9 @@ fn status_json(
                 .unwrap_or(u64::MAX)
                 .to_string()
         });
+        let boost = g.boost_until.is_some_and(|b| Instant::now() < b);
         s.push_str(&format!(
-            "    {{\"name\": {}, \"state\": \"{}\", \"since_ms\": {}, \"reason\": {}, \"admin\": \"{}\", \"probed\": \"{}\", \"targets\": [{}], \"target_failed\": [{}], \"rtt_ms\": [{}], \"arp_reply_age_ms\": {arp_age}, \"mac\": {}, \"flows\": {flows}, \"out_packets\": {op}, \"out_bytes\": {ob}, \"in_packets\": {ip}, \"in_bytes\": {ib}}}{}\n",
+            "    {{\"name\": {}, \"state\": \"{}\", \"since_ms\": {}, \"reason\": {}, \"admin\": \"{}\", \"probed\": \"{}\", \"probe_boost\": {boost}, \"targets\": [{}], \"target_failed\": [{}], \"rtt_ms\": [{}], \"arp_reply_age_ms\": {arp_age}, \"mac\": {}, \"flows\": {flows}, \"out_packets\": {op}, \"out_bytes\": {ob}, \"in_packets\": {ip}, \"in_bytes\": {ib}}}{}\n",
             json_str(&g.name),
             g.health.state(),
             since.millis(),
@@ -829,6 +869,8 @@ mod tests {
             health: Health::new(Settings::of(&g), Admin::Auto, Time::from_millis(0)),
             hooks: g.hooks.clone(),
             arp_seen: Some(Instant::now()),
+            failed_seen: 0,
+            boost_until: None,
         }
     }
 

@@ -8,8 +8,8 @@
 //!
 //! - failover config: TCP, UDP and ping from lan to inet, replies arrive, the server sees isp1's
 //!   address only, and the router's status agrees; SIGTERM → exit 0.
-//! - a 100 MB pseudo-random TCP stream inet → lan arrives intact (hash on both ends), throughput
-//!   printed.
+//! - a 100 MB pseudo-random TCP stream arrives intact inet → lan and lan → inet (hash on both
+//!   ends), throughput printed.
 //! - policy rules: the rip-cord subnet 10.0.0.8/29 leaves via isp2 (UDP and TCP bound to
 //!   10.0.0.8/.9), other clients to the same TCP port via isp1 (port rule), a pinned client
 //!   via isp1.
@@ -222,29 +222,6 @@ fn failover_config_tcp_udp_ping_via_isp1_only() {
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-/// Spawns `lab-tool source` in inet and waits for its "listening" line.
-fn start_source(
-    lab: &Lab,
-    listen: &str,
-    bytes: u64,
-    seed: u64,
-) -> (Child, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("inet"), BIN, "lab-tool", "source"])
-        .args(["--listen", listen, "--bytes", &bytes.to_string()])
-        .args(["--seed", &seed.to_string(), "--accept-timeout-s", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening tcp"), "source said {line:?}");
-    (child, out)
-}
-
 /// Kills a child process by its own handle when dropped.
 struct KillOnDrop(Child);
 
@@ -255,53 +232,128 @@ impl Drop for KillOnDrop {
     }
 }
 
+const BULK_BYTES: u64 = 100_000_000;
+
+/// One 100 MB transfer: `lab-tool <listener> --listen ADDR` in `listen_ns`, the other end
+/// (`--connect ADDR`) in `connect_ns`; returns (source report, sink report).
+fn bulk(
+    lab: &Lab,
+    listen_ns: &str,
+    listener: &str,
+    addr: &str,
+    connect_ns: &str,
+    connector: &str,
+    connect_extra: &[&str],
+) -> (TransferReport, TransferReport) {
+    let seed = "24301";
+    let bytes = BULK_BYTES.to_string();
+    let role_args = |role: &str| -> Vec<String> {
+        if role == "source" {
+            vec![
+                "--bytes".into(),
+                bytes.clone(),
+                "--seed".into(),
+                seed.into(),
+            ]
+        } else {
+            vec!["--idle-timeout-s".into(), "20".into()]
+        }
+    };
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(listen_ns),
+            BIN,
+            "lab-tool",
+            listener,
+        ])
+        .args(["--listen", addr, "--wait-s", "60"])
+        .args(role_args(listener))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("listening tcp"),
+        "{listener} said {line:?}"
+    );
+    let mut argv: Vec<String> = vec![
+        BIN.into(),
+        "lab-tool".into(),
+        connector.into(),
+        "--connect".into(),
+        addr.into(),
+    ];
+    argv.extend(connect_extra.iter().map(|a| a.to_string()));
+    argv.extend(role_args(connector));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let other = lab
+        .exec(connect_ns, &argv, Duration::from_secs(120))
+        .unwrap();
+    let other_text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        other.status.success(),
+        "{connector} failed: {other_text} {}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.0.wait().unwrap().success(), "{listener}: {rest}");
+    let a = TransferReport::parse(&rest).unwrap();
+    let b = TransferReport::parse(&other_text).unwrap();
+    if listener == "source" { (a, b) } else { (b, a) }
+}
+
 #[test]
-fn bulk_100mb_inet_to_lan_arrives_intact() {
-    if !should_run("bulk_100mb_inet_to_lan_arrives_intact", &BASE_TOOLS) {
+fn bulk_100mb_both_directions_arrive_intact() {
+    if !should_run("bulk_100mb_both_directions_arrive_intact", &BASE_TOOLS) {
         return;
     }
     let t0 = Instant::now();
     let mut r = rig("b", "lab-dual-wan-failover.yaml");
-    const BYTES: u64 = 100_000_000;
-    let (child, mut out) = start_source(&r.lab, "203.0.113.10:9000", BYTES, 0x5eed);
-    let mut source = KillOnDrop(child);
-    let sink = r
-        .lab
-        .exec(
-            "lan",
-            &[
-                BIN,
-                "lab-tool",
-                "sink",
-                "--connect",
-                "203.0.113.10:9000",
-                "--idle-timeout-s",
-                "20",
-            ],
-            Duration::from_secs(120),
-        )
-        .unwrap();
-    let sink_text = String::from_utf8_lossy(&sink.stdout);
-    assert!(
-        sink.status.success(),
-        "sink failed: {sink_text} {}",
-        String::from_utf8_lossy(&sink.stderr)
+    // Download: the server in inet sends, a LAN client receives (un-NAT path, GSO super-frames).
+    let (sent, got) = bulk(
+        &r.lab,
+        "inet",
+        "source",
+        "203.0.113.10:9000",
+        "lan",
+        "sink",
+        &[],
     );
-    let got = TransferReport::parse(&sink_text).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert!(source.0.wait().unwrap().success(), "source: {rest}");
-    let sent = TransferReport::parse(&rest).unwrap();
     eprintln!(
         "100 MB inet -> lan through the router: sent {} B hash {}, received {} B hash {}, {:.2} s, {:.0} Mbit/s",
         sent.bytes, sent.hash, got.bytes, got.hash, got.secs, got.mbit_s
     );
-    assert_eq!(got.bytes, BYTES);
-    assert_eq!(got.hash, sent.hash, "the stream was corrupted on the way");
+    assert_eq!(got.bytes, BULK_BYTES);
+    assert_eq!(got.hash, sent.hash, "the download was corrupted on the way");
+    // Upload: a LAN client (from 10.0.0.5) sends, the server in inet receives (SNAT path).
+    let (sent, got) = bulk(
+        &r.lab,
+        "inet",
+        "sink",
+        "203.0.113.10:9001",
+        "lan",
+        "source",
+        &["--from", "10.0.0.5"],
+    );
+    eprintln!(
+        "100 MB lan -> inet through the router: sent {} B hash {}, received {} B hash {}, {:.2} s, {:.0} Mbit/s",
+        sent.bytes, sent.hash, got.bytes, got.hash, got.secs, got.mbit_s
+    );
+    assert_eq!(got.bytes, BULK_BYTES);
+    assert_eq!(got.hash, sent.hash, "the upload was corrupted on the way");
     let st = r.settled_status();
     eprintln!("router: {}", st.summary());
     let g1 = st.gateway("isp1").unwrap();
-    assert!(g1.in_bytes >= BYTES, "{}", st.summary());
+    assert!(g1.in_bytes >= BULK_BYTES, "{}", st.summary());
+    assert!(g1.out_bytes >= BULK_BYTES, "{}", st.summary());
     r.finish();
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }

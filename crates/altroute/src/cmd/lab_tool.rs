@@ -52,34 +52,80 @@ enum Action {
         #[arg(long)]
         min_ok: Option<usize>,
     },
-    /// Accept one TCP connection, send BYTES of the pseudo-random stream for SEED, print a JSON
-    /// report (bytes, StreamHash, seconds, Mbit/s) and exit.
+    /// Send BYTES of the pseudo-random stream for SEED over one TCP connection (accepted with
+    /// --listen or opened with --connect), print a JSON report (bytes, StreamHash, seconds,
+    /// Mbit/s) and exit.
     Source {
-        /// Listen address, e.g. 203.0.113.10:9000.
-        #[arg(long)]
-        listen: SocketAddr,
+        #[command(flatten)]
+        end: End,
         /// Bytes to send.
         #[arg(long, default_value_t = 100_000_000)]
         bytes: u64,
         /// Stream seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Give up when nobody connects within this many seconds.
-        #[arg(long, default_value_t = 60)]
-        accept_timeout_s: u64,
     },
-    /// Connect, read to the end, print a JSON report (bytes, StreamHash, seconds, Mbit/s).
+    /// Read one TCP connection (accepted with --listen or opened with --connect) to the end and
+    /// print a JSON report (bytes, StreamHash, seconds, Mbit/s).
     Sink {
-        /// Server address.
-        #[arg(long)]
-        connect: SocketAddr,
-        /// Connect timeout in milliseconds.
-        #[arg(long, default_value_t = 3000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        end: End,
         /// Abort when no byte arrives for this many seconds.
         #[arg(long, default_value_t = 20)]
         idle_timeout_s: u64,
     },
+}
+
+/// One end of a bulk transfer: listen for one connection, or connect.
+#[derive(clap::Args)]
+struct End {
+    /// Accept one connection on this address, e.g. 203.0.113.10:9000 (prints `listening tcp …`).
+    #[arg(long, required_unless_present = "connect", conflicts_with = "connect")]
+    listen: Option<SocketAddr>,
+    /// Connect to this address.
+    #[arg(long)]
+    connect: Option<SocketAddr>,
+    /// Local address to connect from (with --connect).
+    #[arg(long)]
+    from: Option<std::net::IpAddr>,
+    /// Give up when the connection is not established within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    wait_s: u64,
+}
+
+impl End {
+    fn open(&self) -> anyhow::Result<TcpStream> {
+        let wait = Duration::from_secs(self.wait_s.max(1));
+        if let Some(dest) = self.connect {
+            return tool::connect(dest, self.from, wait).with_context(|| format!("connect {dest}"));
+        }
+        let Some(listen) = self.listen else {
+            anyhow::bail!("give --listen or --connect");
+        };
+        anyhow::ensure!(self.from.is_none(), "--from goes with --connect");
+        let l = TcpListener::bind(listen).with_context(|| format!("bind tcp {listen}"))?;
+        println!("listening tcp {listen}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        l.set_nonblocking(true)?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false)?;
+                    return Ok(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "nobody connected to {listen} within {wait:?}"
+                    );
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e).context("accept"),
+            }
+        }
+    }
 }
 
 impl Args {
@@ -152,43 +198,17 @@ impl Args {
                     ExitCode::SUCCESS
                 })
             }
-            Action::Source {
-                listen,
-                bytes,
-                seed,
-                accept_timeout_s,
-            } => {
-                let l = TcpListener::bind(listen).with_context(|| format!("bind tcp {listen}"))?;
-                println!("listening tcp {listen}");
-                use std::io::Write as _;
-                let _ = std::io::stdout().flush();
-                l.set_nonblocking(true)?;
-                let deadline = std::time::Instant::now() + Duration::from_secs(accept_timeout_s);
-                let mut s = loop {
-                    match l.accept() {
-                        Ok((s, _)) => break s,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            anyhow::ensure!(
-                                std::time::Instant::now() < deadline,
-                                "nobody connected to {listen} within {accept_timeout_s} s"
-                            );
-                            thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(e) => return Err(e).context("accept"),
-                    }
-                };
-                s.set_nonblocking(false)?;
+            Action::Source { end, bytes, seed } => {
+                let mut s = end.open()?;
                 let report = tool::send_stream(&mut s, bytes, seed).context("sending")?;
                 println!("{}", report.to_json());
                 Ok(ExitCode::SUCCESS)
             }
             Action::Sink {
-                connect,
-                timeout_ms,
+                end,
                 idle_timeout_s,
             } => {
-                let mut s = TcpStream::connect_timeout(&connect, Duration::from_millis(timeout_ms))
-                    .with_context(|| format!("connect {connect}"))?;
+                let mut s = end.open()?;
                 s.set_read_timeout(Some(Duration::from_secs(idle_timeout_s.max(1))))?;
                 let report = tool::receive_stream(&mut s).context("receiving")?;
                 println!("{}", report.to_json());

@@ -105,6 +105,23 @@ pub fn tcp_once(dest: SocketAddr, timeout: Duration) -> Result<String, &'static 
     read_whoami(s, timeout)
 }
 
+/// Opens a TCP connection to `dest`, from the local address `from` when given (bound before
+/// connecting, which `std` cannot do).
+pub fn connect(
+    dest: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let Some(ip) = from else {
+        return TcpStream::connect_timeout(&dest, timeout);
+    };
+    let sock = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))?;
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.connect_timeout(&dest.into(), timeout)?;
+    Ok(sock.into())
+}
+
 /// Like [`tcp_once`], from the local address `bind` (port chosen by the kernel): the socket is
 /// bound before it connects, which `std` cannot do.
 pub fn tcp_once_from(
@@ -112,14 +129,8 @@ pub fn tcp_once_from(
     bind: std::net::IpAddr,
     timeout: Duration,
 ) -> Result<String, &'static str> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| classify(&e))?;
-    sock.bind(&SocketAddr::new(bind, 0).into())
-        .map_err(|e| classify(&e))?;
-    sock.connect_timeout(&dest.into(), timeout)
-        .map_err(|e| classify(&e))?;
-    read_whoami(sock.into(), timeout)
+    let s = connect(dest, Some(bind), timeout).map_err(|e| classify(&e))?;
+    read_whoami(s, timeout)
 }
 
 fn read_whoami(mut s: TcpStream, timeout: Duration) -> Result<String, &'static str> {

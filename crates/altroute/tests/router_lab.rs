@@ -10,6 +10,8 @@
 //!   address only, and the router's status agrees; SIGTERM → exit 0.
 //! - a 100 MB pseudo-random TCP stream arrives intact inet → lan and lan → inet (hash on both
 //!   ends), throughput printed.
+//! - the same with software checksums (peers' TX offloads and receivers' RX checksum offload
+//!   off), 50 MB each way: hashes equal and no checksum error counted by any receiver.
 //! - policy rules: the rip-cord subnet 10.0.0.8/29 leaves via isp2 (UDP and TCP bound to
 //!   10.0.0.8/.9), other clients to the same TCP port via isp1 (port rule), a pinned client
 //!   via isp1.
@@ -234,19 +236,30 @@ impl Drop for KillOnDrop {
 
 const BULK_BYTES: u64 = 100_000_000;
 
-/// One 100 MB transfer: `lab-tool <listener> --listen ADDR` in `listen_ns`, the other end
-/// (`--connect ADDR`) in `connect_ns`; returns (source report, sink report).
+/// One transfer of `bytes` between a LAN client and the server address in inet: the inet end
+/// listens on 203.0.113.10:`port`, the LAN end connects (from `from` when given). `download`:
+/// inet sends; otherwise the LAN sends. Returns (source report, sink report).
 fn bulk(
     lab: &Lab,
-    listen_ns: &str,
-    listener: &str,
-    addr: &str,
-    connect_ns: &str,
-    connector: &str,
-    connect_extra: &[&str],
+    download: bool,
+    port: u16,
+    from: Option<&str>,
+    bytes: u64,
 ) -> (TransferReport, TransferReport) {
+    let (listen_ns, connect_ns) = ("inet", "lan");
+    let (listener, connector) = if download {
+        ("source", "sink")
+    } else {
+        ("sink", "source")
+    };
+    let addr = format!("203.0.113.10:{port}");
+    let addr = addr.as_str();
+    let mut connect_extra = Vec::new();
+    if let Some(ip) = from {
+        connect_extra.extend(["--from", ip]);
+    }
     let seed = "24301";
-    let bytes = BULK_BYTES.to_string();
+    let bytes = bytes.to_string();
     let role_args = |role: &str| -> Vec<String> {
         if role == "source" {
             vec![
@@ -318,15 +331,7 @@ fn bulk_100mb_both_directions_arrive_intact() {
     let t0 = Instant::now();
     let mut r = rig("b", "lab-dual-wan-failover.yaml");
     // Download: the server in inet sends, a LAN client receives (un-NAT path, GSO super-frames).
-    let (sent, got) = bulk(
-        &r.lab,
-        "inet",
-        "source",
-        "203.0.113.10:9000",
-        "lan",
-        "sink",
-        &[],
-    );
+    let (sent, got) = bulk(&r.lab, true, 9000, None, BULK_BYTES);
     eprintln!(
         "100 MB inet -> lan through the router: sent {} B hash {}, received {} B hash {}, {:.2} s, {:.0} Mbit/s",
         sent.bytes, sent.hash, got.bytes, got.hash, got.secs, got.mbit_s
@@ -334,15 +339,7 @@ fn bulk_100mb_both_directions_arrive_intact() {
     assert_eq!(got.bytes, BULK_BYTES);
     assert_eq!(got.hash, sent.hash, "the download was corrupted on the way");
     // Upload: a LAN client (from 10.0.0.5) sends, the server in inet receives (SNAT path).
-    let (sent, got) = bulk(
-        &r.lab,
-        "inet",
-        "sink",
-        "203.0.113.10:9001",
-        "lan",
-        "source",
-        &["--from", "10.0.0.5"],
-    );
+    let (sent, got) = bulk(&r.lab, false, 9001, Some("10.0.0.5"), BULK_BYTES);
     eprintln!(
         "100 MB lan -> inet through the router: sent {} B hash {}, received {} B hash {}, {:.2} s, {:.0} Mbit/s",
         sent.bytes, sent.hash, got.bytes, got.hash, got.secs, got.mbit_s
@@ -354,6 +351,83 @@ fn bulk_100mb_both_directions_arrive_intact() {
     let g1 = st.gateway("isp1").unwrap();
     assert!(g1.in_bytes >= BULK_BYTES, "{}", st.summary());
     assert!(g1.out_bytes >= BULK_BYTES, "{}", st.summary());
+    r.finish();
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Sums `nstat -az` counters whose name ends with `CsumErrors` in a lab namespace.
+fn checksum_errors(lab: &Lab, role: &str) -> u64 {
+    let out = lab
+        .exec_ok(role, &["nstat", "-az"], Duration::from_secs(10))
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|n| n.ends_with("CsumErrors"))
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn bulk_with_software_checksums_verified_by_receivers() {
+    if !should_run(
+        "bulk_with_software_checksums_verified_by_receivers",
+        &[
+            BASE_TOOLS[0],
+            BASE_TOOLS[1],
+            BASE_TOOLS[2],
+            ("ethtool", "--version"),
+            ("nstat", "-V"),
+        ],
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    // On veth a partial checksum is trusted end to end, so wrong NAT checksum maths can pass
+    // unnoticed. Here the router's peers send finished frames (no TX checksum offload, no
+    // TSO/GSO) and every receiver verifies checksums in software (RX checksum offload off).
+    let r = rig("c", "lab-dual-wan-failover.yaml");
+    r.lab.set_peer_offloads(false).unwrap();
+    for (role, dev) in [
+        ("lan", "lan0"),
+        ("isp1", "i1-rtr"),
+        ("isp1", "i1-inet"),
+        ("isp2", "i2-rtr"),
+        ("inet", "n-i1"),
+        ("inet", "n-i2"),
+    ] {
+        r.lab
+            .exec_ok(
+                role,
+                &["ethtool", "-K", dev, "rx", "off"],
+                Duration::from_secs(10),
+            )
+            .unwrap();
+    }
+    const BYTES: u64 = 50_000_000;
+    let down = bulk(&r.lab, true, 9002, None, BYTES);
+    let up = bulk(&r.lab, false, 9003, Some("10.0.0.6"), BYTES);
+    for (what, (sent, got)) in [("inet -> lan", down), ("lan -> inet", up)] {
+        eprintln!(
+            "50 MB {what}, software checksums: {} B, hashes {} / {}, {:.0} Mbit/s",
+            got.bytes, sent.hash, got.hash, got.mbit_s
+        );
+        assert_eq!(got.bytes, BYTES, "{what}");
+        assert_eq!(got.hash, sent.hash, "{what}: corrupted");
+    }
+    // UDP too (the whoami replies), then no checksum error anywhere.
+    let t = r.udp_from("10.0.0.6", 10);
+    assert_eq!(t.count(ISP1), 10, "{t:?}");
+    for role in ["lan", "isp1", "inet"] {
+        assert_eq!(
+            checksum_errors(&r.lab, role),
+            0,
+            "checksum errors in {role}"
+        );
+    }
     r.finish();
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }

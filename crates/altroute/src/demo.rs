@@ -872,14 +872,6 @@ fn scenario(
         attempts += 4;
         failed += t.failed;
         let since = hole.elapsed().as_secs_f64();
-        for ev in watch.poll(router)? {
-            if ev.gateway == primary && ev.to != "up" {
-                if let (Some(h), true) = (hole_router_ms, ev.since_ms > 0) {
-                    summary.detect_s = Some(ev.since_ms.saturating_sub(h) as f64 / 1000.0);
-                }
-            }
-            out.line(4, &format!("+{since:.1} s  router: {}", ev.text));
-        }
         if t.failed > 0 && !saw_fail {
             saw_fail = true;
             out.line(
@@ -905,6 +897,14 @@ fn scenario(
                         .join(", ")
                 ),
             );
+        }
+        for ev in watch.poll(router)? {
+            if ev.gateway == primary && ev.to != "up" {
+                if let (Some(h), true) = (hole_router_ms, ev.since_ms > 0) {
+                    summary.detect_s = Some(ev.since_ms.saturating_sub(h) as f64 / 1000.0);
+                }
+            }
+            out.line(4, &format!("+{since:.1} s  router: {}", ev.text));
         }
         let primary_down = watch.state(&primary).is_some_and(|s| s != "up");
         if t.failed == 0 && gws.count(&t, &primary) == 0 && t.ok() == 4 && primary_down {

@@ -57,7 +57,7 @@
 //!
 //! # Also here
 //!
-//! [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
+//! [`thread`] lets one worker wake another ([`Notifier`], [`wait_ports`]). [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
 //! IPv6 sysctls, MTU, MAC, link, offloads); [`netns::enter`] moves a thread into a named network
 //! namespace; [`cpu::pin_current_thread`] pins a worker; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
 
@@ -72,6 +72,7 @@ mod pnet_port;
 mod port;
 mod ring;
 mod sys;
+pub mod thread;
 mod vnet;
 
 pub use bpf::{BpfInsn, BpfProgram, OtherTraffic, Side, Steering};
@@ -83,4 +84,5 @@ pub use port::{
     DEFAULT_RING_BYTES, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
     RxMode, Sender, TxMode, wait_any,
 };
+pub use thread::{Notifier, wait_ports};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

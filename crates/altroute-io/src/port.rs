@@ -644,6 +644,10 @@ impl Port {
         Ok(port)
     }
 
+    pub(crate) fn raw_fd(&self) -> c_int {
+        self.fd.as_raw_fd()
+    }
+
     /// The interface name.
     pub fn iface(&self) -> &str {
         &self.rx.iface

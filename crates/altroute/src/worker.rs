@@ -9,10 +9,11 @@
 //! path.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use altroute_flow::{DownAction, Failback, GatewayId, GatewayState, Time};
-use altroute_io::{IoError, Port, TxFrame, VnetHdr};
+use altroute_io::{IoError, Notifier, Port, Steering, TxFrame, VnetHdr};
 use altroute_packet::pipeline::{Context, ControlReason, Counters, FrameMeta, Verdict};
 use altroute_packet::wire::MacAddr;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -87,6 +88,85 @@ pub struct WorkerStats {
     pub tx_failed: Vec<u64>,
     /// Per gateway: TCP connections opened and failed over the failure-redirect window.
     pub failures: Vec<(u32, u32)>,
+    /// Handoff counters (zero with the cBPF fanout).
+    pub handoff: HandoffStats,
+    /// Per link: frames the kernel dropped because this worker's RX ring was full.
+    pub ring_drops: Vec<u64>,
+}
+
+/// Frame-ownership handoff between workers (`datapath.fanout: handoff`): the kernel spreads
+/// frames by its flow hash (`PACKET_FANOUT_HASH`); a worker that receives a frame owned by
+/// another worker (by the same port-block rule as the cBPF program, [`Steering::worker`]) copies
+/// it into a buffer from its own pool and queues it to the owner, which runs it through its
+/// pipeline, transmits it and sends the buffer home. Bounded queues; no allocation per frame.
+pub struct Handoff {
+    /// Per link: which worker owns a frame.
+    pub steering: Vec<Steering>,
+    /// Per worker: its inbox (index = worker id; the own entry is unused).
+    pub peers: Vec<Sender<Handed>>,
+    /// Per worker: wakes it when it sleeps.
+    pub wakers: Vec<Arc<Notifier>>,
+    /// Per worker: where its pool buffers go back to.
+    pub homes: Vec<Sender<Vec<u8>>>,
+    /// Frames handed to this worker.
+    pub inbox: Receiver<Handed>,
+    /// This worker's free buffers.
+    pub pool: Receiver<Vec<u8>>,
+}
+
+/// A frame handed from the worker that received it to the worker that owns it.
+#[derive(Debug)]
+pub struct Handed {
+    buf: Vec<u8>,
+    len: usize,
+    link: u8,
+    vnet: Option<VnetHdr>,
+    csum_not_ready: bool,
+    home: u16,
+}
+
+/// Frames a worker may have in flight to others at once (buffers in its pool).
+pub const HANDOFF_POOL: usize = 256;
+/// Inbox depth per worker.
+pub const HANDOFF_QUEUE: usize = 1024;
+/// Bytes per handoff buffer: the largest GSO frame plus room to grow (answers, a VLAN tag).
+pub const HANDOFF_BUF: usize = altroute_io::GSO_MAX_FRAME + 128;
+
+impl Handoff {
+    /// The handoff plumbing for `workers` workers over links steered by `steering` (one entry per
+    /// link), index = worker id.
+    pub fn build(workers: u16, steering: Vec<Steering>) -> Result<Vec<Handoff>, IoError> {
+        let n = usize::from(workers);
+        let mut peers = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        let mut homes = Vec::with_capacity(n);
+        let mut pools = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::bounded(HANDOFF_QUEUE);
+            peers.push(tx);
+            inboxes.push(rx);
+            let (ptx, prx) = crossbeam_channel::bounded(HANDOFF_POOL);
+            for _ in 0..HANDOFF_POOL {
+                let _ = ptx.try_send(vec![0u8; HANDOFF_BUF]);
+            }
+            homes.push(ptx);
+            pools.push(prx);
+            wakers.push(Arc::new(Notifier::new()?));
+        }
+        Ok(inboxes
+            .into_iter()
+            .zip(pools)
+            .map(|(inbox, pool)| Handoff {
+                steering: steering.clone(),
+                peers: peers.clone(),
+                wakers: wakers.clone(),
+                homes: homes.clone(),
+                inbox,
+                pool,
+            })
+            .collect())
+    }
 }
 
 /// Everything a worker needs, built by the daemon before the thread starts.
@@ -107,6 +187,13 @@ pub struct WorkerSetup {
     pub tx: Sender<FromWorker>,
     /// The daemon's clock origin (shared by all workers so times agree).
     pub epoch: Instant,
+    /// Keep polling the rings (no syscall) this long after the last frame before sleeping in
+    /// `poll`.
+    pub spin: Duration,
+    /// Pin the thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Handoff mode (`None`: the kernel's cBPF fanout already delivers each frame to its owner).
+    pub handoff: Option<Handoff>,
 }
 
 /// Where each frame of the current batch goes.
@@ -150,13 +237,129 @@ fn ip_proto(frame: &[u8]) -> Option<u8> {
     frame.get(l3 + 9).copied()
 }
 
+/// What became of one frame.
+enum Step {
+    /// Send `len` bytes on `link` (with the updated vnet header).
+    Send { link: u8, len: usize },
+    /// For the control thread.
+    Control(ControlReason),
+    /// Dropped (counted by the pipeline).
+    Drop,
+}
+
+/// Runs one frame through the pipeline: `buf` is the frame and the room after it, `len` the
+/// frame's length, `vnet` its offload header (updated for transmit).
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    ctx: &mut Context,
+    vnet_links: &[bool],
+    link: u8,
+    buf: &mut [u8],
+    len: usize,
+    vnet: &mut Option<VnetHdr>,
+    csum_not_ready: bool,
+    t: Time,
+) -> Step {
+    let mut meta = FrameMeta {
+        partial: match *vnet {
+            Some(v) if v.flags & VnetHdr::F_NEEDS_CSUM != 0 => Some((v.csum_start, v.csum_offset)),
+            Some(_) => None,
+            None if csum_not_ready => buf.get(..len).and_then(partial_offsets),
+            None => None,
+        },
+        gso: vnet.is_some_and(|v| v.is_gso()),
+    };
+    let start_before = meta.partial.map(|p| p.0);
+    let (out_link, new_len) = match ctx.process(buf, len, link, &mut meta, t) {
+        Verdict::Forward { port, len } => {
+            let out_link = ctx
+                .config()
+                .ports
+                .get(usize::from(port.0))
+                .map_or(link, |p| p.link);
+            (out_link, len)
+        }
+        Verdict::Reply { len } => {
+            // A generated answer carries no offload.
+            *vnet = None;
+            meta.partial = None;
+            (link, len)
+        }
+        Verdict::Drop(_) => return Step::Drop,
+        Verdict::Control(reason) => return Step::Control(reason),
+    };
+    if new_len == 0 || new_len > buf.len() {
+        return Step::Drop;
+    }
+    // Keep the offload header in step with the rewrite (VLAN push/pop moves it).
+    if let (Some(after_start), Some(before_start)) = (meta.partial.map(|p| p.0), start_before)
+        && after_start != before_start
+        && let Some(v) = vnet.as_mut()
+    {
+        let _ = v.shift(i32::from(after_start) - i32::from(before_start));
+    }
+    let out_vnet = vnet_links
+        .get(usize::from(out_link))
+        .copied()
+        .unwrap_or(false);
+    if !out_vnet && let Some((s, o)) = meta.partial {
+        // The out link cannot finish the checksum: do it here.
+        let data = &mut buf[..new_len];
+        let _ = if ip_proto(data) == Some(17) {
+            altroute_packet::checksum::complete_partial_udp(data, s.into(), o.into())
+        } else {
+            altroute_packet::checksum::complete_partial(data, s.into(), o.into())
+        };
+    }
+    Step::Send {
+        link: out_link,
+        len: new_len,
+    }
+}
+
+/// Counters of the handoff path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffStats {
+    /// Frames this worker received but another owns, queued to the owner.
+    pub handed_out: u64,
+    /// Frames other workers queued to this one.
+    pub handed_in: u64,
+    /// Frames dropped because no buffer was free or the owner's inbox was full.
+    pub dropped: u64,
+}
+
+/// Per-thread scratch state of the loop.
+struct Scratch {
+    outs: Vec<Out>,
+    tx_failed: Vec<u64>,
+    handed: Vec<Handed>,
+    handed_out: Vec<Out>,
+    hstats: HandoffStats,
+    ring_drops: Vec<u64>,
+    /// Per worker: something was queued to it in this round (wake it).
+    queued_to: Vec<bool>,
+}
+
 /// Run the worker until it is told to stop or its sockets fail. Returns its last counters.
 pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
+    if let Some(cpu) = w.cpu {
+        // Pinning is an optimisation: carry on unpinned if the CPU is not allowed.
+        let _ = altroute_io::cpu::pin_current_thread(cpu);
+    }
     let links = w.ports.len();
-    let mut outs: Vec<Out> = Vec::with_capacity(w.batch);
-    let mut tx_failed = vec![0u64; links];
+    let nworkers = w.handoff.as_ref().map_or(0, |h| h.peers.len());
+    let mut s = Scratch {
+        outs: Vec::with_capacity(w.batch),
+        tx_failed: vec![0u64; links],
+        handed: Vec::with_capacity(w.batch),
+        handed_out: Vec::with_capacity(w.batch),
+        hstats: HandoffStats::default(),
+        ring_drops: vec![0u64; links],
+        queued_to: vec![false; nworkers],
+    };
     let mut last_stats = Instant::now();
     let mut last_expire = Instant::now();
+    let mut last_busy = Instant::now();
     let mut expired = Vec::new();
     let mut idle = false;
     loop {
@@ -164,149 +367,290 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         loop {
             match w.rx.try_recv() {
                 Ok(ToWorker::Stop) | Err(TryRecvError::Disconnected) => {
-                    return Ok(stats(&w, &tx_failed));
+                    return Ok(stats(&w, &s));
                 }
-                Ok(m) => apply(&mut w, m, &mut tx_failed),
+                Ok(m) => apply(&mut w, m, &mut s.tx_failed),
                 Err(TryRecvError::Empty) => break,
             }
         }
+        let clock = Instant::now();
         if idle {
-            let refs: Vec<&Port> = w.ports.iter().collect();
-            altroute_io::wait_any(&refs, Duration::from_millis(20))?;
+            if clock.duration_since(last_busy) >= w.spin {
+                let waker = w
+                    .handoff
+                    .as_ref()
+                    .and_then(|h| h.wakers.get(usize::from(w.id)).cloned());
+                match &waker {
+                    Some(n) => {
+                        n.prepare_sleep();
+                        if w.handoff.as_ref().is_some_and(|h| h.inbox.is_empty()) {
+                            altroute_io::wait_ports(
+                                &w.ports,
+                                Some(n.as_ref()),
+                                Duration::from_millis(20),
+                            )?;
+                        }
+                        n.woke();
+                    }
+                    None => {
+                        altroute_io::wait_ports(&w.ports, None, Duration::from_millis(20))?;
+                    }
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        } else {
+            last_busy = clock;
         }
         idle = true;
         let t = now(w.epoch);
         for link in 0..links {
-            let (before, rest) = w.ports.split_at_mut(link);
-            let Some((this, after)) = rest.split_first_mut() else {
-                continue;
-            };
-            let (receiver, own_sender) = this.split_mut();
-            let mut batch = receiver.rx_batch(w.batch, Duration::ZERO)?;
-            if batch.is_empty() {
-                continue;
+            if rx_link(&mut w, &mut s, link, t)? {
+                idle = false;
             }
-            idle = false;
-            outs.clear();
-            for i in 0..batch.len() {
-                let Some(mut f) = batch.get_mut(i) else {
-                    outs.push(Out::None);
-                    continue;
-                };
-                let vnet = f.vnet().copied();
-                let mut meta = FrameMeta {
-                    partial: match vnet {
-                        Some(v) if v.flags & VnetHdr::F_NEEDS_CSUM != 0 => {
-                            Some((v.csum_start, v.csum_offset))
-                        }
-                        Some(_) => None,
-                        None if f.meta().csum_not_ready => partial_offsets(f.data()),
-                        None => None,
-                    },
-                    gso: vnet.is_some_and(|v| v.is_gso()),
-                };
-                let start_before = meta.partial.map(|p| p.0);
-                let len = f.len();
-                let buf = f.frame_and_tail_mut();
-                let verdict = w.ctx.process(buf, len, link as u8, &mut meta, t);
-                let out = match verdict {
-                    Verdict::Forward { port, len } => {
-                        let out_link = w
-                            .ctx
-                            .config()
-                            .ports
-                            .get(usize::from(port.0))
-                            .map_or(link as u8, |p| p.link);
-                        if !f.set_len(len) {
-                            f.drop_frame();
-                            Out::None
-                        } else {
-                            Out::Link(out_link)
-                        }
-                    }
-                    Verdict::Reply { len } => {
-                        if f.set_len(len) {
-                            // A generated answer carries no offload.
-                            f.set_vnet(None);
-                            meta.partial = None;
-                            Out::Link(link as u8)
-                        } else {
-                            Out::None
-                        }
-                    }
-                    Verdict::Drop(_) => Out::None,
-                    Verdict::Control(reason) => {
-                        let _ = w.tx.try_send(FromWorker::Frame {
-                            worker: w.id,
-                            link: link as u8,
-                            reason,
-                            frame: f.data().to_vec(),
-                        });
-                        Out::None
-                    }
-                };
-                if let Out::Link(out_link) = out {
-                    // Keep the offload header in step with the rewrite (VLAN push/pop moves it).
-                    if let (Some(after_start), Some(before_start)) =
-                        (meta.partial.map(|p| p.0), start_before)
-                        && after_start != before_start
-                        && let Some(v) = f.vnet_mut()
-                    {
-                        let _ = v.shift(i32::from(after_start) - i32::from(before_start));
-                    }
-                    let out_vnet = w.vnet.get(usize::from(out_link)).copied().unwrap_or(false);
-                    if !out_vnet && let Some((s, o)) = meta.partial {
-                        // The out link cannot finish the checksum: do it here.
-                        let data = f.data_mut();
-                        let is_udp = ip_proto(data) == Some(17);
-                        let _ = if is_udp {
-                            altroute_packet::checksum::complete_partial_udp(
-                                data,
-                                s.into(),
-                                o.into(),
-                            )
-                        } else {
-                            altroute_packet::checksum::complete_partial(data, s.into(), o.into())
-                        };
-                    }
-                }
-                if out == Out::None {
-                    f.drop_frame();
-                }
-                outs.push(out);
-            }
-            // Transmit, grouped by out link, straight from the ring.
-            for out_link in 0..links {
-                let target = Out::Link(out_link as u8);
-                if !outs.contains(&target) {
-                    continue;
-                }
-                let frames = (0..batch.len())
-                    .filter(|&i| outs[i] == target)
-                    .filter_map(|i| batch.tx_frame(i));
-                let sender = if out_link == link {
-                    &mut *own_sender
-                } else if out_link < link {
-                    before[out_link].split_mut().1
-                } else {
-                    after[out_link - link - 1].split_mut().1
-                };
-                let r = sender.send(frames);
-                tx_failed[out_link] += r.failed as u64;
-            }
-            drop(batch);
         }
-        if last_expire.elapsed() >= Duration::from_millis(250) {
-            last_expire = Instant::now();
+        if w.handoff.is_some() && drain_inbox(&mut w, &mut s, t) {
+            idle = false;
+        }
+        if clock.duration_since(last_expire) >= Duration::from_millis(250) {
+            last_expire = clock;
             expired.clear();
             w.ctx.table.expire(now(w.epoch), 65_536, &mut expired);
         }
-        if last_stats.elapsed() >= Duration::from_secs(1) {
-            last_stats = Instant::now();
-            let _ =
-                w.tx.try_send(FromWorker::Stats(Box::new(stats(&w, &tx_failed))));
+        if clock.duration_since(last_stats) >= Duration::from_secs(1) {
+            last_stats = clock;
+            for (d, p) in s.ring_drops.iter_mut().zip(w.ports.iter_mut()) {
+                if let Ok(st) = p.stats() {
+                    *d = st.ring_drops;
+                }
+            }
+            let _ = w.tx.try_send(FromWorker::Stats(Box::new(stats(&w, &s))));
         }
     }
+}
+
+/// One receive batch from `link`: pipeline, handoff, transmit grouped by out link. Returns
+/// whether any frame arrived.
+fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result<bool, IoError> {
+    let links = w.ports.len();
+    let (before, rest) = w.ports.split_at_mut(link);
+    let Some((this, after)) = rest.split_first_mut() else {
+        return Ok(false);
+    };
+    let (receiver, own_sender) = this.split_mut();
+    let mut batch = receiver.rx_batch(w.batch, Duration::ZERO)?;
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    s.outs.clear();
+    let mut sends = 0u32;
+    for i in 0..batch.len() {
+        let Some(mut f) = batch.get_mut(i) else {
+            s.outs.push(Out::None);
+            continue;
+        };
+        if let Some(h) = &w.handoff {
+            let owner = h
+                .steering
+                .get(link)
+                .map_or(0, |st| st.worker(f.data(), 0) as usize);
+            if owner != usize::from(w.id) {
+                hand_off(h, s, w.id, owner, link as u8, &f);
+                f.drop_frame();
+                s.outs.push(Out::None);
+                continue;
+            }
+        }
+        let mut vnet = f.vnet().copied();
+        let csum_not_ready = f.meta().csum_not_ready;
+        let len = f.len();
+        let step = handle(
+            &mut w.ctx,
+            &w.vnet,
+            link as u8,
+            f.frame_and_tail_mut(),
+            len,
+            &mut vnet,
+            csum_not_ready,
+            t,
+        );
+        let out = match step {
+            Step::Send { link: out, len } => {
+                f.set_vnet(vnet);
+                if f.set_len(len) {
+                    sends |= 1 << (out & 31);
+                    Out::Link(out)
+                } else {
+                    Out::None
+                }
+            }
+            Step::Control(reason) => {
+                let _ = w.tx.try_send(FromWorker::Frame {
+                    worker: w.id,
+                    link: link as u8,
+                    reason,
+                    frame: f.data().to_vec(),
+                });
+                Out::None
+            }
+            Step::Drop => Out::None,
+        };
+        if out == Out::None {
+            f.drop_frame();
+        }
+        s.outs.push(out);
+    }
+    // Transmit, grouped by out link, straight from the ring.
+    for out_link in 0..links {
+        if out_link < 32 && sends & (1 << out_link) == 0 {
+            continue;
+        }
+        let target = Out::Link(out_link as u8);
+        let outs = &s.outs;
+        let frames = (0..batch.len())
+            .filter(|&i| outs.get(i) == Some(&target))
+            .filter_map(|i| batch.tx_frame(i));
+        let sender = if out_link == link {
+            &mut *own_sender
+        } else if out_link < link {
+            before[out_link].split_mut().1
+        } else {
+            after[out_link - link - 1].split_mut().1
+        };
+        let r = sender.send(frames);
+        s.tx_failed[out_link] += r.failed as u64;
+    }
+    drop(batch);
+    wake_peers(w, s);
+    Ok(true)
+}
+
+/// Copies a frame another worker owns into one of our pool buffers and queues it to the owner.
+fn hand_off(
+    h: &Handoff,
+    s: &mut Scratch,
+    me: u16,
+    owner: usize,
+    link: u8,
+    f: &altroute_io::RxFrame<'_>,
+) {
+    let (Some(peer), Ok(mut buf)) = (h.peers.get(owner), h.pool.try_recv()) else {
+        s.hstats.dropped += 1;
+        return;
+    };
+    let data = f.data();
+    let Some(dst) = buf.get_mut(..data.len()) else {
+        s.hstats.dropped += 1;
+        let _ = h.homes.get(usize::from(me)).map(|p| p.try_send(buf));
+        return;
+    };
+    dst.copy_from_slice(data);
+    let m = Handed {
+        buf,
+        len: data.len(),
+        link,
+        vnet: f.vnet().copied(),
+        csum_not_ready: f.meta().csum_not_ready,
+        home: me,
+    };
+    match peer.try_send(m) {
+        Ok(()) => {
+            s.hstats.handed_out += 1;
+            if let Some(q) = s.queued_to.get_mut(owner) {
+                *q = true;
+            }
+        }
+        Err(e) => {
+            s.hstats.dropped += 1;
+            let m = e.into_inner();
+            let _ = h.homes.get(usize::from(me)).map(|p| p.try_send(m.buf));
+        }
+    }
+}
+
+fn wake_peers(w: &WorkerSetup, s: &mut Scratch) {
+    let Some(h) = &w.handoff else {
+        return;
+    };
+    for (i, q) in s.queued_to.iter_mut().enumerate() {
+        if std::mem::take(q)
+            && let Some(n) = h.wakers.get(i)
+        {
+            n.notify();
+        }
+    }
+}
+
+/// Processes up to one batch of frames other workers handed to us and transmits them grouped by
+/// out link; the buffers go back to their homes. Returns whether there were any.
+fn drain_inbox(w: &mut WorkerSetup, s: &mut Scratch, t: Time) -> bool {
+    let Some(h) = &w.handoff else {
+        return false;
+    };
+    s.handed.clear();
+    s.handed_out.clear();
+    while s.handed.len() < w.batch {
+        match h.inbox.try_recv() {
+            Ok(m) => s.handed.push(m),
+            Err(_) => break,
+        }
+    }
+    if s.handed.is_empty() {
+        return false;
+    }
+    s.hstats.handed_in += s.handed.len() as u64;
+    for m in &mut s.handed {
+        let step = handle(
+            &mut w.ctx,
+            &w.vnet,
+            m.link,
+            &mut m.buf,
+            m.len,
+            &mut m.vnet,
+            m.csum_not_ready,
+            t,
+        );
+        let out = match step {
+            Step::Send { link, len } => {
+                m.len = len;
+                Out::Link(link)
+            }
+            Step::Control(reason) => {
+                let _ = w.tx.try_send(FromWorker::Frame {
+                    worker: w.id,
+                    link: m.link,
+                    reason,
+                    frame: m.buf.get(..m.len).unwrap_or(&[]).to_vec(),
+                });
+                Out::None
+            }
+            Step::Drop => Out::None,
+        };
+        s.handed_out.push(out);
+    }
+    for (out_link, port) in w.ports.iter_mut().enumerate() {
+        let target = Out::Link(out_link as u8);
+        if !s.handed_out.contains(&target) {
+            continue;
+        }
+        let frames = s
+            .handed
+            .iter()
+            .zip(&s.handed_out)
+            .filter(|(_, o)| **o == target)
+            .map(|(m, _)| TxFrame {
+                data: m.buf.get(..m.len).unwrap_or(&[]),
+                vnet: m.vnet,
+            });
+        let r = port.send(frames);
+        s.tx_failed[out_link] += r.failed as u64;
+    }
+    for m in s.handed.drain(..) {
+        if let Some(home) = h.homes.get(usize::from(m.home)) {
+            let _ = home.try_send(m.buf);
+        }
+    }
+    true
 }
 
 fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
@@ -345,7 +689,7 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
     }
 }
 
-fn stats(w: &WorkerSetup, tx_failed: &[u64]) -> WorkerStats {
+fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
     let per_gw = (0..w.ctx.table.gateways().len())
         .map(|g| u64::from(w.ctx.table.flows_on(GatewayId(g as u8))))
         .collect();
@@ -355,7 +699,9 @@ fn stats(w: &WorkerSetup, tx_failed: &[u64]) -> WorkerStats {
         table: *w.ctx.table.stats(),
         flows: w.ctx.table.len(),
         flows_per_gateway: per_gw,
-        tx_failed: tx_failed.to_vec(),
+        tx_failed: s.tx_failed.to_vec(),
+        handoff: s.hstats,
+        ring_drops: s.ring_drops.clone(),
         failures: (0..w.ctx.table.gateways().len())
             .map(|g| w.ctx.table.failure_totals(GatewayId(g as u8), now(w.epoch)))
             .collect(),
@@ -365,6 +711,48 @@ fn stats(w: &WorkerSetup, tx_failed: &[u64]) -> WorkerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handoff_plumbing_connects_every_pair() {
+        use std::num::NonZeroU32;
+        let st = Steering::new(
+            altroute_io::Side::Lan,
+            NonZeroU32::new(64).unwrap(),
+            NonZeroU32::new(3).unwrap(),
+        );
+        let hs = Handoff::build(3, vec![st; 2]).unwrap();
+        assert_eq!(hs.len(), 3);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(h.pool.len(), HANDOFF_POOL, "worker {i} pool full");
+            assert!(h.inbox.is_empty());
+            assert_eq!(h.peers.len(), 3);
+            assert_eq!(h.steering.len(), 2);
+        }
+        // A buffer taken from worker 0's pool, sent to worker 2, goes home to worker 0.
+        let buf = hs[0].pool.try_recv().unwrap();
+        assert_eq!(buf.len(), HANDOFF_BUF);
+        hs[0].peers[2]
+            .try_send(Handed {
+                buf,
+                len: 60,
+                link: 1,
+                vnet: None,
+                csum_not_ready: false,
+                home: 0,
+            })
+            .unwrap();
+        let m = hs[2].inbox.try_recv().unwrap();
+        assert_eq!((m.len, m.link, m.home), (60, 1, 0));
+        hs[2].homes[usize::from(m.home)].try_send(m.buf).unwrap();
+        assert_eq!(hs[0].pool.len(), HANDOFF_POOL);
+        // The owner of a LAN frame is the block of its source port.
+        let mut f = vec![0u8; 60];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[23] = 17;
+        f[34..36].copy_from_slice(&(64u16 * 5).to_be_bytes());
+        assert_eq!(hs[1].steering[0].worker(&f, 0), 5 % 3);
+    }
 
     #[test]
     fn partial_offsets_of_tcp_udp() {

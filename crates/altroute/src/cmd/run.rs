@@ -41,6 +41,47 @@ pub struct Args {
     /// Log a status line every this many seconds.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Override `datapath.fanout`: `cbpf` (the kernel steers each frame to the worker owning its
+    /// NAT port block) or `handoff` (kernel hash fanout; a worker queues frames it does not own
+    /// to their owner).
+    #[arg(long, value_parser = ["cbpf", "handoff"])]
+    fanout: Option<String>,
+    /// Pin worker i to CPU `list[i % len]`: `auto` (the CPUs this process may use, in order),
+    /// `none`, or a comma-separated list such as `1,0`.
+    #[arg(long, default_value = "none")]
+    pin: String,
+    /// Keep polling the rings this many microseconds after the last frame before sleeping in
+    /// poll() (busy polling; costs CPU when idle-ish).
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+    /// PACKET_QDISC_BYPASS on every socket: transmit straight to the device, no qdisc.
+    #[arg(long)]
+    qdisc_bypass: bool,
+    /// Override `datapath.ring_frames` (RX ring slots per socket).
+    #[arg(long)]
+    ring_frames: Option<u32>,
+    /// Override `datapath.batch` (frames per receive batch).
+    #[arg(long)]
+    batch: Option<u16>,
+    /// Socket send buffer in KiB (SO_SNDBUFFORCE); default 4096.
+    #[arg(long)]
+    sndbuf_kib: Option<usize>,
+}
+
+/// CPUs to pin workers to, from `--pin`.
+fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
+    match spec {
+        "none" | "" => Ok(Vec::new()),
+        "auto" => Ok((0..altroute_io::cpu::available()).collect()),
+        l => l
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse::<usize>()
+                    .map_err(|e| anyhow!("--pin: {c:?}: {e}"))
+            })
+            .collect(),
+    }
 }
 
 impl Args {
@@ -96,11 +137,18 @@ impl Args {
         let nworkers =
             NonZeroU32::new(u32::from(workers)).ok_or_else(|| anyhow!("workers must not be 0"))?;
         let vnet = cfg.datapath.vnet_hdr;
+        let handoff = match self.fanout.as_deref() {
+            Some("handoff") => true,
+            Some(_) => false,
+            None => cfg.datapath.fanout == config::Fanout::Handoff,
+        };
+        let pins = pin_list(&self.pin)?;
+        let batch = usize::from(self.batch.unwrap_or(cfg.datapath.batch).max(1));
         let rx = match cfg.datapath.rx_ring {
             config::RxRing::V2 => RxMode::V2 {
-                frames: cfg
-                    .datapath
+                frames: self
                     .ring_frames
+                    .or(cfg.datapath.ring_frames)
                     .unwrap_or(if vnet { 128 } else { 1024 }),
             },
             config::RxRing::V3 => RxMode::V3 {
@@ -119,6 +167,23 @@ impl Args {
         let mut to_workers = Vec::new();
         let mut setups = Vec::new();
         let group_base = (std::process::id() as u16) & 0x7f00;
+        let steering: Vec<Steering> = link_side
+            .iter()
+            .map(|&side| {
+                let mut st = Steering::new(side, block, nworkers);
+                st.other = OtherTraffic::Worker0;
+                st
+            })
+            .collect();
+        let mut handoffs = if handoff && workers > 1 {
+            worker::Handoff::build(workers, steering.clone())
+                .context("setting up the handoff queues")?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Fanout members are numbered in join order: open worker 0's sockets first, and so on.
         for w in 0..workers {
             let table =
@@ -131,13 +196,19 @@ impl Args {
                 let mut pc = PortConfig::new(l.clone());
                 pc.rx = rx.clone();
                 pc.vnet_hdr = vnet;
-                pc.batch_max = usize::from(cfg.datapath.batch.max(1));
+                pc.batch_max = batch;
+                pc.qdisc_bypass = self.qdisc_bypass;
+                if let Some(k) = self.sndbuf_kib {
+                    pc.sndbuf = Some(k << 10);
+                }
                 if workers > 1 {
-                    let mut st = Steering::new(link_side[li], block, nworkers);
-                    st.other = OtherTraffic::Worker0;
                     pc.fanout = Some(Fanout {
                         group: group_base + li as u16,
-                        mode: FanoutMode::Cbpf(st.program()),
+                        mode: if handoff {
+                            FanoutMode::Hash
+                        } else {
+                            FanoutMode::Cbpf(steering[li].program())
+                        },
                         defrag: false,
                     });
                 }
@@ -150,19 +221,32 @@ impl Args {
                 ctx,
                 ports,
                 vnet: vec![vnet; links.len()],
-                batch: usize::from(cfg.datapath.batch.max(1)),
+                batch,
                 rx,
                 tx: ev_tx.clone(),
                 epoch,
+                spin: Duration::from_micros(self.spin_us),
+                cpu: (!pins.is_empty()).then(|| pins[usize::from(w) % pins.len()]),
+                handoff: handoffs.get_mut(usize::from(w)).and_then(Option::take),
             });
         }
         drop(ev_tx);
         info!(
-            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}",
+            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}",
             cfg.ports.len(),
             links.len(),
             cfg.gateways.len(),
-            if vnet { "on" } else { "off" }
+            if vnet { "on" } else { "off" },
+            if workers < 2 {
+                "none"
+            } else if handoff {
+                "hash+handoff"
+            } else {
+                "cbpf"
+            },
+            pins,
+            self.spin_us,
+            self.qdisc_bypass
         );
         let mut handles = Vec::new();
         for s in setups {
@@ -201,12 +285,17 @@ impl Args {
         }
         for s in &last {
             info!(
-                "worker {}: {} flows, created {}, expired {}, drops {}",
+                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}",
                 s.worker,
                 s.flows,
                 s.table.created,
                 s.table.expired,
-                s.counters.drops.0.iter().sum::<u64>()
+                s.counters.drops.0.iter().sum::<u64>(),
+                s.handoff.handed_out,
+                s.handoff.handed_in,
+                s.handoff.dropped,
+                s.ring_drops,
+                s.tx_failed
             );
         }
         info!("altroute stopped");

@@ -5,11 +5,14 @@
 //!
 //! Lookups visit the table's flows in a shuffled order (every lookup a hit, no cache-friendly
 //! order), half from the inside (original keys) and half from the Internet (reply keys).
+//!
+//! Single-thread benches report this thread's on-CPU time (see `altroute_bench::BenchClock`;
+//! `ALTROUTE_BENCH_CLOCK=wall` for wall-clock); the two-thread ones are wall-clock by nature.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use altroute_bench::{Rng, batch_lookups, dashmap_table, filled_table, lan_keys};
+use altroute_bench::{BenchClock, Rng, batch_lookups, dashmap_table, filled_table, lan_keys};
 use altroute_flow::{FlowKey, FlowTable};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -28,6 +31,7 @@ fn probe_order(t: &FlowTable, keys: &[FlowKey], seed: u64) -> Vec<FlowKey> {
 }
 
 fn lookups(c: &mut Criterion) {
+    let clk = BenchClock::from_env();
     let mut g = c.benchmark_group("flow_lookup");
     g.throughput(Throughput::Elements(PROBES as u64));
     g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
@@ -36,25 +40,31 @@ fn lookups(c: &mut Criterion) {
         let t = filled_table(&keys, true);
         let order = probe_order(&t, &keys, 2);
         g.bench_with_input(BenchmarkId::new("altroute_batch32", n), &order, |b, o| {
-            b.iter(|| black_box(batch_lookups(&t, o)))
+            b.iter_custom(|it| clk.iters(it, || { black_box(batch_lookups(&t, o)); }))
         });
         g.bench_with_input(BenchmarkId::new("altroute_single", n), &order, |b, o| {
-            b.iter(|| black_box(o.iter().filter(|k| t.lookup(k).is_some()).count()))
+            b.iter_custom(|it| {
+                clk.iters(it, || {
+                    black_box(o.iter().filter(|k| t.lookup(k).is_some()).count());
+                })
+            })
         });
         // The baseline holds one direction; probe it with original keys only.
         let m = dashmap_table(&keys);
         let mut rng = Rng::new(3);
         let dorder: Vec<FlowKey> = (0..PROBES).map(|_| keys[rng.below(n as u64) as usize]).collect();
         g.bench_with_input(BenchmarkId::new("dashmap_get_mut", n), &dorder, |b, o| {
-            b.iter(|| {
-                let mut hits = 0;
-                for k in o {
-                    if let Some(mut e) = m.get_mut(k) {
-                        e.packets[0] += 1;
-                        hits += 1;
+            b.iter_custom(|it| {
+                clk.iters(it, || {
+                    let mut hits = 0;
+                    for k in o {
+                        if let Some(mut e) = m.get_mut(k) {
+                            e.packets[0] += 1;
+                            hits += 1;
+                        }
                     }
-                }
-                black_box(hits)
+                    black_box(hits);
+                })
             })
         });
         // Two threads: two per-worker tables (the design) vs one shared DashMap.
@@ -105,6 +115,7 @@ fn lookups(c: &mut Criterion) {
 }
 
 fn inserts(c: &mut Criterion) {
+    let clk = BenchClock::from_env();
     let mut g = c.benchmark_group("flow_insert");
     g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     for &n in &SIZES {
@@ -112,32 +123,49 @@ fn inserts(c: &mut Criterion) {
         let keys = lan_keys(n, 5);
         let (old, new) = keys.split_at(n - PROBES);
         g.throughput(Throughput::Elements(PROBES as u64));
+        // The table has room for all n flows, so every timed insert succeeds (checked, untimed).
+        // Between iterations the new flows are removed, the clock moves on past the NAT port
+        // cooldown and `expire` (budget 0: expires nothing) returns the released ports.
+        let mut t = altroute_bench::filled_table_with_room(old, n, true);
+        let mut now = altroute_flow::Time::from_secs(2);
         g.bench_function(BenchmarkId::new("altroute_insert", n), |b| {
-            b.iter_batched_ref(
-                || {
-                    let mut t = filled_table(old, true);
-                    t.set_policy(t.config().policy.clone());
-                    t
-                },
-                |t| {
-                    let now = altroute_flow::Time::from_secs(2);
+            b.iter_custom(|it| {
+                let mut total = Duration::ZERO;
+                for _ in 0..it {
+                    let t0 = clk.now();
+                    let mut ok = 0;
                     for k in new {
-                        black_box(t.insert(*k, now, true, altroute_flow::tcp::flags::SYN).is_ok());
+                        ok += usize::from(
+                            t.insert(*k, now, true, altroute_flow::tcp::flags::SYN).is_ok(),
+                        );
                     }
-                },
-                criterion::BatchSize::PerIteration,
-            )
+                    total += clk.since(t0);
+                    assert_eq!(ok, new.len(), "every insert succeeds");
+                    for k in new {
+                        if let Some(h) = t.lookup(k) {
+                            t.remove(h.flow, now);
+                        }
+                    }
+                    now = now.plus_secs(130);
+                    t.expire(now, 0, &mut Vec::new());
+                }
+                total
+            })
         });
         g.bench_function(BenchmarkId::new("dashmap_insert", n), |b| {
-            b.iter_batched_ref(
-                || dashmap_table(old),
-                |m| {
+            b.iter_custom(|it| {
+                let mut total = Duration::ZERO;
+                for _ in 0..it {
+                    let mut m = dashmap_table(old);
+                    let t0 = clk.now();
                     for k in new {
                         m.insert(*k, altroute_bench::BaselineEntry::default());
                     }
-                },
-                criterion::BatchSize::PerIteration,
-            )
+                    total += clk.since(t0);
+                    black_box(&mut m);
+                }
+                total
+            })
         });
     }
     g.finish();

@@ -38,12 +38,12 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use altroute_bench::pipeline::{
     NOW, RING, Replay, STRIDE, Trace, context, establish, steady_trace, syn_trace,
 };
-use altroute_bench::{Rng, lan_keys, thread_cpu_time};
+use altroute_bench::{BenchClock, Rng, lan_keys};
 use altroute_flow::FlowKey;
 use altroute_packet::checksum::{self, Delta};
 use altroute_packet::pipeline::Context;
@@ -56,42 +56,6 @@ const PER_ITER: usize = 16_384;
 /// Longest trace (frames): 32 MiB of pristine frames.
 const MAX_TRACE: usize = 1 << 18;
 const NEW_FLOWS: usize = 1 << 16;
-
-/// The clock the benches report (see the module docs).
-#[derive(Clone, Copy)]
-struct Clock(bool);
-
-impl Clock {
-    fn from_env() -> Clock {
-        let wall = std::env::var("ALTROUTE_BENCH_CLOCK").is_ok_and(|v| v == "wall");
-        Clock(!wall && thread_cpu_time().is_some())
-    }
-    fn now(self) -> (Instant, Duration) {
-        (
-            Instant::now(),
-            if self.0 {
-                thread_cpu_time().unwrap_or_default()
-            } else {
-                Duration::ZERO
-            },
-        )
-    }
-    fn since(self, t: (Instant, Duration)) -> Duration {
-        if self.0 {
-            thread_cpu_time().unwrap_or_default().saturating_sub(t.1)
-        } else {
-            t.0.elapsed()
-        }
-    }
-    /// Time `iters` runs of `f` (one clock reading around all of them).
-    fn iters(self, iters: u64, mut f: impl FnMut()) -> Duration {
-        let t = self.now();
-        for _ in 0..iters {
-            f();
-        }
-        self.since(t)
-    }
-}
 
 /// An established context with `n` flows and its shuffled steady-state trace.
 fn steady(n: usize) -> (Context, Trace) {
@@ -110,7 +74,7 @@ fn steady(n: usize) -> (Context, Trace) {
 }
 
 fn pipeline_steady(c: &mut Criterion) {
-    let clock = Clock::from_env();
+    let clock = BenchClock::from_env();
     let mut g = c.benchmark_group("pipeline_steady");
     g.throughput(Throughput::Elements(PER_ITER as u64));
     g.sample_size(20)
@@ -163,7 +127,7 @@ fn pipeline_steady(c: &mut Criterion) {
 }
 
 fn pipeline_new_flows(c: &mut Criterion) {
-    let clock = Clock::from_env();
+    let clock = BenchClock::from_env();
     let mut g = c.benchmark_group("pipeline_new_flows");
     g.throughput(Throughput::Elements(NEW_FLOWS as u64));
     g.sample_size(10)
@@ -208,7 +172,7 @@ fn remove_all(ctx: &mut Context, keys: &[FlowKey], now: altroute_flow::Time) {
 }
 
 fn checksums(c: &mut Criterion) {
-    let clock = Clock::from_env();
+    let clock = BenchClock::from_env();
     let mut g = c.benchmark_group("checksum");
     g.sample_size(20)
         .measurement_time(Duration::from_secs(2))

@@ -59,8 +59,13 @@ pub fn lan_keys(n: usize, seed: u64) -> Vec<FlowKey> {
 
 /// A table holding `keys` (each inserted through two gateways with NAT), with room for them.
 pub fn filled_table(keys: &[FlowKey], accounting: bool) -> FlowTable {
+    filled_table_with_room(keys, keys.len(), accounting)
+}
+
+/// A table holding `keys` (as [`filled_table`]) with room for `max_flows` flows.
+pub fn filled_table_with_room(keys: &[FlowKey], max_flows: usize, accounting: bool) -> FlowTable {
     let mut t = FlowTable::new(TableConfig {
-        max_flows: (keys.len() as u32).max(16),
+        max_flows: (max_flows.max(keys.len()) as u32).max(16),
         accounting,
         gateways: vec![
             Gateway::new("isp1", Some(Ipv4Addr::new(192, 0, 2, 1).into())).weight(4),
@@ -134,4 +139,44 @@ pub fn thread_cpu_time() -> Option<std::time::Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
     Some(std::time::Duration::from_nanos(ns))
+}
+
+/// The clock the benches report: this thread's on-CPU time ([`thread_cpu_time`]) by default, or
+/// wall-clock time with `ALTROUTE_BENCH_CLOCK=wall` (or where on-CPU time is unavailable).
+#[derive(Clone, Copy, Debug)]
+pub struct BenchClock(bool);
+
+impl BenchClock {
+    /// The clock chosen by the environment.
+    pub fn from_env() -> BenchClock {
+        let wall = std::env::var("ALTROUTE_BENCH_CLOCK").is_ok_and(|v| v == "wall");
+        BenchClock(!wall && thread_cpu_time().is_some())
+    }
+    /// A reading.
+    pub fn now(self) -> (std::time::Instant, std::time::Duration) {
+        (
+            std::time::Instant::now(),
+            if self.0 {
+                thread_cpu_time().unwrap_or_default()
+            } else {
+                std::time::Duration::ZERO
+            },
+        )
+    }
+    /// Time since a reading.
+    pub fn since(self, t: (std::time::Instant, std::time::Duration)) -> std::time::Duration {
+        if self.0 {
+            thread_cpu_time().unwrap_or_default().saturating_sub(t.1)
+        } else {
+            t.0.elapsed()
+        }
+    }
+    /// Time `iters` runs of `f` (one clock reading around all of them).
+    pub fn iters(self, iters: u64, mut f: impl FnMut()) -> std::time::Duration {
+        let t = self.now();
+        for _ in 0..iters {
+            f();
+        }
+        self.since(t)
+    }
 }

@@ -32,7 +32,7 @@ run() { # label filter [env]
     label=$1; filter=$2; shift 2
     i=1
     while [ "$i" -le "$RUNS" ]; do
-        line=$(env "$@" "$BIN" --exact "$filter" --nocapture --test-threads=1 2>&1 | grep '^MEASURE' | head -1 || true)
+        line=$(env "$@" "$BIN" --exact "$filter" --nocapture --test-threads=1 2>&1 | grep -o 'MEASURE .*' | head -1 || true)
         echo "$label run $i: ${line:-no MEASURE line (test failed?)}"
         echo "$label ${line#MEASURE * }" >>"$OUT"
         i=$((i + 1))

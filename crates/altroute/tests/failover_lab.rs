@@ -18,6 +18,8 @@
 //!   unanswered rounds, take isp1 down before the 6-round window of the slow probes could.
 //! - (d) `loss_burst_*`: 30 % loss on isp1 for 2 s does not take it down.
 //! - (e) `dead_second_target_*`: two targets, one not routed: isp1 stays usable, degraded.
+//! - `wait_*`: with `on_gateway_down: wait` a flow of the dead gateway is not rejected and
+//!   resumes with the same NAT mapping when the gateway is back.
 //! - `operator_*`: the command file disables / forces / releases a gateway without a restart.
 
 // Helpers outside `#[test]` functions are test code too: a failed lab step must fail the test.
@@ -486,6 +488,9 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
     let down_seen = s
         .router
         .wait_state(0, Duration::from_secs(10), |st| st == "down");
+    // A flow that starts on isp2 during the outage stays there after failback (failback: stay).
+    thread::sleep(Duration::from_millis(200));
+    let moved = PingPong::start(&s.lab, "10.0.0.6", Duration::from_millis(50));
     thread::sleep(Duration::from_secs(2));
     let reason = s.router.status().unwrap()["gateways"][0]["reason"].clone();
 
@@ -498,8 +503,10 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
     let attempts = client.stop();
     let (sent, lost, seen) = pp.stop();
     let (isp1_seen, isp1_err) = on_isp1.join().unwrap();
+    let (moved_sent, moved_lost, moved_seen) = moved.stop();
 
-    let (first_ok, steady) = failover_times(&attempts, t0, ISP2);
+    let outage: Vec<Attempt> = attempts.iter().filter(|a| a.start < t1).cloned().collect();
+    let (first_ok, steady) = failover_times(&outage, t0, ISP2);
     let failback = ms(up_seen - t1);
     measure(
         "probes_on",
@@ -531,6 +538,15 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
         "rejected before isp1 was down"
     );
     eprintln!("UDP flow on isp1: {kind:?} after {} ms", ms(when - t0));
+    assert_eq!(
+        moved_seen,
+        vec![ISP2.to_string()],
+        "a flow started during the outage"
+    );
+    assert_eq!(
+        moved_lost, 0,
+        "lost {moved_lost} of {moved_sent} on the moved flow"
+    );
     // (b) The flow pinned to isp2 lost nothing, and never left isp2.
     assert_eq!(lost, 0, "UDP through isp2 lost {lost} of {sent}");
     assert_eq!(seen, vec![ISP2.to_string()]);
@@ -725,6 +741,72 @@ fn passive_signal_takes_gateway_down_before_the_probe_window() {
         s.router.log()
     );
     assert!(down - t0 < Duration::from_millis(5500), "{:?}", down - t0);
+}
+
+/// `on_gateway_down: wait`: the flows of a dead gateway keep their mapping (no reject, packets
+/// dropped) and carry on through it, with the same NAT port, once it is back.
+#[test]
+fn wait_keeps_the_flows_of_a_dead_gateway() {
+    if !should_run("wait") {
+        return;
+    }
+    let _one = serial();
+    let cfg = example_config(|c| {
+        c.policy.on_gateway_down = altroute::config::OnGatewayDown::Wait;
+    });
+    let s = setup('w', &cfg);
+    let ns = s.lab.ns("lan");
+    let (sock, before) = thread::spawn(move || {
+        altroute_io::netns::enter(&ns).unwrap();
+        let u = UdpSocket::bind("10.0.0.5:0").unwrap();
+        u.connect(server()).unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        u.send(b"ping").unwrap();
+        let n = u.recv(&mut buf).unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        (u, first)
+    })
+    .join()
+    .unwrap();
+    assert!(before.starts_with(&format!("{ISP1}:")), "{before}");
+    s.lab.blackhole(Isp::One).unwrap();
+    s.router
+        .wait_state(0, Duration::from_secs(10), |st| st == "down");
+    thread::sleep(Duration::from_millis(200));
+    // While down: only timeouts (dropped), no ICMP prohibited.
+    let mut buf = [0u8; 256];
+    for _ in 0..4 {
+        sock.send(b"ping").unwrap();
+        let e = sock
+            .recv(&mut buf)
+            .expect_err("an answer through a black-hole");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "wait mode answered {e}"
+        );
+    }
+    s.lab.restore(Isp::One).unwrap();
+    s.router
+        .wait_state(0, Duration::from_secs(20), |st| st == "up");
+    thread::sleep(Duration::from_millis(300));
+    let mut after = None;
+    for _ in 0..10 {
+        let _ = sock.send(b"ping");
+        if let Ok(n) = sock.recv(&mut buf) {
+            after = Some(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+            break;
+        }
+    }
+    assert_eq!(
+        after.as_deref(),
+        Some(before.as_str()),
+        "same isp1 mapping after the outage"
+    );
 }
 
 /// (d) a 30 % loss burst (each way) for 2 s does not take isp1 down.

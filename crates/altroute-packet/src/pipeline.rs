@@ -638,25 +638,6 @@ impl Context {
             }
             self.table
                 .lookup_batch(&keys[..end - start], &mut hits[..end - start]);
-            // Load the neighbour entry each frame will need (a LAN frame's sender, a reply's
-            // inside host) for the whole batch first, so those cache misses overlap as well.
-            let mut sink = 0u8;
-            for (i, r) in parsed[..end - start].iter().enumerate() {
-                let Some(FastParse::Fast(ff)) = r else {
-                    continue;
-                };
-                let host = match hits[i] {
-                    Some(h) if h.dir == Dir::Reply => self
-                        .table
-                        .flow(h.flow)
-                        .map(|f| ipv4_of(f.key().src_bytes())),
-                    _ => ff.key.src_v4(),
-                };
-                if let Some(a) = host {
-                    sink ^= self.neighbors.get(a).map_or(0, |m| m.0[5]);
-                }
-            }
-            core::hint::black_box(sink);
             // A flow created, removed or re-mapped by an earlier frame of the batch makes the
             // batch's lookups stale (a second SYN of a new connection would miss and be refused
             // as a duplicate; a freed slot may be reused): after that, frames look up afresh.
@@ -1245,6 +1226,7 @@ impl Context {
         }
     }
 
+    #[inline]
     fn mtu_check(
         &mut self,
         buf: &mut [u8],
@@ -1254,10 +1236,24 @@ impl Context {
         meta: &FrameMeta,
         now: Time,
     ) -> Option<Verdict> {
-        let mtu = usize::from(self.cfg.ports[usize::from(out.0)].mtu);
-        if meta.gso || ip.ip_end - ip.l3 <= mtu {
+        let mtu = self.cfg.ports.get(usize::from(out.0)).map_or(0, |p| p.mtu);
+        if meta.gso || ip.ip_end - ip.l3 <= usize::from(mtu) {
             return None;
         }
+        self.mtu_exceeded(buf, in_port, ip, now, usize::from(mtu))
+    }
+
+    /// The rest of [`Context::mtu_check`], for a packet larger than the out port's MTU.
+    #[cold]
+    #[inline(never)]
+    fn mtu_exceeded(
+        &mut self,
+        buf: &mut [u8],
+        in_port: PortId,
+        ip: Ip4,
+        now: Time,
+        mtu: usize,
+    ) -> Option<Verdict> {
         if !ip.df {
             return Some(self.drop(DropReason::TooLongForEgress));
         }

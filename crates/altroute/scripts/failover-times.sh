@@ -7,6 +7,9 @@
 #   passive     the same with probes effectively off (one round an hour), syn_retry threshold 2
 #               (goal: < 3.5 s); with this kernel's SYN schedule (tcp_syn_linear_timeouts)
 #   passive_classic   the same with the classic 1 s, 3 s, 7 s SYN schedule in the LAN namespace
+#   passive_signal    probes every 1 s (down after 6 lost): time until isp1 is down thanks to the
+#                     passive signal and the probe boost
+#   loss_burst  transitions of isp1 during a 2 s burst of 30 % loss each way (0 = no flap)
 #
 # first_ok_ms: from the black-hole command to the first connection (started after it) that
 # succeeded through isp2. syn_retry_first/worst_ms: how long the connections started in the first
@@ -41,6 +44,8 @@ run() { # label filter [env]
 run probes_on probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window X=1
 run passive passive_syn_retry_fails_over_without_probes X=1
 run passive_classic passive_syn_retry_fails_over_without_probes ALTROUTE_CLASSIC_SYN=1
+run passive_signal passive_signal_takes_gateway_down_before_the_probe_window X=1
+run loss_burst loss_burst_30pct_does_not_flap X=1
 echo "--- medians of $RUNS runs ---"
 python3 - "$OUT" <<'EOF'
 import re, statistics, sys

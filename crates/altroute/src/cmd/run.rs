@@ -66,6 +66,60 @@ pub struct Args {
     /// Socket send buffer in KiB (SO_SNDBUFFORCE); default 4096.
     #[arg(long)]
     sndbuf_kib: Option<usize>,
+    /// Drop every received frame at the netdev ingress hook of the router's ports (an nftables
+    /// table, removed on exit): packet sockets see each frame before that hook, so the router
+    /// still gets everything, but the silent kernel no longer parses and routes (then drops) each
+    /// frame itself. Needs `nft`.
+    #[arg(long)]
+    kernel_ingress_drop: bool,
+}
+
+/// An nftables netdev ingress chain dropping everything on the router's ports, removed when
+/// dropped. Packet sockets see a frame before the netdev ingress hook; the kernel's IP stack
+/// after it.
+struct IngressDrop {
+    table: Option<String>,
+}
+
+impl IngressDrop {
+    fn nft(script: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running nft")?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(script.as_bytes()).context("writing to nft")?;
+        }
+        let out = child.wait_with_output().context("running nft")?;
+        if !out.status.success() {
+            bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn install(links: &[String]) -> anyhow::Result<IngressDrop> {
+        let table = format!("altroute_silent_{}", std::process::id());
+        let devs = links
+            .iter()
+            .map(|l| format!("\"{l}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::nft(&format!(
+            "table netdev {table} {{\n  chain in {{\n    type filter hook ingress devices = {{ {devs} }} priority 0; policy drop;\n  }}\n}}\n"
+        ))?;
+        Ok(IngressDrop { table: Some(table) })
+    }
+}
+
+impl Drop for IngressDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.table.take() {
+            let _ = Self::nft(&format!("delete table netdev {t}\n"));
+        }
+    }
 }
 
 /// CPUs to pin workers to, from `--pin`.
@@ -117,6 +171,11 @@ impl Args {
                 .iter()
                 .position(|l| l == iface)
                 .and_then(|i| link_mac[i])
+        };
+        let _ingress_drop = if self.kernel_ingress_drop {
+            Some(IngressDrop::install(&links).context("--kernel-ingress-drop")?)
+        } else {
+            None
         };
         let pipeline = build::pipeline_config(&cfg, &links, &mac_of).map_err(|e| anyhow!("{e}"))?;
         let port_link: Vec<u8> = pipeline.ports.iter().map(|p| p.link).collect();

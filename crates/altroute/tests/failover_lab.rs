@@ -104,6 +104,24 @@ fn example_config(edit: impl FnOnce(&mut Config)) -> Config {
     cfg
 }
 
+/// A directory removed when dropped (also when the test fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("altroute-fo{}-{what}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `altroute run` in the lab's router namespace; killed (by its pid) when dropped.
 struct Router {
     child: Child,
@@ -455,9 +473,8 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
         return;
     }
     let _one = serial();
-    let hooks = std::env::temp_dir().join(format!("altroute-fo-hooks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&hooks);
-    std::fs::create_dir_all(&hooks).unwrap();
+    let hooks = TempDir::new("hooks");
+    let hooks = hooks.0.as_path();
     let hook = |what: &str| {
         format!(
             "echo \"$ALTROUTE_GATEWAY $ALTROUTE_STATE $ALTROUTE_REASON\" > {}/{what}",
@@ -586,7 +603,6 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
     let up = std::fs::read_to_string(hooks.join("up")).unwrap_or_default();
     assert!(down.starts_with("isp1 down "), "{down:?}");
     assert!(up.starts_with("isp1 up "), "{up:?}");
-    let _ = std::fs::remove_dir_all(&hooks);
 }
 
 /// (a) without probes: SYN-retry rotation alone moves new connections to isp2.

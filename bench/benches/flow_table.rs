@@ -25,7 +25,11 @@ fn probe_order(t: &FlowTable, keys: &[FlowKey], seed: u64) -> Vec<FlowKey> {
     (0..PROBES)
         .map(|i| {
             let j = rng.below(keys.len() as u64) as usize;
-            if i % 2 == 0 { keys[j] } else { replies[j % replies.len()] }
+            if i % 2 == 0 {
+                keys[j]
+            } else {
+                replies[j % replies.len()]
+            }
         })
         .collect()
 }
@@ -34,13 +38,19 @@ fn lookups(c: &mut Criterion) {
     let clk = BenchClock::from_env();
     let mut g = c.benchmark_group("flow_lookup");
     g.throughput(Throughput::Elements(PROBES as u64));
-    g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for &n in &SIZES {
         let keys = lan_keys(n, 1);
         let t = filled_table(&keys, true);
         let order = probe_order(&t, &keys, 2);
         g.bench_with_input(BenchmarkId::new("altroute_batch32", n), &order, |b, o| {
-            b.iter_custom(|it| clk.iters(it, || { black_box(batch_lookups(&t, o)); }))
+            b.iter_custom(|it| {
+                clk.iters(it, || {
+                    black_box(batch_lookups(&t, o));
+                })
+            })
         });
         g.bench_with_input(BenchmarkId::new("altroute_single", n), &order, |b, o| {
             b.iter_custom(|it| {
@@ -52,7 +62,9 @@ fn lookups(c: &mut Criterion) {
         // The baseline holds one direction; probe it with original keys only.
         let m = dashmap_table(&keys);
         let mut rng = Rng::new(3);
-        let dorder: Vec<FlowKey> = (0..PROBES).map(|_| keys[rng.below(n as u64) as usize]).collect();
+        let dorder: Vec<FlowKey> = (0..PROBES)
+            .map(|_| keys[rng.below(n as u64) as usize])
+            .collect();
         g.bench_with_input(BenchmarkId::new("dashmap_get_mut", n), &dorder, |b, o| {
             b.iter_custom(|it| {
                 clk.iters(it, || {
@@ -117,7 +129,9 @@ fn lookups(c: &mut Criterion) {
 fn inserts(c: &mut Criterion) {
     let clk = BenchClock::from_env();
     let mut g = c.benchmark_group("flow_insert");
-    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for &n in &SIZES {
         // Insert PROBES new flows into a table already holding n - PROBES flows.
         let keys = lan_keys(n, 5);
@@ -136,7 +150,8 @@ fn inserts(c: &mut Criterion) {
                     let mut ok = 0;
                     for k in new {
                         ok += usize::from(
-                            t.insert(*k, now, true, altroute_flow::tcp::flags::SYN).is_ok(),
+                            t.insert(*k, now, true, altroute_flow::tcp::flags::SYN)
+                                .is_ok(),
                         );
                     }
                     total += clk.since(t0);

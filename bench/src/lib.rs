@@ -15,7 +15,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from a seed (0 is replaced by a fixed odd constant).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -46,7 +50,11 @@ pub fn lan_keys(n: usize, seed: u64) -> Vec<FlowKey> {
         let host = rng.below(3000) as u32;
         let client = Ipv4Addr::from(0x0a00_0000 | host);
         let server = Ipv4Addr::from(0xcb00_7100 | rng.below(256) as u32);
-        let p = if rng.below(4) == 0 { proto::UDP } else { proto::TCP };
+        let p = if rng.below(4) == 0 {
+            proto::UDP
+        } else {
+            proto::TCP
+        };
         let sport = 40_000 + rng.below(16) as u16;
         let dport = [443, 80, 53, 8443][rng.below(4) as usize];
         let k = FlowKey::v4(client, server, p, sport, dport);
@@ -99,7 +107,8 @@ pub struct BaselineEntry {
 
 /// A DashMap + ahash table keyed by both directions, as the original spec suggested.
 pub fn dashmap_table(keys: &[FlowKey]) -> DashMap<FlowKey, BaselineEntry, ahash::RandomState> {
-    let m = DashMap::with_capacity_and_hasher(keys.len(), ahash::RandomState::with_seeds(1, 2, 3, 4));
+    let m =
+        DashMap::with_capacity_and_hasher(keys.len(), ahash::RandomState::with_seeds(1, 2, 3, 4));
     for (i, k) in keys.iter().enumerate() {
         m.insert(
             *k,

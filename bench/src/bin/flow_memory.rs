@@ -5,7 +5,10 @@
 use altroute_bench::{dashmap_table, filled_table, lan_keys, rss_bytes};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1 << 20);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1 << 20);
     let keys = lan_keys(n, 7);
     for accounting in [false, true] {
         let before = rss_bytes().unwrap_or(0);

@@ -541,7 +541,10 @@ mod tests {
         assert_eq!(got.hash, sent.hash);
         // The JSON line carries the same report (the throughput may lose its last float digit).
         let back = TransferReport::parse(&got.to_json()).unwrap();
-        assert_eq!((back.role, back.bytes, &back.hash), (got.role, got.bytes, &got.hash));
+        assert_eq!(
+            (back.role, back.bytes, &back.hash),
+            (got.role, got.bytes, &got.hash)
+        );
         assert!((back.secs - got.secs).abs() < 1e-6);
         assert!((back.mbit_s - got.mbit_s).abs() < 1e-6 * got.mbit_s.max(1.0));
     }

@@ -13,6 +13,7 @@
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`
+#   altroute-b        the same with the binary $ALTROUTE_B (A/B of two builds)
 #   altroute@ARG@ARG  the same with these extra `altroute run` arguments, e.g.
 #                     altroute@--pin=auto@--spin-us=50
 # Figures, each per system and round:
@@ -107,7 +108,9 @@ setup() { # system
     "$ALTROUTE" lab up --prefix "$P" >/dev/null || return 1
     local cfg; cfg=$(altroute_config "$sys")
     # shellcheck disable=SC2046
-    RUST_LOG=info "$ALTROUTE" run --config "$cfg" --netns "${P}rtr" $(altroute_args "$sys") $ALTROUTE_ARGS \
+    local bin=$ALTROUTE
+    [[ $sys == altroute-b* ]] && bin=${ALTROUTE_B:-$ALTROUTE}
+    RUST_LOG=info "$bin" run --config "$cfg" --netns "${P}rtr" $(altroute_args "$sys") $ALTROUTE_ARGS \
       >>"$OUT/$sys.log" 2>&1 &
     RPID=$!
   fi

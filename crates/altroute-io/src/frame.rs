@@ -101,7 +101,7 @@ pub struct RxFrame<'b> {
     d: &'b mut Desc,
 }
 
-impl RxFrame<'_> {
+impl<'b> RxFrame<'b> {
     /// The frame, from the MAC header.
     pub fn data(&self) -> &[u8] {
         let (s, e) = (self.d.start, self.d.end);
@@ -156,6 +156,18 @@ impl RxFrame<'_> {
     pub fn frame_and_tail_mut(&mut self) -> &mut [u8] {
         let s = self.d.start;
         self.d.buf_mut().get_mut(s..).unwrap_or(&mut [])
+    }
+
+    /// Like [`RxFrame::frame_and_tail_mut`], but consumes the view and keeps the batch's
+    /// borrow, so the buffers of several frames of one batch can be held at once (e.g. for a
+    /// batched pipeline). Use [`RxBatch::get_mut`] afterwards to reach the frame again.
+    pub fn into_frame_and_tail(self) -> &'b mut [u8] {
+        let d = self.d;
+        let s = d.start;
+        // SAFETY: as in `Desc::buf_mut`: the region belongs to this descriptor for the batch's
+        // lifetime `'b`, and consuming the only `&'b mut Desc` view hands that exclusivity on.
+        let b = unsafe { std::slice::from_raw_parts_mut(d.ptr, d.cap) };
+        b.get_mut(s..).unwrap_or(&mut [])
     }
 
     /// Sets the frame's length, growing it into the tail room or shortening it. Returns `false`

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use altroute_flow::{DownAction, Failback, GatewayId, GatewayState, Time};
 use altroute_io::{IoError, Notifier, Port, Steering, TxFrame, VnetHdr};
-use altroute_packet::pipeline::{Context, ControlReason, Counters, FrameMeta, Verdict};
+use altroute_packet::DropReason;
+use altroute_packet::pipeline::{Context, ControlReason, Counters, FrameMeta, Packet, Verdict};
 use altroute_packet::wire::MacAddr;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -247,30 +248,35 @@ enum Step {
     Drop,
 }
 
-/// Runs one frame through the pipeline: `buf` is the frame and the room after it, `len` the
-/// frame's length, `vnet` its offload header (updated for transmit).
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    ctx: &mut Context,
-    vnet_links: &[bool],
-    link: u8,
-    buf: &mut [u8],
-    len: usize,
-    vnet: &mut Option<VnetHdr>,
-    csum_not_ready: bool,
-    t: Time,
-) -> Step {
-    let mut meta = FrameMeta {
-        partial: match *vnet {
+/// The pipeline metadata of a received frame: where an unfinished checksum is (from the vnet
+/// header, or computed for a plain-mode "checksum not ready" frame) and whether it is GSO.
+fn frame_meta(frame: &[u8], vnet: Option<VnetHdr>, csum_not_ready: bool) -> FrameMeta {
+    FrameMeta {
+        partial: match vnet {
             Some(v) if v.flags & VnetHdr::F_NEEDS_CSUM != 0 => Some((v.csum_start, v.csum_offset)),
             Some(_) => None,
-            None if csum_not_ready => buf.get(..len).and_then(partial_offsets),
+            None if csum_not_ready => partial_offsets(frame),
             None => None,
         },
         gso: vnet.is_some_and(|v| v.is_gso()),
-    };
-    let start_before = meta.partial.map(|p| p.0);
-    let (out_link, new_len) = match ctx.process(buf, len, link, &mut meta, t) {
+    }
+}
+
+/// Turns a pipeline verdict into what to do with the frame, fixing up the offload header
+/// (`start_before`: the checksum start before the pipeline ran) and finishing the checksum when
+/// the out link has no vnet header. `buf` is the frame and the room after it.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &Context,
+    vnet_links: &[bool],
+    link: u8,
+    buf: &mut [u8],
+    verdict: Verdict,
+    mut meta: FrameMeta,
+    start_before: Option<u16>,
+    vnet: &mut Option<VnetHdr>,
+) -> Step {
+    let (out_link, new_len) = match verdict {
         Verdict::Forward { port, len } => {
             let out_link = ctx
                 .config()
@@ -317,6 +323,53 @@ fn handle(
     }
 }
 
+/// Runs one frame through the pipeline: `buf` is the frame and the room after it, `len` the
+/// frame's length, `vnet` its offload header (updated for transmit).
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    ctx: &mut Context,
+    vnet_links: &[bool],
+    link: u8,
+    buf: &mut [u8],
+    len: usize,
+    vnet: &mut Option<VnetHdr>,
+    csum_not_ready: bool,
+    t: Time,
+) -> Step {
+    let mut meta = frame_meta(buf.get(..len).unwrap_or(&[]), *vnet, csum_not_ready);
+    let start_before = meta.partial.map(|p| p.0);
+    let verdict = ctx.process(buf, len, link, &mut meta, t);
+    finish(
+        ctx,
+        vnet_links,
+        link,
+        buf,
+        verdict,
+        meta,
+        start_before,
+        vnet,
+    )
+}
+
+/// Per received frame of the current batch that this worker processes itself.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// Index in the RX batch.
+    idx: usize,
+    vnet: Option<VnetHdr>,
+    meta: FrameMeta,
+    start_before: Option<u16>,
+}
+
+/// Reuses a vector's allocation for the same type with another lifetime (empty in, empty out;
+/// the standard library collects in place when the layouts agree, as they do here).
+// `filter_map(|_| None)` is the element type change (`filter` cannot change the lifetime).
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'x, 'y>(mut v: Vec<Packet<'x>>) -> Vec<Packet<'y>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// Counters of the handoff path.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HandoffStats {
@@ -336,6 +389,9 @@ struct Scratch {
     handed_out: Vec<Out>,
     hstats: HandoffStats,
     ring_drops: Vec<u64>,
+    pending: Vec<Pending>,
+    pkts: Vec<Packet<'static>>,
+    verdicts: Vec<Verdict>,
     /// Per worker: something was queued to it in this round (wake it).
     queued_to: Vec<bool>,
 }
@@ -355,6 +411,9 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         handed_out: Vec::with_capacity(w.batch),
         hstats: HandoffStats::default(),
         ring_drops: vec![0u64; links],
+        pending: Vec::with_capacity(w.batch),
+        pkts: Vec::with_capacity(w.batch),
+        verdicts: vec![Verdict::Drop(DropReason::Other); w.batch],
         queued_to: vec![false; nworkers],
     };
     let mut last_stats = Instant::now();
@@ -443,7 +502,9 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
         return Ok(false);
     }
     s.outs.clear();
+    s.pending.clear();
     let mut sends = 0u32;
+    // 1. Hand off what others own; note the offload state of the rest.
     for i in 0..batch.len() {
         let Some(mut f) = batch.get_mut(i) else {
             s.outs.push(Out::None);
@@ -461,18 +522,62 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
                 continue;
             }
         }
-        let mut vnet = f.vnet().copied();
-        let csum_not_ready = f.meta().csum_not_ready;
-        let len = f.len();
-        let step = handle(
-            &mut w.ctx,
+        let vnet = f.vnet().copied();
+        let meta = frame_meta(f.data(), vnet, f.meta().csum_not_ready);
+        s.pending.push(Pending {
+            idx: i,
+            vnet,
+            meta,
+            start_before: meta.partial.map(|p| p.0),
+        });
+        s.outs.push(Out::None);
+    }
+    // 2. The whole batch through the pipeline at once (parse, batched flow lookups, handle).
+    {
+        let mut pkts = recycle(std::mem::take(&mut s.pkts));
+        let mut next = s.pending.iter().peekable();
+        for (i, f) in batch.iter_mut().enumerate() {
+            let Some(p) = next.next_if(|p| p.idx == i) else {
+                continue;
+            };
+            let len = f.len();
+            pkts.push(Packet {
+                buf: f.into_frame_and_tail(),
+                len,
+                link: link as u8,
+                meta: p.meta,
+            });
+        }
+        if s.verdicts.len() < pkts.len() {
+            s.verdicts
+                .resize(pkts.len(), Verdict::Drop(DropReason::Other));
+        }
+        w.ctx.process_batch(&mut pkts, t, &mut s.verdicts);
+        for (p, pk) in s.pending.iter_mut().zip(&pkts) {
+            p.meta = pk.meta;
+        }
+        s.pkts = recycle(pkts);
+    }
+    // 3. Verdicts: fix offload headers and lengths, pick the out link.
+    for (j, p) in s.pending.iter().enumerate() {
+        let Some(mut f) = batch.get_mut(p.idx) else {
+            continue;
+        };
+        let verdict = s
+            .verdicts
+            .get(j)
+            .copied()
+            .unwrap_or(Verdict::Drop(DropReason::Other));
+        let mut vnet = p.vnet;
+        let step = finish(
+            &w.ctx,
             &w.vnet,
             link as u8,
             f.frame_and_tail_mut(),
-            len,
+            verdict,
+            p.meta,
+            p.start_before,
             &mut vnet,
-            csum_not_ready,
-            t,
         );
         let out = match step {
             Step::Send { link: out, len } => {
@@ -498,7 +603,9 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
         if out == Out::None {
             f.drop_frame();
         }
-        s.outs.push(out);
+        if let Some(o) = s.outs.get_mut(p.idx) {
+            *o = out;
+        }
     }
     // Transmit, grouped by out link, straight from the ring.
     for out_link in 0..links {
@@ -752,6 +859,24 @@ mod tests {
         f[23] = 17;
         f[34..36].copy_from_slice(&(64u16 * 5).to_be_bytes());
         assert_eq!(hs[1].steering[0].worker(&f, 0), 5 % 3);
+    }
+
+    #[test]
+    fn recycled_packet_vectors_keep_their_allocation() {
+        let v: Vec<Packet<'static>> = Vec::with_capacity(64);
+        let ptr = v.as_ptr() as usize;
+        let mut buf = [0u8; 8];
+        let mut w: Vec<Packet<'_>> = recycle(v);
+        assert_eq!((w.as_ptr() as usize, w.capacity()), (ptr, 64));
+        w.push(Packet {
+            buf: &mut buf,
+            len: 8,
+            link: 0,
+            meta: FrameMeta::default(),
+        });
+        let back: Vec<Packet<'static>> = recycle(w);
+        assert!(back.is_empty());
+        assert_eq!((back.as_ptr() as usize, back.capacity()), (ptr, 64));
     }
 
     #[test]

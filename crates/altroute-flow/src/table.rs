@@ -924,17 +924,9 @@ impl FlowTable {
         if key.proto == proto::TCP && tcp_flags & tcpf::SYN == 0 && !self.cfg.tcp_loose {
             return Err(InsertError::NotSyn);
         }
-        let choice = policy::select(
-            &key,
-            Inputs {
-                gateways: &self.cfg.gateways,
-                failures: &self.failures,
-                policy: &self.cfg.policy,
-                overrides: &self.cfg.overrides,
-                now,
-            },
-        )
-        .inspect_err(|_| self.stats.no_gateway += 1)?;
+        let choice = self
+            .select(&key, now)
+            .inspect_err(|_| self.stats.no_gateway += 1)?;
         let hit = self.insert_with(
             key,
             choice.gateway,
@@ -1507,16 +1499,7 @@ impl FlowTable {
                 if !s.has(LIVE) || s.has(REJECT) || s.has(OVERRIDE) || s.has(INBOUND) {
                     continue;
                 }
-                let choice = policy::select(
-                    &s.key,
-                    Inputs {
-                        gateways: &self.cfg.gateways,
-                        failures: &self.failures,
-                        policy: &self.cfg.policy,
-                        overrides: &self.cfg.overrides,
-                        now,
-                    },
-                );
+                let choice = self.select(&s.key, now);
                 if choice.is_ok_and(|c| c.gateway == g) {
                     out.push(self.info(i));
                     self.mark_reject(i, now);
@@ -1573,12 +1556,10 @@ impl FlowTable {
             .map(|(i, _)| self.info(i))
     }
 
-    /// Which gateway `key` uses or would use, and why.
-    pub fn explain(&self, key: &FlowKey, now: Time) -> Explanation {
-        let flow = self.lookup(key).map(|h| self.info(h.flow.0 as usize));
-        let orig = flow.map_or(*key, |f| f.key);
-        let choice = policy::select(
-            &orig,
+    /// The policy's choice for a new flow with `key` now (overrides first).
+    fn select(&self, key: &FlowKey, now: Time) -> Result<Choice, NoGateway> {
+        policy::select(
+            key,
             Inputs {
                 gateways: &self.cfg.gateways,
                 failures: &self.failures,
@@ -1586,7 +1567,14 @@ impl FlowTable {
                 overrides: &self.cfg.overrides,
                 now,
             },
-        );
+        )
+    }
+
+    /// Which gateway `key` uses or would use, and why.
+    pub fn explain(&self, key: &FlowKey, now: Time) -> Explanation {
+        let flow = self.lookup(key).map(|h| self.info(h.flow.0 as usize));
+        let orig = flow.map_or(*key, |f| f.key);
+        let choice = self.select(&orig, now);
         Explanation {
             flow,
             choice,

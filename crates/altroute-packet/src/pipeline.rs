@@ -1177,9 +1177,25 @@ impl Context {
     }
 
     fn time_exceeded(&mut self, buf: &mut [u8], port: PortId, ip: Ip4, now: Time) -> Verdict {
+        let repr = wire::Icmpv4Repr::TimeExceeded { code: 0 };
+        self.send_icmp_error(buf, port, ip, now, &repr, DropReason::TtlExpired)
+    }
+
+    /// Answer the packet with an ICMP error from `port`'s address (rate limited, and never about
+    /// an ICMP error, a fragment or a broadcast: RFC 1812 §4.3.2.7). The packet itself is dropped
+    /// and counted under `reason` either way.
+    fn send_icmp_error(
+        &mut self,
+        buf: &mut [u8],
+        port: PortId,
+        ip: Ip4,
+        now: Time,
+        repr: &wire::Icmpv4Repr,
+        reason: DropReason,
+    ) -> Verdict {
         if !self.icmp_bucket.take(now) {
             self.counters.drops.inc(DropReason::IcmpRateLimited);
-            return self.drop(DropReason::TtlExpired);
+            return self.drop(reason);
         }
         let l2 = self.l2_back(buf, port, ip.vlan);
         let router = self.port_ip(port);
@@ -1187,15 +1203,15 @@ impl Context {
             return self.drop(DropReason::Other);
         };
         if !build::may_send_icmp_error(original) {
-            return self.drop(DropReason::TtlExpired);
+            return self.drop(reason);
         }
-        match build::icmp_time_exceeded(&mut self.scratch, &l2, router, original) {
+        match build::icmp_error(&mut self.scratch, &l2, router, repr, original) {
             Ok(n) => {
                 self.counters.icmp_errors += 1;
-                self.counters.drops.inc(DropReason::TtlExpired);
+                self.counters.drops.inc(reason);
                 self.answer(buf, n)
             }
-            Err(_) => self.drop(DropReason::TtlExpired),
+            Err(_) => self.drop(reason),
         }
     }
 
@@ -1257,22 +1273,11 @@ impl Context {
         if !ip.df {
             return Some(self.drop(DropReason::TooLongForEgress));
         }
-        if !self.icmp_bucket.take(now) {
-            return Some(self.drop(DropReason::FragNeeded));
-        }
-        let l2 = self.l2_back(buf, in_port, ip.vlan);
-        let router = self.port_ip(in_port);
-        let original = buf.get(ip.l3..ip.ip_end)?;
-        Some(
-            match build::icmp_frag_needed(&mut self.scratch, &l2, router, mtu as u16, original) {
-                Ok(n) => {
-                    self.counters.icmp_errors += 1;
-                    self.counters.drops.inc(DropReason::FragNeeded);
-                    self.answer(buf, n)
-                }
-                Err(_) => self.drop(DropReason::FragNeeded),
-            },
-        )
+        let repr = wire::Icmpv4Repr::DstUnreachable {
+            code: wire::UnreachableCode::FragNeeded,
+            next_hop_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+        };
+        Some(self.send_icmp_error(buf, in_port, ip, now, &repr, DropReason::FragNeeded))
     }
 
     /// Replace the frame by an ARP request for `target` on `out` (at most one per target per

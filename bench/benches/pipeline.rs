@@ -7,11 +7,15 @@
 //!
 //! - `pipeline_steady/{flows}/b{batch}`: 1k, 64k and 1M flows, each established beforehand
 //!   through the pipeline itself (TCP SYN, SYN-ACK, ACK; UDP out and back), so every frame takes
-//!   the steady-state path: fast parse, batched lookup (a hit), `update`, NAT rewrite with RFC 1624
+//!   the steady-state path: fast parse, batched lookup (a hit), the established-flow fast path
+//!   (`established` + `touch` on the flow), NAT rewrite with RFC 1624
 //!   checksums, TTL, MACs. The traffic (generated at bench time, see `altroute_bench::pipeline`)
 //!   is 64–80 B frames, 3/4 TCP ACK with payload and 1/4 UDP, visiting every (flow, direction)
 //!   pair once in shuffled order (at 1M flows, 256k of the 2M pairs), LAN→WAN and WAN→LAN mixed.
 //!   One iteration is 16 384 frames in batches of 32..256.
+//! - `pipeline_variant/{flows}/{acct_off,full_path}_b32`: the same at batch 32 with one setting
+//!   changed: per-flow accounting off (as Linux's `nf_conntrack_acct` defaults), or the
+//!   established-flow fast path off (every frame through the full path), for A/B.
 //! - Frames are rewritten in place, so each must be restored before it is processed again: before
 //!   every batch its frames are copied (a fixed 80 B each) from the pristine trace into the next
 //!   slots of a 1024-slot ring, as an RX ring would be filled. `pipeline_reset_only/{flows}` times
@@ -41,7 +45,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use altroute_bench::pipeline::{
-    NOW, RING, Replay, STRIDE, Trace, context, establish, steady_trace, syn_trace,
+    NOW, RING, Replay, STRIDE, Trace, context, context_with, establish, steady_trace, syn_trace,
 };
 use altroute_bench::{BenchClock, Rng, lan_keys};
 use altroute_flow::FlowKey;
@@ -59,8 +63,13 @@ const NEW_FLOWS: usize = 1 << 16;
 
 /// An established context with `n` flows and its shuffled steady-state trace.
 fn steady(n: usize) -> (Context, Trace) {
+    steady_with(n, true)
+}
+
+/// [`steady`] with per-flow accounting on or off.
+fn steady_with(n: usize, accounting: bool) -> (Context, Trace) {
     let keys = lan_keys(n, 1);
-    let mut ctx = context(n as u32);
+    let mut ctx = context_with(n as u32, accounting);
     let flows = establish(&mut ctx, &keys);
     let trace = steady_trace(&flows, MAX_TRACE, 2);
     // Every frame must take the forwarding path, or the bench measures something else.
@@ -95,6 +104,30 @@ fn pipeline_steady(c: &mut Criterion) {
         }
         let expected_drops = ctx.counters.drops.total();
         assert_eq!(expected_drops, 0, "{:?}", ctx.counters.drops);
+    }
+    g.finish();
+    // Batch 32, one setting changed at a time: per-flow accounting off (one random cache line
+    // less per packet), and the established-flow fast path off (every frame on the full path).
+    let mut g = c.benchmark_group("pipeline_variant");
+    g.throughput(Throughput::Elements(PER_ITER as u64));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, name) in &SIZES {
+        for variant in ["acct_off", "full_path"] {
+            let (mut ctx, trace) = steady_with(n, variant != "acct_off");
+            ctx.set_fast_path(variant != "full_path");
+            let mut ring = vec![0u8; RING * STRIDE];
+            let mut r = Replay::new(&mut ring);
+            g.bench_function(BenchmarkId::new(name, format!("{variant}_b32")), |bch| {
+                bch.iter_custom(|iters| {
+                    clock.iters(iters, || {
+                        black_box(r.run(&mut ctx, &trace, 32, PER_ITER, NOW));
+                    })
+                })
+            });
+            assert_eq!(ctx.counters.drops.total(), 0, "{:?}", ctx.counters.drops);
+        }
     }
     g.finish();
     let mut g = c.benchmark_group("pipeline_reset_only");

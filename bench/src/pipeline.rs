@@ -48,9 +48,14 @@ pub fn host_mac(a: Ipv4Addr) -> MacAddr {
 /// table holds up to `max_flows` flows, accounting on, default options (IPv4 header checksums
 /// verified).
 pub fn context(max_flows: u32) -> Context {
+    context_with(max_flows, true)
+}
+
+/// [`context`] with per-flow accounting (packet and byte counters) on or off.
+pub fn context_with(max_flows: u32, accounting: bool) -> Context {
     let table = FlowTable::new(TableConfig {
         max_flows,
-        accounting: true,
+        accounting,
         gateways: vec![
             Gateway::new("isp1", Some(EXT[0].into())).weight(4),
             Gateway::new("isp2", Some(EXT[1].into())),

@@ -8,12 +8,13 @@
 //! --toggle-collect='*Replay*run*'`).
 //!
 //! With `syn` as the fourth argument it replays 64k connection-opening frames into a table holding
-//! `FLOWS` flows instead (one pass, then the new flows are removed, repeated).
+//! `FLOWS` flows instead (one pass, then the new flows are removed, repeated). With `noacct` it
+//! turns per-flow accounting off, with `full` the established-flow fast path.
 
 use std::time::{Duration, Instant};
 
 use altroute_bench::pipeline::{
-    NOW, RING, Replay, STRIDE, context, establish, steady_trace, syn_trace,
+    NOW, RING, Replay, STRIDE, context, context_with, establish, steady_trace, syn_trace,
 };
 use altroute_bench::{lan_keys, thread_cpu_time};
 
@@ -24,6 +25,8 @@ fn main() {
     let b = arg(2, 32);
     let secs = arg(3, 5) as u64;
     let syn = args.get(4).is_some_and(|s| s == "syn");
+    let accounting = args.get(4).is_none_or(|s| s != "noacct");
+    let fast_path = args.get(4).is_none_or(|s| s != "full");
     let mut ring = vec![0u8; RING * STRIDE];
     let mut r = Replay::new(&mut ring);
     if syn {
@@ -61,7 +64,8 @@ fn main() {
         return;
     }
     let keys = lan_keys(n, 1);
-    let mut ctx = context(n as u32);
+    let mut ctx = context_with(n as u32, accounting);
+    ctx.set_fast_path(fast_path);
     let flows = establish(&mut ctx, &keys);
     let trace = steady_trace(&flows, 1 << 18, 2);
     let per = 16_384;

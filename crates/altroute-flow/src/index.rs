@@ -21,6 +21,20 @@ struct Bucket {
 
 const _: () = assert!(core::mem::size_of::<Bucket>() == 64);
 
+impl Bucket {
+    /// A bit per lane whose tag is `t`. All seven tags are compared at once (the compiler turns
+    /// this into one vector compare and a mask), so a probe visits only matching lanes: usually
+    /// exactly one.
+    #[inline(always)]
+    fn matches(&self, t: u32) -> u32 {
+        let mut hits = 0u32;
+        for (lane, &x) in self.tags.iter().enumerate() {
+            hits |= u32::from(x == t) << lane;
+        }
+        hits
+    }
+}
+
 const EMPTY: Bucket = Bucket {
     tags: [0; 7],
     overflow: 0,
@@ -79,10 +93,12 @@ impl Index {
     /// most likely return (the batch lookups load what it points at before probing).
     #[inline(always)]
     pub(crate) fn candidate(&self, h: u64) -> Option<u32> {
-        let t = tag_of(h);
         let b = self.buckets.get(self.home(h))?;
-        let lane = b.tags.iter().position(|&x| x == t)?;
-        b.vals.get(lane).copied()
+        let hits = b.matches(tag_of(h));
+        if hits == 0 {
+            return None;
+        }
+        b.vals.get(hits.trailing_zeros() as usize).copied()
     }
 
     /// The first value under hash `h` that `matches` accepts.
@@ -92,9 +108,14 @@ impl Index {
         let mut b = self.home(h);
         for _ in 0..self.buckets.len() {
             let bucket = &self.buckets[b];
-            for lane in 0..7 {
-                if bucket.tags[lane] == t && matches(bucket.vals[lane]) {
-                    return Some(bucket.vals[lane]);
+            let mut hits = bucket.matches(t);
+            while hits != 0 {
+                let lane = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                if let Some(&v) = bucket.vals.get(lane)
+                    && matches(v)
+                {
+                    return Some(v);
                 }
             }
             if bucket.overflow == 0 {

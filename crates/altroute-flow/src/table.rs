@@ -676,9 +676,22 @@ impl FlowTable {
     /// Look up a batch of keys, writing one result per key into `out` (which must be at least as
     /// long as `keys`; extra keys are ignored). Hashes every key first and loads each home bucket
     /// and candidate slot before probing, so the memory accesses of the batch overlap.
+    #[inline]
     pub fn lookup_batch(&self, keys: &[FlowKey], out: &mut [Option<Hit>]) {
+        self.lookup_batch_by(keys.len(), |i| keys.get(i), out);
+    }
+
+    /// [`FlowTable::lookup_batch`] over keys that live elsewhere (in the caller's parse results,
+    /// say): `key(i)` is the `i`th of `n` keys, or `None` for a slot without one (its result is
+    /// `None`). Saves copying the keys into an array first.
+    pub fn lookup_batch_by<'k>(
+        &self,
+        n: usize,
+        key: impl Fn(usize) -> Option<&'k FlowKey>,
+        out: &mut [Option<Hit>],
+    ) {
         const CHUNK: usize = 32;
-        let n = keys.len().min(out.len());
+        let n = n.min(out.len());
         let mut hashes = [0u64; CHUNK];
         let mut start = 0;
         while start < n {
@@ -687,8 +700,8 @@ impl FlowTable {
             // that misses holds up retirement, so misses overlap only when their loads sit close
             // together in the instruction stream. Hence hash first, then a tight loop of loads.
             let m = end - start;
-            for (h, k) in hashes.iter_mut().zip(&keys[start..end]) {
-                *h = k.hash64();
+            for (i, h) in hashes[..m].iter_mut().enumerate() {
+                *h = key(start + i).map_or(0, FlowKey::hash64);
             }
             let mut sink = 0u32;
             for &h in &hashes[..m] {
@@ -712,8 +725,8 @@ impl FlowTable {
                 sink = sink.wrapping_add(self.acct.get(i).map_or(0, |c| c.packets[0]));
             }
             core::hint::black_box(sink);
-            for (i, k) in keys[start..end].iter().enumerate() {
-                out[start + i] = self.lookup_hashed(k, hashes[i]);
+            for (i, o) in out[start..end].iter_mut().enumerate() {
+                *o = key(start + i).and_then(|k| self.lookup_hashed(k, hashes[i]));
             }
             start = end;
         }
@@ -730,6 +743,47 @@ impl FlowTable {
     }
 
     // ----- updates (per packet) -----
+
+    /// The packet fast path's half of [`FlowTable::update`], read only: the flow of `hit` if a
+    /// packet with TCP flags `tcp_flags` is the common case (the flow is live and not marked for
+    /// reject; not TCP, or an established TCP connection and no SYN, FIN or RST), for which
+    /// `update` would only account it and return [`Update::Forward`]. `None` means: call
+    /// `update` (nothing was changed). The caller makes its own checks on the returned view, then
+    /// calls [`FlowTable::touch`] to account the packet.
+    #[inline]
+    pub fn established(&self, hit: Hit, tcp_flags: u8) -> Option<FlowRef<'_>> {
+        let s = self.slots.get(hit.flow.0 as usize)?;
+        if s.flags & (LIVE | REJECT) != LIVE {
+            return None;
+        }
+        if s.key.proto == proto::TCP
+            && (tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) != 0
+                || s.tcp() != TcpState::Established)
+        {
+            return None;
+        }
+        Some(FlowRef { t: self, s })
+    }
+
+    /// Account a packet of `bytes` bytes on a flow that [`FlowTable::established`] accepted
+    /// (for the same packet): exactly what [`FlowTable::update`] does in that case (last seen,
+    /// counters, the replied mark), without the TCP state machine.
+    #[inline]
+    pub fn touch(&mut self, hit: Hit, now: Time, bytes: u32) {
+        let i = hit.flow.0 as usize;
+        let Some(s) = self.slots.get_mut(i) else {
+            return;
+        };
+        s.last_seen = now.secs32();
+        if hit.dir == Dir::Reply {
+            s.flags |= REPLIED;
+        }
+        if let Some(c) = self.acct.get_mut(i) {
+            let d = hit.dir as usize;
+            c.packets[d] += 1;
+            c.bytes[d] += u64::from(bytes);
+        }
+    }
 
     /// Account a packet of `bytes` bytes with TCP flags `tcp_flags` (0 for other protocols) on a
     /// flow found by a lookup, advance its TCP state, and apply SYN-retry rotation.
@@ -1637,6 +1691,12 @@ impl FlowRef<'_> {
     #[inline]
     pub fn syns(&self) -> u8 {
         self.s.syns
+    }
+
+    /// Why it takes its gateway (or why it has none).
+    #[inline]
+    pub fn reason(&self) -> ReasonKind {
+        self.s.reason()
     }
 }
 

@@ -215,6 +215,18 @@ fn ipv4_header_ok(h: &[u8; 20]) -> bool {
 /// checked once and every later read is from a fixed-size copy or a checked sub-slice.
 #[inline]
 pub fn parse(frame: &[u8], opts: FastOptions) -> FastParse {
+    parse_inline(frame, opts)
+}
+
+/// [`parse`] writing its result into `out` (a batch parses into an array in place: no copy of
+/// the result, and no store-to-load stall on it).
+#[inline(never)]
+pub fn parse_into(frame: &[u8], opts: FastOptions, out: &mut FastParse) {
+    *out = parse_inline(frame, opts);
+}
+
+#[inline(always)]
+fn parse_inline(frame: &[u8], opts: FastOptions) -> FastParse {
     use FastParse::{Drop, Slow};
     // --- L2 ---
     let Some(l2) = frame.get(..14) else {

@@ -843,3 +843,57 @@ fn removing_one_of_n_moves_only_its_share() {
         assert!(frac <= 1.0 / n as f64 + 0.02, "n={n}: moved {frac}");
     }
 }
+
+proptest! {
+    /// `established` + `touch` (the packet fast path) leave a table exactly as `update` does,
+    /// whenever `established` accepts the packet; whenever it refuses, nothing has changed.
+    #[test]
+    fn established_and_touch_equal_update(
+        pkts in proptest::collection::vec((0u16..4, any::<bool>(), prop_oneof![
+            6 => Just(ACK), 2 => Just(SYN), 2 => Just(SYN | ACK), 1 => Just(FIN | ACK), 1 => Just(RST), 1 => Just(0u8)
+        ], 0u64..5, any::<bool>()), 1..200),
+        accounting in any::<bool>(),
+    ) {
+        let cfg = TableConfig { accounting, ..two_gw((1, 1)) };
+        let (mut a, mut b) = (table(cfg.clone()), table(cfg));
+        let mut now = T0;
+        for (port, from_remote, flags, wait, udp) in pkts {
+            now = now.plus_secs(wait);
+            let key = if udp {
+                FlowKey::v4(LAN, SRV, proto::UDP, 50000 + port, 53)
+            } else {
+                tcp(40000 + port, 443)
+            };
+            let hit = match a.lookup(&key) {
+                Some(h) => h,
+                None => {
+                    let ra = a.insert(key, now, true, flags);
+                    let rb = b.insert(key, now, true, flags);
+                    prop_assert_eq!(ra.is_ok(), rb.is_ok());
+                    continue;
+                }
+            };
+            let hit = if from_remote {
+                let r = reply_of(&a, hit);
+                match a.lookup(&r) { Some(h) => h, None => continue }
+            } else {
+                hit
+            };
+            let flags = if udp { 0 } else { flags };
+            let ua = a.update(hit, now, flags, 100);
+            let before: Vec<FlowInfo> = b.iter().collect();
+            if b.established(hit, flags).is_some() {
+                prop_assert_eq!(ua, Update::Forward);
+                b.touch(hit, now, 100);
+            } else {
+                let after: Vec<FlowInfo> = b.iter().collect();
+                prop_assert_eq!(&before, &after);
+                let ub = b.update(hit, now, flags, 100);
+                prop_assert_eq!(ua, ub);
+            }
+            let (fa, fb): (Vec<FlowInfo>, Vec<FlowInfo>) = (a.iter().collect(), b.iter().collect());
+            prop_assert_eq!(fa, fb);
+            prop_assert_eq!(a.stats(), b.stats());
+        }
+    }
+}

@@ -715,3 +715,272 @@ fn arp_requests_sent_to_resolve_count_their_bytes() {
         "tx_bytes counts what tx_frames counts"
     );
 }
+
+// ----- the established-flow fast path against the full path -----
+
+/// One step of random traffic for [`fast_path_is_invisible`].
+#[derive(Clone, Debug)]
+enum Step {
+    /// A TCP segment from a LAN host: (host index, source port index, flags, TTL, other MAC).
+    LanTcp(u8, u8, u8, u8, bool),
+    /// A UDP datagram from a LAN host: (host index, source port index).
+    LanUdp(u8, u8),
+    /// The answer to the `n`th frame forwarded out of a WAN so far, with these TCP flags (ignored
+    /// for UDP) and TTL.
+    Reply(u16, u8, u8),
+    /// A frame forwarded earlier, replayed with one byte changed (at offset `n % len`).
+    Mangled(u16, u16, u8),
+    /// Time passes (seconds).
+    Wait(u8),
+    /// Gateway `g` goes down (flows reset) or comes back.
+    Link(u8, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    use proptest::prelude::*;
+    // Mostly what makes connections established, some of what ends them.
+    let flags = prop_oneof![
+        12 => Just(ACK),
+        3 => Just(SYN),
+        1 => Just(ACK | 0x01), // FIN
+        1 => Just(RST),
+    ];
+    let reply_flags = prop_oneof![
+        8 => Just(ACK),
+        4 => Just(SYN | ACK),
+        1 => Just(ACK | 0x01), // FIN
+        1 => Just(RST),
+    ];
+    let ttl = prop_oneof![8 => Just(64u8), 1 => Just(1u8)];
+    prop_oneof![
+        20 => (0u8..3, 0u8..6, flags, ttl.clone(), proptest::bool::weighted(0.05))
+            .prop_map(|(h, p, f, t, m)| Step::LanTcp(h, p, f, t, m)),
+        8 => (0u8..3, 0u8..6).prop_map(|(h, p)| Step::LanUdp(h, p)),
+        24 => (any::<u16>(), reply_flags, ttl).prop_map(|(n, f, t)| Step::Reply(n, f, t)),
+        2 => (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(n, o, b)| Step::Mangled(n, o, b)),
+        2 => (0u8..40).prop_map(Step::Wait),
+        1 => (0u8..2, any::<bool>()).prop_map(|(g, up)| Step::Link(g, up)),
+    ]
+}
+
+use proptest::strategy::Strategy;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The fast path only ever takes packets the full path would treat exactly the same way: two
+    /// routers fed the same random traffic in the same batches, one with the fast path and one
+    /// without, produce the same frames, verdicts, counters and flow tables.
+    #[test]
+    fn fast_path_is_invisible(
+        steps in proptest::collection::vec(step(), 1..400),
+        batch in 1usize..48,
+        lan_vlan in proptest::bool::weighted(0.2),
+    ) {
+        let vlan = lan_vlan.then_some(7);
+        let (mut fast, mut full) = (ctx((3, 1), vlan), ctx((3, 1), vlan));
+        full.set_fast_path(false);
+        let hosts = [HOST, HOST2, [10, 0, 0, 4]];
+        let host_mac = |h: usize, other: bool| MacAddr([2, 0, 0, 0, 0, 0x40 + h as u8 + if other { 8 } else { 0 }]);
+        // Frames sent out of a WAN so far (output bytes, out port), for replies.
+        let mut sent: Vec<(Vec<u8>, PortId)> = Vec::new();
+        let mut now = T;
+        let lan_tag = |f: Vec<u8>| -> Vec<u8> {
+            match vlan {
+                None => f,
+                Some(v) => {
+                    let mut t = f[..12].to_vec();
+                    t.extend_from_slice(&[0x81, 0x00, 0, v as u8]);
+                    t.extend_from_slice(&f[12..]);
+                    t
+                }
+            }
+        };
+        let mut i = 0;
+        while i < steps.len() {
+            // One batch of frames (other steps act between batches).
+            let mut frames: Vec<(Vec<u8>, u8, bool)> = Vec::new();
+            while i < steps.len() && frames.len() < batch {
+                match steps[i] {
+                    Step::LanTcp(h, p, fl, ttl, other) => {
+                        let h = usize::from(h);
+                        let f = tcp_frame(host_mac(h, other), LAN_MAC, hosts[h], SRV, 40000 + u16::from(p), 443, fl, ttl);
+                        frames.push((lan_tag(f), 0, false));
+                    }
+                    Step::LanUdp(h, p) => {
+                        let h = usize::from(h);
+                        let f = udp_frame(host_mac(h, false), LAN_MAC, hosts[h], SRV, 50000 + u16::from(p), 53);
+                        frames.push((lan_tag(f), 0, false));
+                    }
+                    Step::Reply(n, fl, ttl) => {
+                        if sent.is_empty() {
+                            i += 1;
+                            continue;
+                        }
+                        let (out, port) = &sent[usize::from(n) % sent.len()];
+                        let (src, dst, pr) = ips(out);
+                        let (sp, dp) = ports(out);
+                        let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
+                        let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
+                        let f = if pr == proto::TCP {
+                            tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, fl, ttl)
+                        } else {
+                            udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
+                        };
+                        frames.push((f, port.0, false));
+                    }
+                    Step::Mangled(n, at, b) => {
+                        if let Some((out, port)) = sent.get(usize::from(n) % sent.len().max(1)) {
+                            let (src, dst, pr) = ips(out);
+                            let (sp, dp) = ports(out);
+                            let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
+                            let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
+                            let mut f = if pr == proto::TCP {
+                                tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, ACK, 64)
+                            } else {
+                                udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
+                            };
+                            let k = usize::from(at) % f.len();
+                            f[k] ^= b | 1;
+                            frames.push((f, port.0, true));
+                        }
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+            if !frames.is_empty() {
+                let mut outs: Vec<Vec<Vec<u8>>> = Vec::new();
+                let mut verdicts: Vec<Vec<Verdict>> = Vec::new();
+                for c in [&mut fast, &mut full] {
+                    let mut bufs: Vec<Vec<u8>> = frames
+                        .iter()
+                        .map(|(f, _, _)| {
+                            let mut v = f.clone();
+                            v.resize(f.len() + 64, 0);
+                            v
+                        })
+                        .collect();
+                    let mut pkts: Vec<Packet<'_>> = bufs
+                        .iter_mut()
+                        .zip(&frames)
+                        .map(|(buf, (f, link, _))| Packet {
+                            len: f.len(),
+                            buf: buf.as_mut_slice(),
+                            link: *link,
+                            meta: FrameMeta::default(),
+                        })
+                        .collect();
+                    let mut v = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+                    c.process_batch(&mut pkts, now, &mut v);
+                    let lens: Vec<usize> = v
+                        .iter()
+                        .map(|v| match v {
+                            Verdict::Forward { len, .. } | Verdict::Reply { len } => *len,
+                            _ => 0,
+                        })
+                        .collect();
+                    drop(pkts);
+                    outs.push(bufs.into_iter().zip(lens).map(|(mut b, l)| { b.truncate(l); b }).collect());
+                    verdicts.push(v);
+                }
+                proptest::prop_assert_eq!(&verdicts[0], &verdicts[1]);
+                proptest::prop_assert_eq!(&outs[0], &outs[1]);
+                for ((out, v), (_, _, mangled)) in outs[0].iter().zip(&verdicts[0]).zip(&frames) {
+                    if let Verdict::Forward { port, .. } = v
+                        && !mangled
+                    {
+                        assert_checksums(out);
+                        if port.0 != 0 && out.len() > 14 && out[12..14] == [0x08, 0x00] {
+                            sent.push((out.clone(), *port));
+                        }
+                    }
+                }
+            }
+            match steps.get(i) {
+                Some(&Step::Wait(s)) => {
+                    now = now.plus_secs(u64::from(s));
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    fast.table.expire(now, 0, &mut a);
+                    full.table.expire(now, 0, &mut b);
+                    proptest::prop_assert_eq!(a, b);
+                    i += 1;
+                }
+                Some(&Step::Link(g, up)) => {
+                    let g = GatewayId(g);
+                    if up {
+                        let a = fast.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                        let b = full.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                        proptest::prop_assert_eq!(a, b);
+                    } else {
+                        let a = fast.table.gateway_down(g, now, DownAction::Reset);
+                        let b = full.table.gateway_down(g, now, DownAction::Reset);
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                    i += 1;
+                }
+                _ => {}
+            }
+        }
+        let fast_frames = fast.counters.fast_path;
+        fast.counters.fast_path = 0;
+        proptest::prop_assert_eq!(&fast.counters, &full.counters);
+        proptest::prop_assert_eq!(fast.table.stats(), full.table.stats());
+        let (a, b): (Vec<_>, Vec<_>) = (fast.table.iter().collect(), full.table.iter().collect());
+        proptest::prop_assert_eq!(a, b);
+        proptest::prop_assert_eq!(full.counters.fast_path, 0);
+        let _ = fast_frames;
+    }
+}
+
+/// The fast path does take the common case (else the test above would prove nothing): an
+/// established TCP connection and a UDP flow, both directions, all on the fast path.
+#[test]
+fn fast_path_takes_established_flows() {
+    let mut c = ctx((1, 0), None);
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(&mut c, &syn, 0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    let synack = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60);
+    run(&mut c, &synack, 1);
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(&mut c, &ack, 0);
+    let udp = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 50000, 53);
+    let (_, uout) = run(&mut c, &udp, 0);
+    let (usp, _) = ports(&uout);
+    assert_eq!(c.counters.fast_path, 0, "single frames take the full path");
+    let back = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, ACK, 60);
+    let uback = udp_frame(G1_MAC, W1_MAC, SRV, src, 53, usp);
+    let frames = [(ack, 0u8), (back, 1), (udp, 0), (uback, 1)];
+    let mut bufs: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|(f, _)| {
+            let mut v = f.clone();
+            v.resize(f.len() + 64, 0);
+            v
+        })
+        .collect();
+    let mut pkts: Vec<Packet<'_>> = bufs
+        .iter_mut()
+        .zip(&frames)
+        .map(|(buf, (f, link))| Packet {
+            len: f.len(),
+            buf: buf.as_mut_slice(),
+            link: *link,
+            meta: FrameMeta::default(),
+        })
+        .collect();
+    let mut v = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+    c.process_batch(&mut pkts, T, &mut v);
+    assert!(
+        v.iter().all(|v| matches!(v, Verdict::Forward { .. })),
+        "{v:?}"
+    );
+    assert_eq!(c.counters.fast_path, 4);
+    for (p, v) in pkts.iter().zip(&v) {
+        if let Verdict::Forward { len, .. } = v {
+            assert_checksums(&p.buf[..*len]);
+        }
+    }
+}

@@ -54,7 +54,7 @@ fn files_with(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
 }
 
 /// The replay command line of a scenario, as a user would type it.
-fn command_line(dir: &Path, out: &Path, time_from_capture: bool) -> Vec<OsString> {
+fn command_line(dir: &Path, out: &Path, time_from_capture: bool, batch: usize) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "replay".into(),
         "--config".into(),
@@ -70,16 +70,23 @@ fn command_line(dir: &Path, out: &Path, time_from_capture: bool) -> Vec<OsString
     if time_from_capture {
         a.push("--time-from-capture".into());
     }
+    if batch > 1 {
+        a.extend(["--batch".into(), batch.to_string().into()]);
+    }
     a
 }
 
 fn run(dir: &Path, time_from_capture: bool) -> (Report, replay::ReplayArgs) {
+    run_batched(dir, time_from_capture, 1)
+}
+
+fn run_batched(dir: &Path, time_from_capture: bool, batch: usize) -> (Report, replay::ReplayArgs) {
     let out = std::env::temp_dir().join(format!(
         "altroute-golden-{}-{}",
         std::process::id(),
         dir.file_name().unwrap().to_string_lossy()
     ));
-    let cli = Cli::try_parse_from(command_line(dir, &out, time_from_capture)).unwrap();
+    let cli = Cli::try_parse_from(command_line(dir, &out, time_from_capture, batch)).unwrap();
     let (cfg, opts) = cli.args.resolve().unwrap();
     (replay::replay(&cfg, &opts).unwrap(), cli.args)
 }
@@ -160,13 +167,27 @@ fn diff(what: &str, expected: &[CapFrame], actual: &[OutFrame]) -> Option<String
     (!s.is_empty()).then_some(s)
 }
 
+/// The `established` scenario's data rounds do take the fast path when batched.
+#[test]
+fn batched_replay_takes_the_fast_path() {
+    let dir = fixtures_dir().join("established");
+    let (one, _) = run_batched(&dir, false, 1);
+    let (batched, _) = run_batched(&dir, false, 32);
+    assert_eq!(one.counters.fast_path, 0);
+    assert!(batched.counters.fast_path >= 90, "{}", batched.summary());
+    assert_eq!(batched.forward, batched.frames, "{}", batched.summary());
+}
+
+/// Each scenario is replayed one frame at a time (`process`: the full path) and in batches of 32
+/// (`process_batch`: batched lookups and the established-flow fast path, as the daemon's workers
+/// run it); both must give the expected frames.
 #[test]
 fn every_scenario_matches_its_expected_output() {
     let mut failures = String::new();
     for dir in scenario_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        for tfc in [false, true] {
-            let (report, _) = run(&dir, tfc);
+        for (tfc, batch) in [(false, 1), (true, 1), (false, 32), (true, 32)] {
+            let (report, _) = run_batched(&dir, tfc, batch);
             let expected = files_with(&dir, "expected-");
             assert_eq!(
                 expected
@@ -183,7 +204,7 @@ fn every_scenario_matches_its_expected_output() {
                     .output(&port)
                     .unwrap_or_else(|| panic!("{name}: no port {port}"));
                 if let Some(d) = diff(
-                    &format!("{name}/{port} (time-from-capture {tfc})"),
+                    &format!("{name}/{port} (time-from-capture {tfc}, batch {batch})"),
                     &want,
                     got,
                 ) {
@@ -397,7 +418,7 @@ fn the_checker_catches_a_bad_checksum() {
 fn the_binary_replays_a_shipped_fixture() {
     let dir = fixtures_dir().join("nat");
     let out = std::env::temp_dir().join(format!("altroute-golden-bin-{}", std::process::id()));
-    let mut args = command_line(&dir, &out, false);
+    let mut args = command_line(&dir, &out, false, 1);
     args.remove(0);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_altroute"))
         .arg("replay")

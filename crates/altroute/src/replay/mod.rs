@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use altroute_flow::{DownAction, Failback, FlowTable, GatewayId, Time};
-use altroute_packet::pipeline::{Context, Counters, FrameMeta, MAX_FRAME, Verdict};
+use altroute_packet::pipeline::{Context, Counters, FrameMeta, MAX_FRAME, Packet, Verdict};
 use altroute_packet::wire::MacAddr;
 
 use crate::build::{self, BuildError};
@@ -109,6 +109,11 @@ pub struct ReplayArgs {
     /// Bring a gateway back up just before packet N (repeatable).
     #[arg(long, value_name = "GATEWAY@N")]
     pub up: Vec<Event>,
+    /// Hand the pipeline up to N frames at a time (`process_batch`, as the daemon's workers do,
+    /// one clock reading per batch: the first frame's time), instead of one frame at a time
+    /// (`process`). A batch never spans a `--down`/`--up` event.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// One capture and the port it arrives on.
@@ -131,6 +136,8 @@ pub struct Options {
     pub down: Vec<Event>,
     /// Gateways coming back.
     pub up: Vec<Event>,
+    /// Frames per `process_batch` call; 0 or 1: one `process` call per frame.
+    pub batch: usize,
 }
 
 /// Why a replay could not run. Each message is complete (no separate source to print).
@@ -197,6 +204,7 @@ impl ReplayArgs {
                 })
                 .collect(),
             time_from_capture: self.time_from_capture,
+            batch: self.batch,
             down: self.down.clone(),
             up: self.up.clone(),
         };
@@ -368,13 +376,17 @@ pub fn replay_frames(
     let first_ts = order.first().map_or(0, |o| o.0);
     let mut last_ms = 0u64;
     let mut expired = Vec::new();
-    let mut buf = vec![0u8; MAX_FRAME + 64];
+    let batch = opts.batch.max(1);
+    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; MAX_FRAME + 64]; batch];
+    // Per batch: (index into `order`, link) of each frame handed to the pipeline.
+    let mut taken: Vec<(usize, u8)> = Vec::with_capacity(batch);
+    let mut verdicts = vec![Verdict::Drop(altroute_packet::DropReason::Other); batch];
     let mut next_event = 0;
-    for (n, &(ts, f, i)) in order.iter().enumerate() {
-        let (in_port, frames) = &files[f];
-        let frame = &frames[i];
+    let mut n = 0;
+    while n < order.len() {
+        // The clock and the gateway events of the batch's first frame.
         let ms = if opts.time_from_capture {
-            (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms)
+            (order[n].0.saturating_sub(first_ts) / 1_000_000).max(last_ms)
         } else {
             n as u64
         };
@@ -393,45 +405,78 @@ pub fn replay_frames(
         }
         expired.clear();
         ctx.table.expire(now, 256, &mut expired);
-        if frame.is_truncated() {
-            report.truncated += 1;
-            continue;
+        // The batch: up to `batch` frames, ending before the frame the next event precedes.
+        let mut end = (n + batch).min(order.len());
+        if let Some(&(at, _, _)) = events.get(next_event) {
+            end = end.min(at.saturating_sub(1).max(n + 1));
         }
-        let len = frame.data.len();
-        if buf.len() < len + 64 {
-            // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
-            buf.resize(len + 64, 0);
-        }
-        buf[..len].copy_from_slice(&frame.data);
-        let link = links
-            .iter()
-            .position(|l| *l == cfg.ports[*in_port].interface)
-            .unwrap_or(0) as u8;
-        let mut meta = FrameMeta::default();
-        let v = ctx.process(&mut buf, len, link, &mut meta, now);
-        count(&mut report, v);
-        match v {
-            Verdict::Forward { port, len } => {
-                if let (Some(out), Some(data)) =
-                    (report.outputs.get_mut(usize::from(port.0)), buf.get(..len))
-                {
-                    out.push(OutFrame {
-                        ts_ns: ts,
-                        data: data.to_vec(),
-                    });
-                }
+        taken.clear();
+        for (k, &(ts, f, i)) in order.iter().enumerate().take(end).skip(n) {
+            if opts.time_from_capture {
+                last_ms = (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms);
             }
-            Verdict::Reply { len } => {
-                if let (Some(out), Some(data)) = (report.outputs.get_mut(*in_port), buf.get(..len))
-                {
-                    out.push(OutFrame {
-                        ts_ns: ts,
-                        data: data.to_vec(),
-                    });
-                }
+            let (in_port, frames) = &files[f];
+            let frame = &frames[i];
+            if frame.is_truncated() {
+                report.truncated += 1;
+                continue;
             }
-            Verdict::Drop(_) | Verdict::Control(_) => {}
+            let len = frame.data.len();
+            let buf = &mut bufs[taken.len()];
+            if buf.len() < len + 64 {
+                // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
+                buf.resize(len + 64, 0);
+            }
+            buf[..len].copy_from_slice(&frame.data);
+            let link = links
+                .iter()
+                .position(|l| *l == cfg.ports[*in_port].interface)
+                .unwrap_or(0) as u8;
+            taken.push((k, link));
         }
+        if batch == 1 {
+            if let Some(&(k, link)) = taken.first() {
+                let (_, f, i) = order[k];
+                let mut meta = FrameMeta::default();
+                verdicts[0] =
+                    ctx.process(&mut bufs[0], files[f].1[i].data.len(), link, &mut meta, now);
+            }
+        } else {
+            let mut pkts: Vec<Packet<'_>> = bufs
+                .iter_mut()
+                .zip(&taken)
+                .map(|(buf, &(k, link))| {
+                    let (_, f, i) = order[k];
+                    Packet {
+                        len: files[f].1[i].data.len(),
+                        buf: buf.as_mut_slice(),
+                        link,
+                        meta: FrameMeta::default(),
+                    }
+                })
+                .collect();
+            ctx.process_batch(&mut pkts, now, &mut verdicts);
+        }
+        for (j, &(k, _)) in taken.iter().enumerate() {
+            let (ts, f, _) = order[k];
+            let in_port = files[f].0;
+            let v = verdicts[j];
+            count(&mut report, v);
+            let out = match v {
+                Verdict::Forward { port, len } => Some((usize::from(port.0), len)),
+                Verdict::Reply { len } => Some((in_port, len)),
+                Verdict::Drop(_) | Verdict::Control(_) => None,
+            };
+            if let Some((port, len)) = out
+                && let (Some(out), Some(data)) = (report.outputs.get_mut(port), bufs[j].get(..len))
+            {
+                out.push(OutFrame {
+                    ts_ns: ts,
+                    data: data.to_vec(),
+                });
+            }
+        }
+        n = end;
     }
     report.gateways = ctx
         .table
@@ -506,6 +551,11 @@ impl Report {
             s,
             "verdicts: forward {}, reply {}, drop {}, control {}",
             self.forward, self.reply, self.drop, self.control
+        );
+        let _ = writeln!(
+            s,
+            "fast path: {} of the forwarded frames (established flows; only `--batch` uses it)",
+            self.counters.fast_path
         );
         let _ = writeln!(s, "flows created: {}", self.flows_created);
         let _ = writeln!(

@@ -102,7 +102,7 @@ impl Index {
     }
 
     /// The first value under hash `h` that `matches` accepts.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, h: u64, mut matches: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag_of(h);
         let mut b = self.home(h);

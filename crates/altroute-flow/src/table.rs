@@ -768,14 +768,19 @@ impl FlowTable {
     /// Account a packet of `bytes` bytes on a flow that [`FlowTable::established`] accepted
     /// (for the same packet): exactly what [`FlowTable::update`] does in that case (last seen,
     /// counters, the replied mark), without the TCP state machine.
-    #[inline]
+    #[inline(always)]
     pub fn touch(&mut self, hit: Hit, now: Time, bytes: u32) {
         let i = hit.flow.0 as usize;
         let Some(s) = self.slots.get_mut(i) else {
             return;
         };
-        s.last_seen = now.secs32();
-        if hit.dir == Dir::Reply {
+        // Store only what changes: most packets of a flow arrive within the second of the one
+        // before, so the slot's cache line usually stays clean (no write-back to memory).
+        let secs = now.secs32();
+        if s.last_seen != secs {
+            s.last_seen = secs;
+        }
+        if hit.dir == Dir::Reply && s.flags & REPLIED == 0 {
             s.flags |= REPLIED;
         }
         if let Some(c) = self.acct.get_mut(i) {

@@ -146,7 +146,7 @@ pub fn update32_partial(s: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
 }
 
 /// `~old + new` over the two halves of a 32-bit word.
-#[inline]
+#[inline(always)]
 const fn diff32(old: u32, new: u32) -> u16 {
     let d = add(!(old >> 16) as u16, !(old as u16));
     add(d, add((new >> 16) as u16, new as u16))

@@ -381,6 +381,10 @@ pub struct Context {
     private4: Vec<(u32, u32)>,
     /// (NAT address, WAN port, gateway) of every gateway with a NAT address, by gateway index.
     gw_ext: Vec<(Ipv4Addr, PortId, GatewayId)>,
+    /// For each first octet: whether an address starting with it may be an own address, a NAT
+    /// address, in an attached network or in a private destination (false: none of the four
+    /// scans can match, so the fast path skips them).
+    special_first: [bool; 256],
     /// Whether [`Context::process_batch`] tries the established-flow fast path first.
     fast_path: bool,
 }
@@ -514,6 +518,24 @@ impl Context {
                 .iter()
                 .any(|&(n, m)| lo & m & 0xff00_0000 == n & 0xff00_0000);
         }
+        let mut special_first = private_first;
+        let mut mark = |net: u32, mask: u32| {
+            // Every first octet the prefix (net, mask) covers.
+            let lo = net >> 24;
+            let hi = (net | !mask) >> 24;
+            for o in lo..=hi {
+                special_first[o as usize] = true;
+            }
+        };
+        for &(net, m, _) in &nets {
+            mark(net, m);
+        }
+        for &(a, _) in &own {
+            mark(u32::from(a), u32::MAX);
+        }
+        for a in ext.iter().flatten() {
+            mark(u32::from(*a), u32::MAX);
+        }
         let gw_ext = cfg
             .gateways
             .iter()
@@ -545,6 +567,7 @@ impl Context {
             private_first,
             private4,
             gw_ext,
+            special_first,
             fast_path: true,
         })
     }
@@ -562,6 +585,7 @@ impl Context {
     }
 
     /// The MAC of gateway `g`'s next hop, if known (static or learned).
+    #[inline]
     pub fn gateway_mac(&self, g: GatewayId) -> Option<MacAddr> {
         let spec = self.cfg.gateways.get(g.index())?;
         spec.mac.or_else(|| self.neighbors.get(spec.next_hop))
@@ -654,14 +678,31 @@ impl Context {
                 _ => None,
             };
             self.table.lookup_batch_by(m, key, &mut hits[..m]);
+            if self.fast_path {
+                // The fast path reads the inside host's neighbour entry (the packet's source going
+                // out, the flow's inside address coming back): load those lines now, together.
+                let mut sink = 0u32;
+                for (r, h) in parsed[..m].iter().zip(&hits[..m]) {
+                    if let (FastParse::Fast(ff), Some(h)) = (r, h) {
+                        let inside = match h.dir {
+                            Dir::Orig => ff.key.src_v4(),
+                            Dir::Reply => self.table.flow(h.flow).and_then(|f| f.key().src_v4()),
+                        };
+                        if let Some(a) = inside {
+                            sink = sink.wrapping_add(self.neighbors.touch(a));
+                        }
+                    }
+                }
+                core::hint::black_box(sink);
+            }
             // A flow created, removed or re-mapped by an earlier frame of the batch makes the
             // batch's lookups stale (a second SYN of a new connection would miss and be refused
             // as a duplicate; a freed slot may be reused): after that, frames look up afresh.
             // The fast path never does any of that.
             let epoch = self.table_epoch();
+            let mut fresh = true;
             for (i, p) in pkts[start..end].iter_mut().enumerate() {
                 let (r, hit) = (&parsed[i], hits[i]);
-                let fresh = self.table_epoch() == epoch;
                 if fresh
                     && self.fast_path
                     && let (FastParse::Fast(ff), Some(h)) = (r, hit)
@@ -678,6 +719,8 @@ impl Context {
                 } else {
                     self.process_one(p.buf, p.len, p.link, &mut p.meta, now, None)
                 };
+                // Only the full path changes the table's flows.
+                fresh = fresh && self.table_epoch() == epoch;
             }
             start = end;
         }

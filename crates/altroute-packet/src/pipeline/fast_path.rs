@@ -89,10 +89,11 @@ impl Context {
                 if self.neighbors.get(src) != Some(src_mac) {
                     return None; // the full path learns it
                 }
-                if self.is_own(dst).is_some()
-                    || self.attached(dst).is_some()
-                    || self.is_private(dst)
-                    || self.ext.contains(&Some(dst))
+                if self.special_first[usize::from(dst.octets()[0])]
+                    && (self.is_own(dst).is_some()
+                        || self.attached(dst).is_some()
+                        || self.is_private(dst)
+                        || self.ext.contains(&Some(dst)))
                 {
                     return None;
                 }
@@ -117,7 +118,10 @@ impl Context {
                     return None;
                 }
                 let pkt_src = ff.key.src_v4()?;
-                if self.is_private(pkt_src) && self.attached(pkt_src) != Some(in_port) {
+                if self.special_first[usize::from(pkt_src.octets()[0])]
+                    && self.is_private(pkt_src)
+                    && self.attached(pkt_src) != Some(in_port)
+                {
                     return None;
                 }
                 let out = self.attached(src)?;

@@ -984,3 +984,47 @@ fn fast_path_takes_established_flows() {
         }
     }
 }
+
+/// The first-octet filter of the fast path covers every own, NAT, attached and private address
+/// (a miss there would let the fast path skip a check the full path makes).
+#[test]
+fn special_first_octets_cover_every_checked_address() {
+    let c = ctx((1, 1), None);
+    for o in 0..=255u32 {
+        let a = Ipv4Addr::from(o << 24 | 0x0001_0203);
+        let b = Ipv4Addr::from(o << 24);
+        let c_ = Ipv4Addr::from(o << 24 | 0x00ff_ffff);
+        for x in [a, b, c_] {
+            if c.is_own(x).is_some()
+                || c.attached(x).is_some()
+                || c.is_private(x)
+                || c.ext.contains(&Some(x))
+            {
+                assert!(c.special_first[o as usize], "{x}");
+            }
+        }
+    }
+    for x in [
+        HOST,
+        SRV,
+        EXT1,
+        EXT2,
+        [224, 0, 0, 1],
+        [239, 1, 2, 3],
+        [127, 0, 0, 1],
+    ] {
+        let x = Ipv4Addr::from(x);
+        let special = c.is_own(x).is_some()
+            || c.attached(x).is_some()
+            || c.is_private(x)
+            || c.ext.contains(&Some(x));
+        assert!(
+            !special || c.special_first[usize::from(x.octets()[0])],
+            "{x}"
+        );
+    }
+    assert!(
+        !c.special_first[203],
+        "documentation range 203.0.113.0/24 is not special"
+    );
+}

@@ -20,6 +20,12 @@ use super::{Context, FrameMeta, L4Sum, MAX_FRAME, NO_PORT, Packet, Role, Verdict
 use crate::fast::{FastFrame, IcmpQuery};
 use crate::wire::MacAddr;
 
+/// The fixed-size window over the IPv4 and L4 headers that the rewrite works in.
+enum Header<'a> {
+    Tcp(&'a mut [u8; 38]),
+    Udp(&'a mut [u8; 28]),
+}
+
 impl Context {
     /// Forward `pkt` (parsed as `ff`, flow `hit`) if it is the common case, writing its verdict
     /// to `verdict`; `false` (with nothing changed) sends it down the full path.
@@ -129,30 +135,25 @@ impl Context {
                 (out, mac, None, Some((src, key.sport)))
             }
         };
-        let mtu = self.cfg.ports.get(usize::from(out.0))?.mtu;
-        if !meta.gso && ip_len > u32::from(mtu) {
+        let out_spec = self.cfg.ports.get(usize::from(out.0))?;
+        let (out_mac, out_vlan) = (out_spec.mac, out_spec.vlan);
+        if !meta.gso && ip_len > u32::from(out_spec.mtu) {
             return None;
         }
-        let header = match kind {
-            L4Sum::Tcp => buf.get_mut(l3..)?.first_chunk_mut::<38>()?.as_mut_slice(),
-            L4Sum::Udp => buf.get_mut(l3..)?.first_chunk_mut::<28>()?.as_mut_slice(),
-        };
-        // Committed: from here on the packet is forwarded.
-        self.table.touch(hit, now, ip_len);
         let partial = meta.partial.is_some();
-        match kind {
-            L4Sum::Tcp => {
-                if let Ok(h) = <&mut [u8; 38]>::try_from(header) {
-                    rewrite_fixed(h, csum_at, kind, partial, snat, dnat);
-                }
-            }
-            L4Sum::Udp => {
-                if let Ok(h) = <&mut [u8; 28]>::try_from(header) {
-                    rewrite_fixed(h, csum_at, kind, partial, snat, dnat);
-                }
-            }
+        let header = match kind {
+            L4Sum::Tcp => Header::Tcp(buf.get_mut(l3..)?.first_chunk_mut::<38>()?),
+            L4Sum::Udp => Header::Udp(buf.get_mut(l3..)?.first_chunk_mut::<28>()?),
+        };
+        // Committed: from here on the packet is forwarded; nothing below can fail.
+        self.table.touch(hit, now, ip_len);
+        match header {
+            Header::Tcp(h) => rewrite_fixed(h, csum_at, kind, partial, snat, dnat),
+            Header::Udp(h) => rewrite_fixed(h, csum_at, kind, partial, snat, dnat),
         }
-        self.counters.rx_frames[usize::from(port)] += 1;
+        if let Some(c) = self.counters.rx_frames.get_mut(usize::from(port)) {
+            *c += 1;
+        }
         self.counters.fast_path += 1;
         if let Some(g) = gw {
             let c = match hit.dir {
@@ -164,14 +165,13 @@ impl Context {
                 c.1 += u64::from(ip_len);
             }
         }
-        let out_spec = self.cfg.ports.get(usize::from(out.0))?;
-        if out_spec.vlan.is_some() {
+        if out_vlan.is_some() {
             return Some(self.finish_l2(buf, len, out, mac, None, meta));
         }
         // `finish_l2` without a tag to push, inline: the verdict stays in registers.
         if let Some(l2) = buf.first_chunk_mut::<12>() {
             l2[..6].copy_from_slice(&mac.0);
-            l2[6..].copy_from_slice(&out_spec.mac.0);
+            l2[6..].copy_from_slice(&out_mac.0);
         }
         let o = usize::from(out.0);
         if let (Some(f), Some(b)) = (

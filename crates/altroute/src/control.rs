@@ -772,6 +772,14 @@ fn status_json(
             .sum::<u64>()
             .to_string(),
     );
+    s.push_str(",\n  \"fast_path_frames\": ");
+    s.push_str(
+        &stats
+            .values()
+            .map(|w| w.counters.fast_path)
+            .sum::<u64>()
+            .to_string(),
+    );
     s.push_str(",\n  \"drops\": {");
     let mut first = true;
     for r in altroute_packet::DropReason::ALL {
@@ -906,6 +914,7 @@ mod tests {
         assert_eq!(v["gateways"][1]["state"], "up");
         assert_eq!(v["transitions"][0]["to"], "disabled");
         assert_eq!(v["transitions"][0]["reason"], "operator: disabled");
+        assert_eq!(v["fast_path_frames"], 0);
         let empty = status_json(&[], &HashMap::new(), &VecDeque::new(), Time::from_millis(1));
         serde_json::from_str::<serde_json::Value>(&empty)
             .unwrap_or_else(|e| panic!("{e}: {empty}"));

@@ -690,7 +690,7 @@ impl FlowTable {
         key: impl Fn(usize) -> Option<&'k FlowKey>,
         out: &mut [Option<Hit>],
     ) {
-        const CHUNK: usize = 32;
+        const CHUNK: usize = 64;
         let n = n.min(out.len());
         let mut hashes = [0u64; CHUNK];
         let mut start = 0;

@@ -655,7 +655,7 @@ impl Context {
     /// Process a batch: parse every frame, look all their flows up at once, then handle each.
     /// `verdicts` receives one verdict per packet (it must be at least as long as `pkts`).
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
-        const CHUNK: usize = 32;
+        const CHUNK: usize = 64;
         let opts = FastOptions {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };

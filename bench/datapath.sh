@@ -10,6 +10,8 @@
 #   altroute          `altroute lab up` (router mode) + `altroute run` with the lab config
 #                     (examples/lab-dual-wan-failover.yaml: failover, isp1 preferred), vnet_hdr on
 #   altroute-handoff  the same with `datapath: fanout: handoff`
+#   altroute-v2large  the same with `datapath: rx_ring: v2-large` (every V2 slot holds a 64 KiB
+#                     GSO frame: 128 slots; the default before spill rings)
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`
@@ -87,6 +89,7 @@ altroute_config() { # variant -> config path
   cp "$CONFIG" "$c"
   case $v in
     altroute-handoff) printf '\ndatapath:\n  fanout: handoff\n' >>"$c" ;;
+    altroute-v2large) printf '\ndatapath:\n  rx_ring: v2-large\n' >>"$c" ;;
     altroute-v3) printf '\ndatapath:\n  rx_ring: v3\n' >>"$c" ;;
   esac
   echo "$c"

@@ -11,6 +11,11 @@
 //! * **TPACKET_V2** ([`RxMode::V2`], default): fixed slots, each handed to user space as soon as
 //!   the kernel filled it. Slots are sized by [`RingGeometry`] to hold a whole 64 KiB GSO frame
 //!   plus the kernel's header, our headroom and the vnet header, packed into page-multiple blocks.
+//! * **TPACKET_V2 with spill** ([`RxMode::V2Spill`], what the daemon uses in vnet mode): slots
+//!   sized for MTU frames, so the same memory holds ~35 times as many small frames; a frame
+//!   larger than a slot (a GSO super-frame) is queued whole on the socket by the kernel
+//!   (`PACKET_COPY_THRESH`) while its slot carries a truncated copy marked `TP_STATUS_COPY`, and
+//!   the batch reads it with one `recvmmsg` per batch into a per-port spill buffer.
 //! * **TPACKET_V3** ([`RxMode::V3`]): frames packed back to back in blocks; a block is handed over
 //!   when full or when its retire timer fires, which saves memory and syscalls under load and
 //!   adds up to `retire_ms` of latency when quiet.
@@ -81,8 +86,8 @@ pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, Vla
 pub use geometry::{RingGeometry, RingVersion};
 pub use pnet_port::PnetPort;
 pub use port::{
-    DEFAULT_RING_BYTES, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
-    RxMode, Sender, TxMode, wait_any,
+    DEFAULT_RING_BYTES, DEFAULT_SPILL_FRAMES, DEFAULT_SPILL_RCVBUF, Fanout, FanoutMode,
+    GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver, RxMode, Sender, TxMode, wait_any,
 };
 pub use thread::{Notifier, wait_ports};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

@@ -10,7 +10,7 @@ use crate::error::IoError;
 use crate::frame::{RxBatch, TxFrame, TxOutcome};
 use crate::geometry::{RingGeometry, RingVersion};
 use crate::ring::{
-    Mapping, RingState, RxCore, RxCounters, RxParams, SlotMap, TxCore, TxCounters, TxKind,
+    Mapping, RingState, RxCore, RxCounters, RxParams, SlotMap, Spill, TxCore, TxCounters, TxKind,
 };
 use crate::sys;
 use crate::vnet::VNET_HDR_LEN;
@@ -44,9 +44,46 @@ pub enum RxMode {
         /// Block retire timeout in ms (0 lets the kernel pick from the link speed).
         retire_ms: u32,
     },
+    /// TPACKET_V2 ring of at least `frames` slots sized for `slot_frame`-byte frames, with
+    /// frames larger than a slot *spilled*: the kernel queues them whole on the socket
+    /// (`PACKET_COPY_THRESH`, at most `rcvbuf` bytes queued, `SO_RCVBUFFORCE`) and leaves a
+    /// truncated copy marked `TP_STATUS_COPY` in the slot; [`Port::rx_batch`] reads them in
+    /// slot order with one `recvmmsg` per batch into `spill_frames` buffers of the port's largest
+    /// frame (a batch ends early when they are all taken). MTU-sized slots hold ~35 times as many
+    /// small frames per MiB as 64 KiB slots, while GSO super-frames still arrive whole (one copy,
+    /// like a slot). A spilled frame that finds the queue full arrives truncated and is counted
+    /// in `truncated`.
+    V2Spill {
+        /// Minimum number of slots.
+        frames: u32,
+        /// Largest frame a slot holds; 0: the interface MTU + 18 (at least 1,518).
+        slot_frame: usize,
+        /// Spill buffers per port (spilled frames per batch at most).
+        spill_frames: u32,
+        /// Receive buffer for queued spilled frames, bytes.
+        rcvbuf: usize,
+    },
     /// Transmit only: the socket is bound without a protocol and receives nothing.
     None,
 }
+
+impl RxMode {
+    /// [`RxMode::V2Spill`] with `frames` MTU-sized slots, [`DEFAULT_SPILL_FRAMES`] buffers and
+    /// a [`DEFAULT_SPILL_RCVBUF`]-byte queue.
+    pub fn spill(frames: u32) -> RxMode {
+        RxMode::V2Spill {
+            frames,
+            slot_frame: 0,
+            spill_frames: DEFAULT_SPILL_FRAMES,
+            rcvbuf: DEFAULT_SPILL_RCVBUF,
+        }
+    }
+}
+
+/// Spill buffers per port of [`RxMode::spill`].
+pub const DEFAULT_SPILL_FRAMES: u32 = 32;
+/// Socket receive buffer of [`RxMode::spill`] (about 100–200 queued 64 KiB GSO frames).
+pub const DEFAULT_SPILL_RCVBUF: usize = 16 << 20;
 
 /// How a port transmits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +213,8 @@ pub struct PortStats {
     pub truncated: u64,
     /// Frames whose kernel-stripped VLAN tag was put back.
     pub vlan_reinserted: u64,
+    /// [`RxMode::V2Spill`]: frames larger than a slot read whole from the socket queue.
+    pub spilled: u64,
 }
 
 impl PortStats {
@@ -191,6 +230,7 @@ impl PortStats {
             outgoing_skipped: rx.outgoing_skipped,
             truncated: rx.truncated,
             vlan_reinserted: rx.vlan_reinserted,
+            spilled: rx.spilled,
             ..PortStats::default()
         }
     }
@@ -342,7 +382,60 @@ impl Port {
                 "setsockopt(PACKET_LOSS)",
             )?;
         }
+        let mut spill = None;
         let geometry = match &cfg.rx {
+            RxMode::V2Spill {
+                frames,
+                slot_frame,
+                spill_frames,
+                rcvbuf,
+            } => {
+                let slot_frame = match *slot_frame {
+                    0 => (crate::host::mtu(name)? as usize + 18).max(1518),
+                    s => s,
+                }
+                .min(max_frame);
+                let g = RingGeometry::v2(reserve, cfg.vnet_hdr, slot_frame, *frames)
+                    .map_err(|e| IoError::config(name, e))?;
+                if g.max_frame(reserve, cfg.vnet_hdr) < max_frame {
+                    sys::setsockopt(
+                        &fd,
+                        libc::SOL_PACKET,
+                        sys::PACKET_COPY_THRESH,
+                        &1 as &c_int,
+                        name,
+                        "setsockopt(PACKET_COPY_THRESH)",
+                    )?;
+                    let sz = c_int::try_from(*rcvbuf).unwrap_or(c_int::MAX);
+                    if sys::setsockopt(
+                        &fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUFFORCE,
+                        &sz,
+                        name,
+                        "setsockopt(SO_RCVBUFFORCE)",
+                    )
+                    .is_err()
+                    {
+                        sys::setsockopt(
+                            &fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_RCVBUF,
+                            &sz,
+                            name,
+                            "setsockopt(SO_RCVBUF)",
+                        )?;
+                    }
+                    spill = Some(Spill::new(
+                        *spill_frames as usize,
+                        cfg.headroom,
+                        vnet_len,
+                        max_frame,
+                        name,
+                    )?);
+                }
+                Some(g)
+            }
             RxMode::V2 { frames } => {
                 let frames = if *frames == 0 {
                     let slot =
@@ -574,6 +667,7 @@ impl Port {
                 head: 0,
                 held_from: 0,
                 held: 0,
+                spill,
             },
             Some(g) => RingState::V3 {
                 base,

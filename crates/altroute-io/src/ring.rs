@@ -1,6 +1,6 @@
 //! The mmap'ed rings: walking the TPACKET_V2 / V3 RX ring into batches of in-place frames and
-//! handing slots back, and the two transmit paths (sendmmsg from caller memory, or copying into a
-//! TPACKET_V2 TX ring).
+//! handing slots back (with the spill buffers for frames larger than a V2 slot), and the two
+//! transmit paths (sendmmsg from caller memory, or copying into a TPACKET_V2 TX ring).
 
 use std::ffi::c_int;
 use std::os::fd::RawFd;
@@ -37,8 +37,89 @@ impl Mapping {
         Ok(Mapping { ptr: p.cast(), len })
     }
 
+    /// Private anonymous memory of `len` bytes, populated up front (the spill buffers).
+    pub(crate) fn anon(len: usize, iface: &str) -> Result<Mapping, IoError> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(sys::last_err(iface, "mmap(spill buffers)"));
+        }
+        Ok(Mapping { ptr: p.cast(), len })
+    }
+
     pub(crate) fn base(&self) -> *mut u8 {
         self.ptr
+    }
+}
+
+/// Frames larger than a V2 slot (`PACKET_COPY_THRESH`): the kernel puts a truncated copy in the
+/// slot, marked `TP_STATUS_COPY`, and queues the whole frame on the socket, in slot order. The
+/// walk reserves one of these buffers per such slot (ending the batch when none is left) and
+/// reads the queued frames into them with one `recvmmsg` per batch.
+pub(crate) struct Spill {
+    map: Mapping,
+    /// Bytes per buffer.
+    buf_size: usize,
+    /// Offset of the MAC header in a buffer (the vnet header sits just before it).
+    head: usize,
+    /// vnet header bytes the kernel puts before each frame.
+    vnet_len: usize,
+    /// Buffers reserved by the current batch.
+    used: usize,
+    /// Index into the batch's descriptors of each reserved buffer, in slot order.
+    pending: Vec<usize>,
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+}
+
+impl Spill {
+    /// `n` buffers, each with `headroom` bytes (at least) before the MAC header and room for a
+    /// `max_frame`-byte frame plus a little tail room.
+    pub(crate) fn new(
+        n: usize,
+        headroom: usize,
+        vnet_len: usize,
+        max_frame: usize,
+        iface: &str,
+    ) -> Result<Spill, IoError> {
+        let n = n.max(1);
+        // The network header 16-byte aligned, as in the ring slots.
+        let head = sys::tpacket_align(headroom + vnet_len + 14) - 14;
+        let buf_size = (head + max_frame + 256).next_multiple_of(64);
+        let len = (n * buf_size).next_multiple_of(crate::geometry::PAGE_SIZE);
+        let map = Mapping::anon(len, iface)?;
+        Ok(Spill {
+            map,
+            buf_size,
+            head,
+            vnet_len,
+            used: 0,
+            pending: Vec::with_capacity(n),
+            // SAFETY: mmsghdr/iovec are plain C structs for which all-zero is a valid value.
+            hdrs: vec![unsafe { std::mem::zeroed() }; n],
+            // SAFETY: as above.
+            iovs: vec![unsafe { std::mem::zeroed() }; n],
+        })
+    }
+
+    fn free(&self) -> bool {
+        self.used < self.hdrs.len()
+    }
+
+    /// Start of buffer `i` (`i < n`).
+    fn buf(&self, i: usize) -> *mut u8 {
+        debug_assert!(i < self.hdrs.len());
+        // SAFETY: `i * buf_size + buf_size <= len`: inside the mapping.
+        unsafe { self.map.base().add(i * self.buf_size) }
     }
 }
 
@@ -96,6 +177,7 @@ pub(crate) struct RxCounters {
     pub outgoing_skipped: u64,
     pub truncated: u64,
     pub vlan_reinserted: u64,
+    pub spilled: u64,
 }
 
 /// Counters of the transmit side.
@@ -124,6 +206,8 @@ pub(crate) enum RingState {
         head: usize,
         held_from: usize,
         held: usize,
+        /// Buffers for frames larger than a slot (`None`: such frames are counted as truncated).
+        spill: Option<Spill>,
     },
     V3 {
         base: *mut u8,
@@ -147,8 +231,13 @@ impl Release for RingState {
                 slots,
                 held_from,
                 held,
+                spill,
                 ..
             } => {
+                if let Some(sp) = spill {
+                    sp.used = 0;
+                    sp.pending.clear();
+                }
                 for i in 0..*held {
                     let slot = (*held_from + i) % slots.frame_nr;
                     // SAFETY: `slot < frame_nr`, so the address is a slot start inside the live
@@ -242,6 +331,7 @@ impl RxCore {
             }
             self.walk(max);
         }
+        self.fill_spilled();
         Ok(RxBatch {
             descs: &mut self.descs,
             owner: &mut self.ring,
@@ -266,6 +356,7 @@ impl RxCore {
                 slots,
                 head,
                 held,
+                spill,
                 ..
             } => {
                 while descs.len() < max && *held < slots.frame_nr {
@@ -274,6 +365,11 @@ impl RxCore {
                     // SAFETY: slot starts are 16-byte aligned inside the mapping.
                     let st = unsafe { status(slot) }.load(Ordering::Acquire);
                     if st & sys::TP_STATUS_USER == 0 {
+                        break;
+                    }
+                    let spilled = st & sys::TP_STATUS_COPY != 0;
+                    if spilled && spill.as_ref().is_some_and(|sp| !sp.free()) {
+                        // Every spill buffer is taken: this slot starts the next batch.
                         break;
                     }
                     // SAFETY: the slot is ours (TP_STATUS_USER, acquired above) and holds a
@@ -290,10 +386,27 @@ impl RxCore {
                         nsec: h.tp_nsec,
                     };
                     let hdr_al = sys::tpacket_align(size_of::<Tpacket2Hdr>());
-                    // SAFETY: the slot is user-owned and `frame_size` bytes long.
-                    let d = unsafe { take(slot, slots.frame_size, hdr_al, &hdr, params, counters) };
-                    if let Some(d) = d {
-                        descs.push(d);
+                    match spill.as_mut() {
+                        Some(sp) if spilled => {
+                            // The whole frame waits on the socket queue: reserve a buffer (the
+                            // queued frame must be read even if this one is then skipped).
+                            // SAFETY: the slot is user-owned and `frame_size` bytes long.
+                            let d = unsafe {
+                                take_spilled(slot, slots.frame_size, hdr_al, &hdr, sp, counters)
+                            };
+                            sp.pending.push(descs.len());
+                            sp.used += 1;
+                            descs.push(d);
+                        }
+                        _ => {
+                            // SAFETY: the slot is user-owned and `frame_size` bytes long.
+                            let d = unsafe {
+                                take(slot, slots.frame_size, hdr_al, &hdr, params, counters)
+                            };
+                            if let Some(d) = d {
+                                descs.push(d);
+                            }
+                        }
                     }
                     *held += 1;
                     *head = (*head + 1) % slots.frame_nr;
@@ -380,6 +493,177 @@ impl RxCore {
     }
 }
 
+impl RxCore {
+    /// Reads the frames the walk reserved spill buffers for, one `recvmmsg` for all, and
+    /// completes their descriptors; descriptors that stay empty (skipped, or nothing queued) are
+    /// removed from the batch.
+    fn fill_spilled(&mut self) {
+        let RingState::V2 {
+            spill: Some(sp), ..
+        } = &mut self.ring
+        else {
+            return;
+        };
+        if sp.pending.is_empty() {
+            return;
+        }
+        let n = sp.pending.len();
+        for i in 0..n {
+            let b = sp.buf(i);
+            sp.iovs[i] = libc::iovec {
+                // SAFETY: `head >= vnet_len` (see `Spill::new`): inside buffer `i`.
+                iov_base: unsafe { b.add(sp.head - sp.vnet_len) }.cast(),
+                iov_len: sp.buf_size - sp.head + sp.vnet_len,
+            };
+            let h = &mut sp.hdrs[i];
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            // SAFETY: `i < n <= iovs.len()`.
+            h.msg_hdr.msg_iov = unsafe { sp.iovs.as_mut_ptr().add(i) };
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let mut got = 0usize;
+        while got < n {
+            // SAFETY: `hdrs[got..n]` are initialised mmsghdrs whose single iovec each covers the
+            // tail of a distinct spill buffer, owned by this core and not viewed by anyone until
+            // the batch is returned; the kernel writes at most `iov_len` bytes there and
+            // `msg_len`/`msg_flags` in the headers.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.fd,
+                    sp.hdrs[got..].as_mut_ptr(),
+                    (n - got) as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r > 0 {
+                got += r as usize;
+                continue;
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // Nothing queued although the slot said so: cannot happen unless another reader
+            // shares the socket; the frames are counted as truncated below.
+            break;
+        }
+        let params = self.params;
+        let c = &mut self.counters;
+        for (i, &di) in sp.pending.iter().enumerate() {
+            let Some(d) = self.descs.get_mut(di) else {
+                continue;
+            };
+            if d.cap == 0 {
+                continue; // skipped by the walk (counted there); its queued copy is consumed
+            }
+            let h = &sp.hdrs[i];
+            let m = h.msg_len as usize;
+            if i >= got
+                || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+                || m < sp.vnet_len
+                || m - sp.vnet_len != d.meta.wire_len as usize
+            {
+                c.truncated += 1;
+                d.cap = 0;
+                continue;
+            }
+            d.end = d.start + (m - sp.vnet_len);
+            if sp.vnet_len > 0 {
+                // SAFETY: the vnet header was written just before the MAC header, inside the
+                // buffer (`head >= vnet_len`), which this descriptor owns.
+                let b = unsafe {
+                    std::slice::from_raw_parts(d.ptr.add(d.start - sp.vnet_len), sp.vnet_len)
+                };
+                d.vnet = VnetHdr::parse(b);
+            }
+            reinsert_vlan(d, params, c);
+            c.frames += 1;
+            c.bytes += u64::from(d.meta.wire_len);
+            c.spilled += 1;
+        }
+        self.descs.retain(|d| d.cap != 0);
+        // `used`/`pending` are reset when the batch is released.
+    }
+}
+
+/// A `TP_STATUS_COPY` slot: the descriptor of a spill buffer, to be filled from the socket
+/// queue; `cap == 0` marks a frame to skip (counted here) whose queued copy must still be read.
+///
+/// # Safety
+/// `[p, p + limit)` must be user-owned ring memory.
+unsafe fn take_spilled(
+    p: *mut u8,
+    limit: usize,
+    hdr_al: usize,
+    h: &Hdr,
+    sp: &Spill,
+    c: &mut RxCounters,
+) -> Desc {
+    let mut d = Desc {
+        ptr: sp.buf(sp.used),
+        cap: sp.buf_size,
+        start: sp.head,
+        end: sp.head,
+        vnet: None,
+        meta: meta(sys::PACKET_HOST, h),
+        dropped: false,
+    };
+    if hdr_al + sys::SOCKADDR_LL_LEN > limit {
+        c.truncated += 1;
+        d.cap = 0;
+        return d;
+    }
+    // SAFETY: checked just above that the byte is inside `[p, p + limit)`.
+    let pkttype = unsafe { p.add(hdr_al + 10).read() };
+    if pkttype == sys::PACKET_OUTGOING {
+        c.outgoing_skipped += 1;
+        d.cap = 0;
+        return d;
+    }
+    d.meta.pkttype = PacketType::from_raw(pkttype);
+    d
+}
+
+/// The metadata of a frame from its ring header.
+fn meta(pkttype: u8, h: &Hdr) -> FrameMeta {
+    let vlan = (h.status & sys::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
+        tpid: if h.status & sys::TP_STATUS_VLAN_TPID_VALID != 0 && h.tpid != 0 {
+            h.tpid
+        } else {
+            0x8100
+        },
+        tci: h.tci,
+    });
+    FrameMeta {
+        pkttype: PacketType::from_raw(pkttype),
+        wire_len: h.len,
+        csum_not_ready: h.status & sys::TP_STATUS_CSUMNOTREADY != 0,
+        csum_valid: h.status & sys::TP_STATUS_CSUM_VALID != 0,
+        vlan,
+        vlan_in_frame: false,
+        ts_sec: h.sec,
+        ts_nsec: h.nsec,
+    }
+}
+
+/// Puts a kernel-stripped VLAN tag back into the frame bytes if asked to.
+fn reinsert_vlan(d: &mut Desc, params: RxParams, c: &mut RxCounters) {
+    if let (Some(tag), true) = (d.meta.vlan, params.reinsert_vlan) {
+        if crate::frame::push_vlan(d, tag) {
+            if let Some(v) = d.vnet.as_mut() {
+                let _ = v.shift(4);
+            }
+            d.meta.vlan_in_frame = true;
+            c.vlan_reinserted += 1;
+        }
+    }
+}
+
 /// Turns one ring frame into a descriptor, or counts why it is skipped.
 ///
 /// # Safety
@@ -426,14 +710,6 @@ unsafe fn take(
     } else {
         None
     };
-    let vlan = (h.status & sys::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
-        tpid: if h.status & sys::TP_STATUS_VLAN_TPID_VALID != 0 && h.tpid != 0 {
-            h.tpid
-        } else {
-            0x8100
-        },
-        tci: h.tci,
-    });
     let mut d = Desc {
         ptr: buf,
         // The buffer runs to the end of the frame's room (the slot, or the next V3 packet), so the
@@ -442,27 +718,10 @@ unsafe fn take(
         start: mac - head,
         end: mac - head + snap,
         vnet,
-        meta: FrameMeta {
-            pkttype: PacketType::from_raw(pkttype),
-            wire_len: h.len,
-            csum_not_ready: h.status & sys::TP_STATUS_CSUMNOTREADY != 0,
-            csum_valid: h.status & sys::TP_STATUS_CSUM_VALID != 0,
-            vlan,
-            vlan_in_frame: false,
-            ts_sec: h.sec,
-            ts_nsec: h.nsec,
-        },
+        meta: meta(pkttype, h),
         dropped: false,
     };
-    if let (Some(tag), true) = (vlan, params.reinsert_vlan) {
-        if crate::frame::push_vlan(&mut d, tag) {
-            if let Some(v) = d.vnet.as_mut() {
-                let _ = v.shift(4);
-            }
-            d.meta.vlan_in_frame = true;
-            c.vlan_reinserted += 1;
-        }
-    }
+    reinsert_vlan(&mut d, params, c);
     c.frames += 1;
     c.bytes += u64::from(h.len);
     Some(d)

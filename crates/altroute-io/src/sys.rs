@@ -13,6 +13,7 @@ use crate::error::IoError;
 pub const PACKET_ADD_MEMBERSHIP: c_int = 1;
 pub const PACKET_RX_RING: c_int = 5;
 pub const PACKET_STATISTICS: c_int = 6;
+pub const PACKET_COPY_THRESH: c_int = 7;
 pub const PACKET_VERSION: c_int = 10;
 pub const PACKET_RESERVE: c_int = 12;
 pub const PACKET_TX_RING: c_int = 13;

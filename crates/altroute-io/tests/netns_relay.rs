@@ -303,6 +303,36 @@ fn vnet_mode_offloads_on_v2_sendmmsg() {
 }
 
 #[test]
+fn vnet_mode_offloads_on_v2_spill() {
+    // MTU-sized slots: the GSO super-frames spill to the socket queue and still pass whole
+    // (`vnet_case`: every received frame went out as one frame, some above 1514 B).
+    let cfg = PortConfig {
+        vnet_hdr: true,
+        rx: RxMode::V2Spill {
+            frames: 512,
+            slot_frame: 0,
+            spill_frames: 8,
+            rcvbuf: 4 << 20,
+        },
+        ..PortConfig::new("")
+    };
+    let Some(st) = run_case("vnetsp", false, cfg, Backend::Packet, 64 << 20) else {
+        return;
+    };
+    let c2s = &st[0];
+    assert!(c2s.gso_frames > 0, "GSO super-frames seen: {c2s:?}");
+    assert!(c2s.max_len > 1514, "{c2s:?}");
+    assert!(
+        c2s.rx.spilled > 0,
+        "super-frames came through the spill path: {c2s:?}"
+    );
+    assert_eq!(c2s.rx.truncated, 0, "{c2s:?}");
+    assert!(c2s.tx.tx_bytes >= 64 << 20, "{c2s:?}");
+    assert_eq!(c2s.tx.tx_frames, c2s.frames, "{c2s:?}");
+    assert_eq!(c2s.tx.tx_errors, 0, "{c2s:?}");
+}
+
+#[test]
 fn vnet_mode_offloads_on_v3_sendmmsg() {
     let cfg = PortConfig {
         vnet_hdr: true,

@@ -91,7 +91,9 @@ pub struct WorkerStats {
     pub failures: Vec<(u32, u32)>,
     /// Handoff counters (zero with the cBPF fanout).
     pub handoff: HandoffStats,
-    /// Per link: frames the kernel dropped because this worker's RX ring was full.
+    /// Per link: frames lost on receive: the kernel dropped them because this worker's RX ring
+    /// was full, or they arrived cut short (a frame too big for a slot that found the spill
+    /// queue full).
     pub ring_drops: Vec<u64>,
 }
 
@@ -480,7 +482,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
             last_stats = clock;
             for (d, p) in s.ring_drops.iter_mut().zip(w.ports.iter_mut()) {
                 if let Ok(st) = p.stats() {
-                    *d = st.ring_drops;
+                    *d = st.ring_drops + st.truncated;
                 }
             }
             let _ = w.tx.try_send(FromWorker::Stats(Box::new(stats(&w, &s))));

@@ -98,8 +98,12 @@
 //!
 //! ## `datapath:`
 //! `backend` (`af-packet|pnet`, default `af-packet`), `vnet_hdr` (default true: receive GSO
-//! super-frames with their offload metadata), `rx_ring` (`v2|v3`, default `v2`), `ring_frames`
-//! (frames per ring, default chosen by the I/O crate), `batch` (1..=1024, default 64),
+//! super-frames with their offload metadata), `rx_ring` (`v2|v2-large|v3`, default `v2`: TPACKET_V2
+//! with MTU-sized slots, larger GSO super-frames spilled to the socket queue and read whole;
+//! `v2-large`: every slot sized for a 64 KiB super-frame; `v3`: TPACKET_V3 blocks, up to 1 ms
+//! added latency when quiet), `ring_frames` (RX ring slots per socket, a power of two; default
+//! 4096 for `v2` with `vnet_hdr`, 128 for `v2-large` with `vnet_hdr`, else 1024; ignored by
+//! `v3`), `batch` (1..=1024, default 64),
 //! `fanout` (`cbpf|handoff`, default `cbpf`), `verify_checksums` (default true).
 //!
 //! ## `logging:`
@@ -650,14 +654,17 @@ pub enum Backend {
     Pnet,
 }
 
-/// TPACKET ring version.
+/// RX ring layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RxRing {
-    /// TPACKET_V2.
+    /// TPACKET_V2 with MTU-sized slots; with `vnet_hdr`, frames larger than a slot (GSO
+    /// super-frames) spill to the socket queue and are read whole with `recvmmsg`.
     #[default]
     V2,
-    /// TPACKET_V3.
+    /// TPACKET_V2 with every slot sized for a 64 KiB GSO super-frame (few slots per MiB).
+    V2Large,
+    /// TPACKET_V3 (blocks handed over when full or after a 1 ms retire timeout).
     V3,
 }
 
@@ -685,7 +692,7 @@ pub struct Datapath {
     /// Ring version.
     #[serde(default)]
     pub rx_ring: RxRing,
-    /// Frames per ring; `None` lets the I/O crate choose.
+    /// RX ring slots per socket; `None`: the default of the ring layout.
     #[serde(default)]
     pub ring_frames: Option<u32>,
     /// Frames per batch.

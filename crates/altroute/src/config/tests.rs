@@ -380,3 +380,19 @@ mod props {
         }
     }
 }
+
+#[test]
+fn rx_ring_layouts() {
+    for (text, want) in [
+        ("v2", RxRing::V2),
+        ("v2-large", RxRing::V2Large),
+        ("v3", RxRing::V3),
+    ] {
+        let c = load(&format!("{GOOD}datapath:\n  rx_ring: {text}\n")).unwrap();
+        assert_eq!(c.datapath.rx_ring, want, "{text}");
+    }
+    let d = one_err(&format!("{GOOD}datapath:\n  rx_ring: v4\n"));
+    assert_at(&d, "datapath.rx_ring", 24, "unknown variant `v4`");
+    let d = one_err(&format!("{GOOD}datapath:\n  ring_frames: 3000\n"));
+    assert_at(&d, "datapath.ring_frames", 24, "power of two");
+}

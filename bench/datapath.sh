@@ -13,6 +13,7 @@
 #   altroute-v2large  the same with `datapath: rx_ring: v2-large` (every V2 slot holds a 64 KiB
 #                     GSO frame: 128 slots; the default before spill rings)
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
+#   altroute-nocoal   the same with `datapath: udp_coalesce: false` (no UDP GSO merging at transmit)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`
 #   altroute-b        the same with the binary $ALTROUTE_B (A/B of two builds)
@@ -91,6 +92,7 @@ altroute_config() { # variant -> config path
     altroute-handoff) printf '\ndatapath:\n  fanout: handoff\n' >>"$c" ;;
     altroute-v2large) printf '\ndatapath:\n  rx_ring: v2-large\n' >>"$c" ;;
     altroute-v3) printf '\ndatapath:\n  rx_ring: v3\n' >>"$c" ;;
+    altroute-nocoal) printf '\ndatapath:\n  udp_coalesce: false\n' >>"$c" ;;
   esac
   echo "$c"
 }

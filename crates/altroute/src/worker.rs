@@ -8,6 +8,8 @@
 //! copied into a channel message; that is the only allocation, and it is not on the forwarding
 //! path.
 
+mod coalesce;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +97,8 @@ pub struct WorkerStats {
     /// was full, or they arrived cut short (a frame too big for a slot that found the spill
     /// queue full).
     pub ring_drops: Vec<u64>,
+    /// Datagrams merged into UDP GSO frames at transmit (see the `coalesce` module).
+    pub coalesced: u64,
 }
 
 /// Frame-ownership handoff between workers (`datapath.fanout: handoff`): the kernel spreads
@@ -197,6 +201,8 @@ pub struct WorkerSetup {
     pub cpu: Option<usize>,
     /// Handoff mode (`None`: the kernel's cBPF fanout already delivers each frame to its owner).
     pub handoff: Option<Handoff>,
+    /// Merge runs of small datagrams of one flow into UDP GSO frames at transmit (vnet links).
+    pub udp_coalesce: bool,
 }
 
 /// Where each frame of the current batch goes.
@@ -391,6 +397,8 @@ struct Scratch {
     handed_out: Vec<Out>,
     hstats: HandoffStats,
     ring_drops: Vec<u64>,
+    /// Datagrams merged into UDP GSO frames at transmit.
+    coalesced: u64,
     pending: Vec<Pending>,
     pkts: Vec<Packet<'static>>,
     verdicts: Vec<Verdict>,
@@ -413,6 +421,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         handed_out: Vec::with_capacity(w.batch),
         hstats: HandoffStats::default(),
         ring_drops: vec![0u64; links],
+        coalesced: 0,
         pending: Vec::with_capacity(w.batch),
         pkts: Vec::with_capacity(w.batch),
         verdicts: vec![Verdict::Drop(DropReason::Other); w.batch],
@@ -615,6 +624,9 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
             continue;
         }
         let target = Out::Link(out_link as u8);
+        if w.udp_coalesce && w.vnet.get(out_link).copied().unwrap_or(false) {
+            s.coalesced += coalesce_udp(&mut batch, &mut s.outs, target);
+        }
         let outs = &s.outs;
         let frames = (0..batch.len())
             .filter(|&i| outs.get(i) == Some(&target))
@@ -632,6 +644,102 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
     drop(batch);
     wake_peers(w, s);
     Ok(true)
+}
+
+/// The group being built by [`coalesce_udp`]: its first frame and what it has gathered.
+struct Group {
+    idx: usize,
+    key: [u8; coalesce::HDR_LEN],
+    payload: usize,
+    len: usize,
+    segs: u32,
+}
+
+/// Merges runs of consecutive small datagrams of one flow bound for `target` into UDP GSO
+/// frames (see [`coalesce`]): the later payloads are copied into the first frame's tail room
+/// and the later frames dropped from the batch. Returns how many frames were merged away.
+fn coalesce_udp(batch: &mut altroute_io::RxBatch<'_>, outs: &mut [Out], target: Out) -> u64 {
+    let mut merged = 0;
+    let mut group: Option<Group> = None;
+    let mut tmp = [0u8; coalesce::MAX_PAYLOAD];
+    for i in 0..batch.len() {
+        if outs.get(i) != Some(&target) {
+            continue;
+        }
+        let Some(f) = batch.get_mut(i) else {
+            continue;
+        };
+        if f.is_dropped() {
+            continue;
+        }
+        let plain = f.vnet().is_none_or(|v| !v.is_gso());
+        let cand = if plain {
+            coalesce::candidate(f.data())
+        } else {
+            None
+        };
+        if let (Some(g), Some(p)) = (group.as_mut(), cand) {
+            if p == g.payload
+                && g.segs < coalesce::MAX_SEGMENTS
+                && g.len + p - 14 <= usize::from(u16::MAX)
+                && coalesce::same_flow(&g.key, f.data())
+            {
+                let src = f.data().get(coalesce::HDR_LEN..coalesce::HDR_LEN + p);
+                if let (Some(src), Some(dst)) = (src, tmp.get_mut(..p)) {
+                    dst.copy_from_slice(src);
+                    if let Some(mut h) = batch.get_mut(g.idx) {
+                        let room = h.frame_and_tail_mut();
+                        if let Some(d) = room.get_mut(g.len..g.len + p) {
+                            d.copy_from_slice(&tmp[..p]);
+                            if h.set_len(g.len + p) {
+                                g.len += p;
+                                g.segs += 1;
+                                merged += 1;
+                                if let Some(mut f) = batch.get_mut(i) {
+                                    f.drop_frame();
+                                }
+                                if let Some(o) = outs.get_mut(i) {
+                                    *o = Out::None;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // This frame does not continue the group: close it, maybe open a new one.
+        if let Some(g) = group.take() {
+            close_group(batch, &g);
+        }
+        group = cand.and_then(|p| {
+            let f = batch.get_mut(i)?;
+            Some(Group {
+                idx: i,
+                key: f.data().get(..coalesce::HDR_LEN)?.try_into().ok()?,
+                payload: p,
+                len: f.len(),
+                segs: 1,
+            })
+        });
+    }
+    if let Some(g) = group.take() {
+        close_group(batch, &g);
+    }
+    merged
+}
+
+/// Turns a group of two or more datagrams into its GSO frame.
+fn close_group(batch: &mut altroute_io::RxBatch<'_>, g: &Group) {
+    if g.segs < 2 {
+        return;
+    }
+    if let Some(mut h) = batch.get_mut(g.idx) {
+        let v = coalesce::finish_gso(h.data_mut(), g.payload);
+        if v.is_some() {
+            h.set_vnet(v);
+        }
+    }
 }
 
 /// Copies a frame another worker owns into one of our pool buffers and queues it to the owner.
@@ -811,6 +919,7 @@ fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
         tx_failed: s.tx_failed.to_vec(),
         handoff: s.hstats,
         ring_drops: s.ring_drops.clone(),
+        coalesced: s.coalesced,
         failures: (0..w.ctx.table.gateways().len())
             .map(|g| w.ctx.table.failure_totals(GatewayId(g as u8), now(w.epoch)))
             .collect(),

@@ -60,6 +60,10 @@ pub struct Args {
     /// Override `datapath.ring_frames` (RX ring slots per socket).
     #[arg(long)]
     ring_frames: Option<u32>,
+    /// Turn off `datapath.udp_coalesce` (merging small datagrams of one flow into UDP GSO
+    /// frames at transmit).
+    #[arg(long)]
+    no_udp_coalesce: bool,
     /// Override `datapath.batch` (frames per receive batch).
     #[arg(long)]
     batch: Option<u16>,
@@ -290,6 +294,7 @@ impl Args {
                 spin: Duration::from_micros(self.spin_us),
                 cpu: (!pins.is_empty()).then(|| pins[usize::from(w) % pins.len()]),
                 handoff: handoffs.get_mut(usize::from(w)).and_then(Option::take),
+                udp_coalesce: cfg.datapath.udp_coalesce && !self.no_udp_coalesce,
             });
         }
         drop(ev_tx);
@@ -347,7 +352,7 @@ impl Args {
         }
         for s in &last {
             info!(
-                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}",
+                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}, udp coalesced {}",
                 s.worker,
                 s.flows,
                 s.table.created,
@@ -357,7 +362,8 @@ impl Args {
                 s.handoff.handed_in,
                 s.handoff.dropped,
                 s.ring_drops,
-                s.tx_failed
+                s.tx_failed,
+                s.coalesced
             );
         }
         info!("altroute stopped");

@@ -104,7 +104,10 @@
 //! added latency when quiet), `ring_frames` (RX ring slots per socket, a power of two; default
 //! 4096 for `v2` with `vnet_hdr`, 128 for `v2-large` with `vnet_hdr`, else 1024; ignored by
 //! `v3`), `batch` (1..=1024, default 64),
-//! `fanout` (`cbpf|handoff`, default `cbpf`), `verify_checksums` (default true).
+//! `fanout` (`cbpf|handoff`, default `cbpf`), `verify_checksums` (default true), `udp_coalesce`
+//! (default true; vnet mode only: consecutive small datagrams of one flow in a batch, atomic
+//! IPv4 with DF and equal sizes, leave as one UDP GSO frame that the kernel segments back into
+//! the same datagrams; only their IPv4 identification is renumbered).
 //!
 //! ## `logging:`
 //! `level`: `off|error|warn|info|debug|trace` (default `info`; `RUST_LOG` overrides).
@@ -704,6 +707,10 @@ pub struct Datapath {
     /// Verify checksums of received frames.
     #[serde(default = "yes")]
     pub verify_checksums: bool,
+    /// With `vnet_hdr`: send runs of small datagrams of one flow (atomic IPv4/UDP, equal sizes,
+    /// consecutive in a batch) as one UDP GSO frame that the kernel segments again.
+    #[serde(default = "yes")]
+    pub udp_coalesce: bool,
 }
 
 impl Default for Datapath {
@@ -716,6 +723,7 @@ impl Default for Datapath {
             batch: d_batch(),
             fanout: Fanout::default(),
             verify_checksums: true,
+            udp_coalesce: true,
         }
     }
 }

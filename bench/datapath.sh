@@ -10,8 +10,8 @@
 #   altroute          `altroute lab up` (router mode) + `altroute run` with the lab config
 #                     (examples/lab-dual-wan-failover.yaml: failover, isp1 preferred), vnet_hdr on
 #   altroute-handoff  the same with `datapath: fanout: handoff`
-#   altroute-v2large  the same with `datapath: rx_ring: v2-large` (every V2 slot holds a 64 KiB
-#                     GSO frame: 128 slots; the default before spill rings)
+#   altroute-spill    the same with `datapath: rx_ring: v2-spill` (MTU-sized V2 slots, 4096 per
+#                     socket; GSO super-frames read whole from the socket queue)
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
 #   altroute-nocoal   the same with `datapath: udp_coalesce: false` (no UDP GSO merging at transmit)
 #   altroute-w1       the same with `--workers 1`
@@ -90,7 +90,7 @@ altroute_config() { # variant -> config path
   cp "$CONFIG" "$c"
   case $v in
     altroute-handoff) printf '\ndatapath:\n  fanout: handoff\n' >>"$c" ;;
-    altroute-v2large) printf '\ndatapath:\n  rx_ring: v2-large\n' >>"$c" ;;
+    altroute-spill) printf '\ndatapath:\n  rx_ring: v2-spill\n' >>"$c" ;;
     altroute-v3) printf '\ndatapath:\n  rx_ring: v3\n' >>"$c" ;;
     altroute-nocoal) printf '\ndatapath:\n  udp_coalesce: false\n' >>"$c" ;;
   esac

@@ -209,13 +209,13 @@ impl Args {
         let batch = usize::from(self.batch.unwrap_or(cfg.datapath.batch).max(1));
         let ring_frames = self.ring_frames.or(cfg.datapath.ring_frames);
         let rx = match cfg.datapath.rx_ring {
-            // MTU-sized slots; GSO super-frames spill to the socket queue.
-            config::RxRing::V2 if vnet => RxMode::spill(ring_frames.unwrap_or(4096)),
             config::RxRing::V2 => RxMode::V2 {
-                frames: ring_frames.unwrap_or(1024),
-            },
-            config::RxRing::V2Large => RxMode::V2 {
                 frames: ring_frames.unwrap_or(if vnet { 128 } else { 1024 }),
+            },
+            // MTU-sized slots; GSO super-frames spill to the socket queue.
+            config::RxRing::V2Spill if vnet => RxMode::spill(ring_frames.unwrap_or(4096)),
+            config::RxRing::V2Spill => RxMode::V2 {
+                frames: ring_frames.unwrap_or(1024),
             },
             config::RxRing::V3 => RxMode::V3 {
                 block_size: 1 << 20,

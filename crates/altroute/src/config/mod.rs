@@ -98,12 +98,13 @@
 //!
 //! ## `datapath:`
 //! `backend` (`af-packet|pnet`, default `af-packet`), `vnet_hdr` (default true: receive GSO
-//! super-frames with their offload metadata), `rx_ring` (`v2|v2-large|v3`, default `v2`: TPACKET_V2
-//! with MTU-sized slots, larger GSO super-frames spilled to the socket queue and read whole;
-//! `v2-large`: every slot sized for a 64 KiB super-frame; `v3`: TPACKET_V3 blocks, up to 1 ms
-//! added latency when quiet), `ring_frames` (RX ring slots per socket, a power of two; default
-//! 4096 for `v2` with `vnet_hdr`, 128 for `v2-large` with `vnet_hdr`, else 1024; ignored by
-//! `v3`), `batch` (1..=1024, default 64),
+//! super-frames with their offload metadata), `rx_ring` (`v2|v2-spill|v3`, default `v2`: TPACKET_V2,
+//! with `vnet_hdr` every slot sized for a 64 KiB super-frame; `v2-spill`: MTU-sized slots, larger
+//! GSO super-frames spilled to the socket queue and read whole, many more small frames per MiB
+//! but measured ~0.8x TCP single-stream throughput; `v3`: TPACKET_V3 blocks, up to 1 ms added
+//! latency when quiet), `ring_frames` (RX ring slots per socket, a power of two; default 128 for
+//! `v2` with `vnet_hdr`, 4096 for `v2-spill` with `vnet_hdr`, else 1024; ignored by `v3`),
+//! `batch` (1..=1024, default 64),
 //! `fanout` (`cbpf|handoff`, default `cbpf`), `verify_checksums` (default true), `udp_coalesce`
 //! (default true; vnet mode only: consecutive small datagrams of one flow in a batch, atomic
 //! IPv4 with DF and equal sizes, leave as one UDP GSO frame that the kernel segments back into
@@ -661,12 +662,12 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RxRing {
-    /// TPACKET_V2 with MTU-sized slots; with `vnet_hdr`, frames larger than a slot (GSO
-    /// super-frames) spill to the socket queue and are read whole with `recvmmsg`.
+    /// TPACKET_V2; with `vnet_hdr` every slot holds a 64 KiB GSO super-frame (few slots per MiB).
     #[default]
     V2,
-    /// TPACKET_V2 with every slot sized for a 64 KiB GSO super-frame (few slots per MiB).
-    V2Large,
+    /// TPACKET_V2 with MTU-sized slots; with `vnet_hdr`, frames larger than a slot (GSO
+    /// super-frames) spill to the socket queue and are read whole with `recvmmsg`.
+    V2Spill,
     /// TPACKET_V3 (blocks handed over when full or after a 1 ms retire timeout).
     V3,
 }

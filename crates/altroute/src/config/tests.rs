@@ -385,7 +385,7 @@ mod props {
 fn rx_ring_layouts() {
     for (text, want) in [
         ("v2", RxRing::V2),
-        ("v2-large", RxRing::V2Large),
+        ("v2-spill", RxRing::V2Spill),
         ("v3", RxRing::V3),
     ] {
         let c = load(&format!("{GOOD}datapath:\n  rx_ring: {text}\n")).unwrap();

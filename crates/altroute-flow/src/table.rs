@@ -646,21 +646,25 @@ impl FlowTable {
             && q.dst_bytes() == ext
     }
 
+    /// Whether index value `v` (not a mapping) is the entry of `key`.
+    #[inline(always)]
+    fn entry_matches(&self, v: u32, key: &FlowKey) -> bool {
+        if v & MAPPING != 0 {
+            return false;
+        }
+        let Some(s) = self.slots.get((v >> 1) as usize) else {
+            return false;
+        };
+        if v & 1 == 0 {
+            s.key == *key
+        } else {
+            self.reply_matches(s, key)
+        }
+    }
+
     #[inline]
     fn lookup_hashed(&self, key: &FlowKey, h: u64) -> Option<Hit> {
-        let v = self.index.find(h, |v| {
-            if v & MAPPING != 0 {
-                return false;
-            }
-            let Some(s) = self.slots.get((v >> 1) as usize) else {
-                return false;
-            };
-            if v & 1 == 0 {
-                s.key == *key
-            } else {
-                self.reply_matches(s, key)
-            }
-        })?;
+        let v = self.index.find(h, |v| self.entry_matches(v, key))?;
         Some(Hit {
             flow: FlowId(v >> 1),
             dir: if v & 1 == 0 { Dir::Orig } else { Dir::Reply },
@@ -709,24 +713,33 @@ impl FlowTable {
             }
             core::hint::black_box(sink);
             // The home buckets are (nearly) in cache now: load the slot and counters each one
-            // most likely points at, so those misses overlap too.
+            // most likely points at, so those misses overlap too. (`u32::MAX`: no candidate; it
+            // has the MAPPING bit, which no candidate has.)
             let mut cand = [u32::MAX; CHUNK];
             for (c, &h) in cand.iter_mut().zip(&hashes[..m]) {
                 if let Some(v) = self.index.candidate(h)
                     && v & MAPPING == 0
                 {
-                    *c = v >> 1;
+                    *c = v;
                 }
             }
             let mut sink = 0u64;
             for &c in &cand[..m] {
-                let i = c as usize;
+                let i = (c >> 1) as usize;
                 sink = sink.wrapping_add(self.slots.get(i).map_or(0, |s| u64::from(s.last_seen)));
                 sink = sink.wrapping_add(self.acct.get(i).map_or(0, |c| c.packets[0]));
             }
             core::hint::black_box(sink);
+            // The candidate is the first lane `find` would try: when it matches, it is the answer
+            // `find` would give, without scanning the bucket again.
             for (i, o) in out[start..end].iter_mut().enumerate() {
-                *o = key(start + i).and_then(|k| self.lookup_hashed(k, hashes[i]));
+                *o = key(start + i).and_then(|k| match cand[i] {
+                    v if v != u32::MAX && self.entry_matches(v, k) => Some(Hit {
+                        flow: FlowId(v >> 1),
+                        dir: if v & 1 == 0 { Dir::Orig } else { Dir::Reply },
+                    }),
+                    _ => self.lookup_hashed(k, hashes[i]),
+                });
             }
             start = end;
         }

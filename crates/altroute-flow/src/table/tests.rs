@@ -897,3 +897,37 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Batched lookups give exactly what single lookups give, also in a small, crowded table
+    /// (full buckets, overflow chains, removed entries), for original, reply and missing keys.
+    #[test]
+    fn batch_lookup_matches_single_in_a_crowded_table(
+        ops in proptest::collection::vec((1u16..200, any::<bool>()), 1..300),
+    ) {
+        let mut t = table(TableConfig { max_flows: 96, ..two_gw((1, 1)) });
+        for (p, insert) in ops {
+            let k = tcp(p, 443);
+            match t.lookup(&k) {
+                Some(h) if !insert => t.remove(h.flow, T0),
+                None if insert => {
+                    let _ = t.insert(k, T0, true, SYN);
+                }
+                _ => {}
+            }
+        }
+        let mut keys = Vec::new();
+        for p in 1..200u16 {
+            let k = tcp(p, 443);
+            keys.push(k);
+            if let Some(h) = t.lookup(&k) {
+                keys.push(reply_of(&t, h));
+            }
+        }
+        let mut out = vec![None; keys.len()];
+        t.lookup_batch(&keys, &mut out);
+        for (k, o) in keys.iter().zip(&out) {
+            prop_assert_eq!(*o, t.lookup(k));
+        }
+    }
+}

@@ -780,6 +780,10 @@ fn status_json(
             .sum::<u64>()
             .to_string(),
     );
+    // Datagrams merged into UDP GSO frames at transmit (`datapath.udp_coalesce`), all workers:
+    // lets the lab test see that coalescing happened without stopping the router.
+    s.push_str(",\n  \"udp_coalesced\": ");
+    s.push_str(&stats.values().map(|w| w.coalesced).sum::<u64>().to_string());
     s.push_str(",\n  \"drops\": {");
     let mut first = true;
     for r in altroute_packet::DropReason::ALL {
@@ -915,6 +919,7 @@ mod tests {
         assert_eq!(v["transitions"][0]["to"], "disabled");
         assert_eq!(v["transitions"][0]["reason"], "operator: disabled");
         assert_eq!(v["fast_path_frames"], 0);
+        assert_eq!(v["udp_coalesced"], 0);
         let empty = status_json(&[], &HashMap::new(), &VecDeque::new(), Time::from_millis(1));
         serde_json::from_str::<serde_json::Value>(&empty)
             .unwrap_or_else(|e| panic!("{e}: {empty}"));

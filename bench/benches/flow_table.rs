@@ -12,27 +12,14 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use altroute_bench::{BenchClock, Rng, batch_lookups, dashmap_table, filled_table, lan_keys};
-use altroute_flow::{FlowKey, FlowTable};
+use altroute_bench::{
+    BenchClock, Rng, batch_lookups, dashmap_table, filled_table, lan_keys, probe_order,
+};
+use altroute_flow::FlowKey;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 2] = [65_536, 1 << 20];
 const PROBES: usize = 1 << 16;
-
-fn probe_order(t: &FlowTable, keys: &[FlowKey], seed: u64) -> Vec<FlowKey> {
-    let replies: Vec<FlowKey> = t.iter().map(|f| f.reply_key).collect();
-    let mut rng = Rng::new(seed);
-    (0..PROBES)
-        .map(|i| {
-            let j = rng.below(keys.len() as u64) as usize;
-            if i % 2 == 0 {
-                keys[j]
-            } else {
-                replies[j % replies.len()]
-            }
-        })
-        .collect()
-}
 
 fn lookups(c: &mut Criterion) {
     let clk = BenchClock::from_env();
@@ -44,7 +31,7 @@ fn lookups(c: &mut Criterion) {
     for &n in &SIZES {
         let keys = lan_keys(n, 1);
         let t = filled_table(&keys, true);
-        let order = probe_order(&t, &keys, 2);
+        let order = probe_order(&t, &keys, PROBES, 2);
         g.bench_with_input(BenchmarkId::new("altroute_batch32", n), &order, |b, o| {
             b.iter_custom(|it| {
                 clk.iters(it, || {
@@ -82,7 +69,7 @@ fn lookups(c: &mut Criterion) {
         // Two threads: two per-worker tables (the design) vs one shared DashMap.
         let keys2 = lan_keys(n, 11);
         let t2 = filled_table(&keys2, true);
-        let order2 = probe_order(&t2, &keys2, 4);
+        let order2 = probe_order(&t2, &keys2, PROBES, 4);
         g.throughput(Throughput::Elements(2 * PROBES as u64));
         g.bench_function(BenchmarkId::new("altroute_batch32_2threads", n), |b| {
             b.iter_custom(|iters| {

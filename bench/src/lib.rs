@@ -122,6 +122,23 @@ pub fn dashmap_table(keys: &[FlowKey]) -> DashMap<FlowKey, BaselineEntry, ahash:
     m
 }
 
+/// `n` lookups over the flows of `t` (whose original keys are `keys`) in a shuffled order, every one
+/// a hit: even ones by original key, odd ones by reply key.
+pub fn probe_order(t: &FlowTable, keys: &[FlowKey], n: usize, seed: u64) -> Vec<FlowKey> {
+    let replies: Vec<FlowKey> = t.iter().map(|f| f.reply_key).collect();
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            let j = rng.below(keys.len() as u64) as usize;
+            if i % 2 == 0 {
+                keys[j]
+            } else {
+                replies[j % replies.len()]
+            }
+        })
+        .collect()
+}
+
 /// Look up every key of `order` in `t` in batches of 32, returning the number of hits.
 pub fn batch_lookups(t: &FlowTable, order: &[FlowKey]) -> usize {
     let mut out = [None::<Hit>; 32];

@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use altroute_bench::{Rng, filled_table, lan_keys, thread_cpu_time};
-use altroute_flow::FlowKey;
+use altroute_bench::{filled_table, lan_keys, probe_order, thread_cpu_time};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,18 +15,7 @@ fn main() {
     let acct = arg(3, 1) == 1;
     let keys = lan_keys(n, 1);
     let t = filled_table(&keys, acct);
-    let replies: Vec<FlowKey> = t.iter().map(|f| f.reply_key).collect();
-    let mut rng = Rng::new(2);
-    let order: Vec<FlowKey> = (0..1 << 20)
-        .map(|i| {
-            let j = rng.below(keys.len() as u64) as usize;
-            if i % 2 == 0 {
-                keys[j]
-            } else {
-                replies[j % replies.len()]
-            }
-        })
-        .collect();
+    let order = probe_order(&t, &keys, 1 << 20, 2);
     let mut hits = vec![None; 32];
     let (mut done, mut found) = (0usize, 0usize);
     let start = Instant::now();

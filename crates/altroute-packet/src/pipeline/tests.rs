@@ -140,6 +140,44 @@ fn run(c: &mut Context, frame: &[u8], link: u8) -> (Verdict, Vec<u8>) {
     (v, buf)
 }
 
+/// Process `frames` (frame, link) as one batch at `now`: each verdict, and each output (the buffer
+/// cut to the verdict's length; empty for drops and control).
+fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdict>, Vec<Vec<u8>>) {
+    let mut bufs: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|(f, _)| {
+            let mut v = f.clone();
+            v.resize(f.len() + 64, 0);
+            v
+        })
+        .collect();
+    let mut pkts: Vec<Packet<'_>> = bufs
+        .iter_mut()
+        .zip(frames)
+        .map(|(buf, (f, link))| Packet {
+            len: f.len(),
+            buf: buf.as_mut_slice(),
+            link: *link,
+            meta: FrameMeta::default(),
+        })
+        .collect();
+    let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+    c.process_batch(&mut pkts, now, &mut verdicts);
+    drop(pkts);
+    let outs = bufs
+        .into_iter()
+        .zip(&verdicts)
+        .map(|(mut b, v)| {
+            b.truncate(match v {
+                Verdict::Forward { len, .. } | Verdict::Reply { len } => *len,
+                _ => 0,
+            });
+            b
+        })
+        .collect();
+    (verdicts, outs)
+}
+
 /// RFC 1071 sum, written independently of `crate::checksum`.
 fn ones(data: &[u8], init: u32) -> u16 {
     let mut s = init;
@@ -596,26 +634,8 @@ fn batch_agrees_with_single() {
     let frames: Vec<Vec<u8>> = (0..100u16)
         .map(|i| tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 30000 + i % 40, 443, SYN, 64))
         .collect();
-    let mut bufs: Vec<Vec<u8>> = frames
-        .iter()
-        .map(|f| {
-            let mut v = f.clone();
-            v.resize(f.len() + 64, 0);
-            v
-        })
-        .collect();
-    let mut pkts: Vec<Packet<'_>> = bufs
-        .iter_mut()
-        .zip(&frames)
-        .map(|(buf, f)| Packet {
-            len: f.len(),
-            buf: buf.as_mut_slice(),
-            link: 0,
-            meta: FrameMeta::default(),
-        })
-        .collect();
-    let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
-    a.process_batch(&mut pkts, T, &mut verdicts);
+    let batch: Vec<(Vec<u8>, u8)> = frames.iter().map(|f| (f.clone(), 0)).collect();
+    let (verdicts, _) = run_batch(&mut a, &batch, T);
     for (f, v) in frames.iter().zip(&verdicts) {
         let (single, _) = run(&mut b, f, 0);
         assert_eq!(*v, single);
@@ -629,29 +649,13 @@ fn batch_agrees_with_single() {
 fn batch_sees_flows_created_earlier_in_the_batch() {
     let mut a = ctx((3, 1), None);
     let mut b = ctx((3, 1), None);
-    let frames: Vec<Vec<u8>> = (0..32u16)
-        .map(|i| tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 30000 + i % 5, 443, SYN, 64))
-        .collect();
-    let mut bufs: Vec<Vec<u8>> = frames
-        .iter()
-        .map(|f| {
-            let mut v = f.clone();
-            v.resize(f.len() + 64, 0);
-            v
+    let frames: Vec<(Vec<u8>, u8)> = (0..32u16)
+        .map(|i| {
+            let f = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 30000 + i % 5, 443, SYN, 64);
+            (f, 0)
         })
         .collect();
-    let mut pkts: Vec<Packet<'_>> = bufs
-        .iter_mut()
-        .zip(&frames)
-        .map(|(buf, f)| Packet {
-            len: f.len(),
-            buf: buf.as_mut_slice(),
-            link: 0,
-            meta: FrameMeta::default(),
-        })
-        .collect();
-    let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
-    a.process_batch(&mut pkts, T, &mut verdicts);
+    let (verdicts, outs) = run_batch(&mut a, &frames, T);
     assert!(
         verdicts
             .iter()
@@ -659,10 +663,10 @@ fn batch_sees_flows_created_earlier_in_the_batch() {
         "{verdicts:?}"
     );
     assert_eq!(a.table.len(), 5);
-    for ((f, v), p) in frames.iter().zip(&verdicts).zip(&pkts) {
+    for (((f, _), v), got) in frames.iter().zip(&verdicts).zip(&outs) {
         let (single, out) = run(&mut b, f, 0);
         assert_eq!(*v, single);
-        assert_eq!(&p.buf[..out.len()], &out[..]);
+        assert_eq!(got, &out);
     }
 }
 
@@ -850,40 +854,11 @@ proptest::proptest! {
                 i += 1;
             }
             if !frames.is_empty() {
-                let mut outs: Vec<Vec<Vec<u8>>> = Vec::new();
-                let mut verdicts: Vec<Vec<Verdict>> = Vec::new();
-                for c in [&mut fast, &mut full] {
-                    let mut bufs: Vec<Vec<u8>> = frames
-                        .iter()
-                        .map(|(f, _, _)| {
-                            let mut v = f.clone();
-                            v.resize(f.len() + 64, 0);
-                            v
-                        })
-                        .collect();
-                    let mut pkts: Vec<Packet<'_>> = bufs
-                        .iter_mut()
-                        .zip(&frames)
-                        .map(|(buf, (f, link, _))| Packet {
-                            len: f.len(),
-                            buf: buf.as_mut_slice(),
-                            link: *link,
-                            meta: FrameMeta::default(),
-                        })
-                        .collect();
-                    let mut v = vec![Verdict::Drop(DropReason::Other); pkts.len()];
-                    c.process_batch(&mut pkts, now, &mut v);
-                    let lens: Vec<usize> = v
-                        .iter()
-                        .map(|v| match v {
-                            Verdict::Forward { len, .. } | Verdict::Reply { len } => *len,
-                            _ => 0,
-                        })
-                        .collect();
-                    drop(pkts);
-                    outs.push(bufs.into_iter().zip(lens).map(|(mut b, l)| { b.truncate(l); b }).collect());
-                    verdicts.push(v);
-                }
+                let batch: Vec<(Vec<u8>, u8)> =
+                    frames.iter().map(|(f, link, _)| (f.clone(), *link)).collect();
+                let (v_fast, o_fast) = run_batch(&mut fast, &batch, now);
+                let (v_full, o_full) = run_batch(&mut full, &batch, now);
+                let (verdicts, outs) = ([v_fast, v_full], [o_fast, o_full]);
                 proptest::prop_assert_eq!(&verdicts[0], &verdicts[1]);
                 proptest::prop_assert_eq!(&outs[0], &outs[1]);
                 for ((out, v), (_, _, mangled)) in outs[0].iter().zip(&verdicts[0]).zip(&frames) {
@@ -953,35 +928,14 @@ fn fast_path_takes_established_flows() {
     let back = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, ACK, 60);
     let uback = udp_frame(G1_MAC, W1_MAC, SRV, src, 53, usp);
     let frames = [(ack, 0u8), (back, 1), (udp, 0), (uback, 1)];
-    let mut bufs: Vec<Vec<u8>> = frames
-        .iter()
-        .map(|(f, _)| {
-            let mut v = f.clone();
-            v.resize(f.len() + 64, 0);
-            v
-        })
-        .collect();
-    let mut pkts: Vec<Packet<'_>> = bufs
-        .iter_mut()
-        .zip(&frames)
-        .map(|(buf, (f, link))| Packet {
-            len: f.len(),
-            buf: buf.as_mut_slice(),
-            link: *link,
-            meta: FrameMeta::default(),
-        })
-        .collect();
-    let mut v = vec![Verdict::Drop(DropReason::Other); pkts.len()];
-    c.process_batch(&mut pkts, T, &mut v);
+    let (v, outs) = run_batch(&mut c, &frames, T);
     assert!(
         v.iter().all(|v| matches!(v, Verdict::Forward { .. })),
         "{v:?}"
     );
     assert_eq!(c.counters.fast_path, 4);
-    for (p, v) in pkts.iter().zip(&v) {
-        if let Verdict::Forward { len, .. } = v {
-            assert_checksums(&p.buf[..*len]);
-        }
+    for out in &outs {
+        assert_checksums(out);
     }
 }
 

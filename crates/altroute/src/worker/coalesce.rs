@@ -58,7 +58,8 @@ pub fn same_flow(key: &[u8; HDR_LEN], b: &[u8]) -> bool {
 /// Turns a group's first frame, with the other payloads appended, into one UDP GSO frame of
 /// `seg_payload`-byte segments: IPv4 total length and header checksum, UDP length, and the UDP
 /// checksum field as the pseudo-header sum only (the kernel finishes each segment's checksum).
-/// Returns its vnet header, or `None` if the frame is not a plausible group.
+/// Returns its vnet header, or `None` if the frame is not a plausible group; every check comes
+/// before the first write, so `None` leaves the frame untouched.
 pub fn finish_gso(frame: &mut [u8], seg_payload: usize) -> Option<VnetHdr> {
     let n = frame.len();
     if n < HDR_LEN + seg_payload || seg_payload == 0 {
@@ -66,6 +67,7 @@ pub fn finish_gso(frame: &mut [u8], seg_payload: usize) -> Option<VnetHdr> {
     }
     let tot = u16::try_from(n - 14).ok()?;
     let udp_len = u16::try_from(n - 34).ok()?;
+    let gso_size = u16::try_from(seg_payload).ok()?;
     frame[16..18].copy_from_slice(&tot.to_be_bytes());
     frame[24..26].copy_from_slice(&[0, 0]);
     let ip_sum = !fold(sum16(&frame[14..34]));
@@ -77,7 +79,7 @@ pub fn finish_gso(frame: &mut [u8], seg_payload: usize) -> Option<VnetHdr> {
         flags: VnetHdr::F_NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
         hdr_len: HDR_LEN as u16,
-        gso_size: u16::try_from(seg_payload).ok()?,
+        gso_size,
         csum_start: 34,
         csum_offset: 6,
     })

@@ -11,6 +11,9 @@
 //!   miss; [`FlowTable::lookup_batch`] overlaps the misses of a batch.
 //!   [`FlowTable::update`] counts a packet, runs the TCP state machine ([`tcp`]) and applies SYN-retry
 //!   failover; [`FlowTable::insert`] creates a connection; [`FlowTable::expire`] retires idle ones.
+//!   A packet fast path splits `update` in two: [`FlowTable::established`] (read only: is this the
+//!   common case?) and [`FlowTable::touch`] (account it), so the caller can make its own checks in
+//!   between and fall back to `update` with nothing changed.
 //! - [`policy`]: gateway selection as a pure function — weighted load balancing with minimal
 //!   disruption, failover tiers, SYN-retry rotation, failure-rate redirect, and the overrides that
 //!   beat them (forced gateway, rules, per-client pins). [`FlowTable::explain`] says why.

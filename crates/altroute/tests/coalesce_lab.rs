@@ -44,9 +44,12 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use altroute::demo::{RouterProcess, prerequisites};
+use altroute::demo::RouterProcess;
 use altroute::lab::tool::PseudoRandom;
-use altroute::lab::{Lab, Mode, list_namespaces};
+use altroute::lab::{Lab, Mode};
+
+mod common;
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_altroute");
 const SERVER: &str = "203.0.113.10";
@@ -57,28 +60,6 @@ const PAUSE: Duration = Duration::from_millis(2);
 const BURSTS: usize = 20;
 /// Minimum share delivered, in percent.
 const MIN_DELIVERY_PCT: usize = 95;
-
-/// True when the test should run; panics when it cannot but must.
-fn should_run(name: &str, tools: &[(&str, &str)]) -> bool {
-    match prerequisites(tools) {
-        Ok(()) => true,
-        Err(why) => {
-            let required = std::env::var_os("ALTROUTE_REQUIRE_NETNS")
-                .is_some_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "{name}: ALTROUTE_REQUIRE_NETNS is set but {why}");
-            eprintln!("skipping {name}: {why}");
-            false
-        }
-    }
-}
-
-fn leftovers(prefix: &str) -> Vec<String> {
-    list_namespaces()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
 
 /// Removes the temp directory (config copy, status file, router log) when dropped.
 struct TempDir(PathBuf);
@@ -405,22 +386,6 @@ fn phase(
         r.expected
     );
     merged
-}
-
-/// Sums `nstat -az` counters whose name ends with `CsumErrors` in a lab namespace.
-fn checksum_errors(lab: &Lab, role: &str) -> u64 {
-    let out = lab
-        .exec_ok(role, &["nstat", "-az"], Duration::from_secs(10))
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|n| n.ends_with("CsumErrors"))
-        })
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Starts the router with `config` and waits until both gateways are up.

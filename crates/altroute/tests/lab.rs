@@ -11,68 +11,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use altroute::lab::tool::Tally;
-use altroute::lab::{Isp, Lab, Mode, NAMESPACES, list_namespaces};
+use altroute::lab::{Isp, Lab, Mode, NAMESPACES};
+
+mod common;
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_altroute");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn has_tool(tool: &str, arg: &str) -> bool {
-    Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// `Ok` when the test can run; `Err(reason)` otherwise.
-fn prerequisites(tools: &[(&str, &str)]) -> Result<(), String> {
-    if !is_root() {
-        return Err("not root (network namespaces need CAP_SYS_ADMIN)".into());
-    }
-    for (t, arg) in tools {
-        if !has_tool(t, arg) {
-            return Err(format!(
-                "`{t}` is missing (apt-get install iproute2 nftables)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// True when the test should run; panics when it cannot but must.
-fn should_run(name: &str, tools: &[(&str, &str)]) -> bool {
-    match prerequisites(tools) {
-        Ok(()) => true,
-        Err(why) => {
-            let required = std::env::var_os("ALTROUTE_REQUIRE_NETNS")
-                .is_some_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "{name}: ALTROUTE_REQUIRE_NETNS is set but {why}");
-            eprintln!("skipping {name}: {why}");
-            false
-        }
-    }
-}
-
-fn leftovers(prefix: &str) -> Vec<String> {
-    list_namespaces()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
 
 fn client(lab: &Lab, n: usize, timeout_ms: u64) -> Tally {
     let n = n.to_string();

@@ -28,29 +28,17 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use altroute::demo::{
-    self, GatewayAddrs, RouterProcess, SERVER_TCP, SERVER_UDP, prerequisites, start_whoami,
-    tcp_clients,
+    self, GatewayAddrs, RouterProcess, SERVER_TCP, SERVER_UDP, start_whoami, tcp_clients,
 };
 use altroute::lab::tool::{Tally, TransferReport};
-use altroute::lab::{Background, Lab, Mode, list_namespaces};
+use altroute::lab::{Background, Lab, Mode};
+
+mod common;
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_altroute");
 const ISP1: &str = "192.0.2.1";
 const ISP2: &str = "198.51.100.1";
-
-/// True when the test should run; panics when it cannot but must.
-fn should_run(name: &str, tools: &[(&str, &str)]) -> bool {
-    match prerequisites(tools) {
-        Ok(()) => true,
-        Err(why) => {
-            let required = std::env::var_os("ALTROUTE_REQUIRE_NETNS")
-                .is_some_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "{name}: ALTROUTE_REQUIRE_NETNS is set but {why}");
-            eprintln!("skipping {name}: {why}");
-            false
-        }
-    }
-}
 
 const BASE_TOOLS: [(&str, &str); 3] = [("ip", "-V"), ("nft", "--version"), ("kill", "-l")];
 
@@ -58,14 +46,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(name)
-}
-
-fn leftovers(prefix: &str) -> Vec<String> {
-    list_namespaces()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(prefix))
-        .collect()
 }
 
 /// A lab with the whoami server and the router running. Fields drop in order: router, server, lab.
@@ -353,22 +333,6 @@ fn bulk_100mb_both_directions_arrive_intact() {
     assert!(g1.out_bytes >= BULK_BYTES, "{}", st.summary());
     r.finish();
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
-}
-
-/// Sums `nstat -az` counters whose name ends with `CsumErrors` in a lab namespace.
-fn checksum_errors(lab: &Lab, role: &str) -> u64 {
-    let out = lab
-        .exec_ok(role, &["nstat", "-az"], Duration::from_secs(10))
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|n| n.ends_with("CsumErrors"))
-        })
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]

@@ -143,9 +143,23 @@ fn run(c: &mut Context, frame: &[u8], link: u8) -> (Verdict, Vec<u8>) {
 /// Process `frames` (frame, link) as one batch at `now`: each verdict, and each output (the buffer
 /// cut to the verdict's length; empty for drops and control).
 fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdict>, Vec<Vec<u8>>) {
+    let with_meta: Vec<(Vec<u8>, u8, FrameMeta)> = frames
+        .iter()
+        .map(|(f, l)| (f.clone(), *l, FrameMeta::default()))
+        .collect();
+    let (v, o, _) = run_batch_meta(c, &with_meta, now);
+    (v, o)
+}
+
+/// [`run_batch`] with each frame's offload metadata; also returns the metadata after processing.
+fn run_batch_meta(
+    c: &mut Context,
+    frames: &[(Vec<u8>, u8, FrameMeta)],
+    now: Time,
+) -> (Vec<Verdict>, Vec<Vec<u8>>, Vec<FrameMeta>) {
     let mut bufs: Vec<Vec<u8>> = frames
         .iter()
-        .map(|(f, _)| {
+        .map(|(f, _, _)| {
             let mut v = f.clone();
             v.resize(f.len() + 64, 0);
             v
@@ -154,15 +168,16 @@ fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdi
     let mut pkts: Vec<Packet<'_>> = bufs
         .iter_mut()
         .zip(frames)
-        .map(|(buf, (f, link))| Packet {
+        .map(|(buf, (f, link, meta))| Packet {
             len: f.len(),
             buf: buf.as_mut_slice(),
             link: *link,
-            meta: FrameMeta::default(),
+            meta: *meta,
         })
         .collect();
     let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
     c.process_batch(&mut pkts, now, &mut verdicts);
+    let metas = pkts.iter().map(|p| p.meta).collect();
     drop(pkts);
     let outs = bufs
         .into_iter()
@@ -175,7 +190,41 @@ fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdi
             b
         })
         .collect();
-    (verdicts, outs)
+    (verdicts, outs, metas)
+}
+
+/// Turns a TCP or UDP frame (untagged or tagged, no IP options) into a "checksum not ready" frame
+/// as veth hands them over: the L4 checksum field holds the folded pseudo-header sum. Returns the
+/// metadata that says so, or `None` for other frames.
+fn make_partial(f: &mut [u8]) -> Option<FrameMeta> {
+    let l3 = if f.get(12..14)? == [0x81, 0x00] {
+        18
+    } else {
+        14
+    };
+    if f.get(l3 - 2..l3)? != [0x08, 0x00] || *f.get(l3)? != 0x45 {
+        return None;
+    }
+    let off: usize = match *f.get(l3 + 9)? {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    let total = usize::from(u16::from_be_bytes([*f.get(l3 + 2)?, *f.get(l3 + 3)?]));
+    let l4 = l3 + 20;
+    let mut s = u32::from(*f.get(l3 + 9)?) + (total as u32 - 20);
+    for w in f.get(l3 + 12..l3 + 20)?.chunks(2) {
+        s += u32::from(w[0]) << 8 | u32::from(w[1]);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f.get_mut(l4 + off..l4 + off + 2)?
+        .copy_from_slice(&(s as u16).to_be_bytes());
+    Some(FrameMeta {
+        partial: Some((l4 as u16, off as u16)),
+        gso: false,
+    })
 }
 
 /// RFC 1071 sum, written independently of `crate::checksum`.
@@ -780,6 +829,7 @@ proptest::proptest! {
         steps in proptest::collection::vec(step(), 1..400),
         batch in 1usize..48,
         lan_vlan in proptest::bool::weighted(0.2),
+        partial_every in 0usize..4,
     ) {
         let vlan = lan_vlan.then_some(7);
         let (mut fast, mut full) = (ctx((3, 1), vlan), ctx((3, 1), vlan));
@@ -854,20 +904,45 @@ proptest::proptest! {
                 i += 1;
             }
             if !frames.is_empty() {
-                let batch: Vec<(Vec<u8>, u8)> =
-                    frames.iter().map(|(f, link, _)| (f.clone(), *link)).collect();
-                let (v_fast, o_fast) = run_batch(&mut fast, &batch, now);
-                let (v_full, o_full) = run_batch(&mut full, &batch, now);
-                let (verdicts, outs) = ([v_fast, v_full], [o_fast, o_full]);
-                proptest::prop_assert_eq!(&verdicts[0], &verdicts[1]);
-                proptest::prop_assert_eq!(&outs[0], &outs[1]);
-                for ((out, v), (_, _, mangled)) in outs[0].iter().zip(&verdicts[0]).zip(&frames) {
+                // Some frames arrive as veth hands them over: "checksum not ready".
+                let batch: Vec<(Vec<u8>, u8, FrameMeta)> = frames
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (f, link, mangled))| {
+                        let mut f = f.clone();
+                        let meta = if partial_every != 0 && k % partial_every == 0 && !mangled {
+                            make_partial(&mut f).unwrap_or_default()
+                        } else {
+                            FrameMeta::default()
+                        };
+                        (f, *link, meta)
+                    })
+                    .collect();
+                let (v_fast, o_fast, m_fast) = run_batch_meta(&mut fast, &batch, now);
+                let (v_full, o_full, m_full) = run_batch_meta(&mut full, &batch, now);
+                proptest::prop_assert_eq!(&v_fast, &v_full);
+                proptest::prop_assert_eq!(&o_fast, &o_full);
+                proptest::prop_assert_eq!(&m_fast, &m_full);
+                for (((out, v), meta), (_, _, mangled)) in
+                    o_fast.iter().zip(&v_fast).zip(&m_fast).zip(&frames)
+                {
                     if let Verdict::Forward { port, .. } = v
                         && !mangled
                     {
-                        assert_checksums(out);
+                        // Finish a partial checksum as the NIC (or the kernel) would.
+                        let mut out = out.clone();
+                        if let Some((start, off)) = meta.partial {
+                            let (start, off) = (usize::from(start), usize::from(off));
+                            let r = if off == 6 {
+                                crate::checksum::complete_partial_udp(&mut out, start, off)
+                            } else {
+                                crate::checksum::complete_partial(&mut out, start, off)
+                            };
+                            proptest::prop_assert!(r.is_ok());
+                        }
+                        assert_checksums(&out);
                         if port.0 != 0 && out.len() > 14 && out[12..14] == [0x08, 0x00] {
-                            sent.push((out.clone(), *port));
+                            sent.push((out, *port));
                         }
                     }
                 }

@@ -706,8 +706,9 @@ impl Context {
                 if fresh
                     && self.fast_path
                     && let (FastParse::Fast(ff), Some(h)) = (r, hit)
-                    && self.fast_forward(p, now, ff, h, &mut verdicts[start + i])
+                    && let Some(v) = self.fast_forward(p, now, ff, h)
                 {
+                    verdicts[start + i] = v;
                     continue;
                 }
                 verdicts[start + i] = if p.len <= p.buf.len() {
@@ -961,9 +962,7 @@ impl Context {
                     return v;
                 }
                 rewrite_l3l4(buf, &ip, Some((new_src, new_sport)), None, meta);
-                let c = &mut self.counters.gw_out[g.index()];
-                c.0 += 1;
-                c.1 += u64::from(ip_len);
+                self.count_gateway(g, Dir::Orig, ip_len);
                 self.finish_l2(buf, len, out, mac, ip.vlan, meta)
             }
             Dir::Reply => {
@@ -980,9 +979,7 @@ impl Context {
                 }
                 rewrite_l3l4(buf, &ip, None, Some((inside, key.sport)), meta);
                 if let Some(g) = gw {
-                    let c = &mut self.counters.gw_in[g.index()];
-                    c.0 += 1;
-                    c.1 += u64::from(ip_len);
+                    self.count_gateway(g, Dir::Reply, ip_len);
                 }
                 self.finish_l2(buf, len, out, mac, ip.vlan, meta)
             }
@@ -1387,7 +1384,22 @@ impl Context {
         }
     }
 
-    /// MACs and the VLAN tag of the out port; the frame's length may change by 4.
+    /// A packet of `ip_len` bytes sent out (`Dir::Orig`) or received back through gateway `g`.
+    #[inline]
+    fn count_gateway(&mut self, g: GatewayId, dir: Dir, ip_len: u32) {
+        let c = match dir {
+            Dir::Orig => self.counters.gw_out.get_mut(g.index()),
+            Dir::Reply => self.counters.gw_in.get_mut(g.index()),
+        };
+        if let Some(c) = c {
+            c.0 += 1;
+            c.1 += u64::from(ip_len);
+        }
+    }
+
+    /// MACs and the VLAN tag of the out port; the frame's length may change by 4. Untagged in
+    /// and out (nearly every frame) stays inline; tag work is out of line.
+    #[inline(always)]
     fn finish_l2(
         &mut self,
         buf: &mut [u8],
@@ -1398,35 +1410,16 @@ impl Context {
         meta: &mut FrameMeta,
     ) -> Verdict {
         let spec = &self.cfg.ports[usize::from(out.0)];
+        let out_vlan = spec.vlan;
         buf[0..6].copy_from_slice(&dst.0);
         buf[6..12].copy_from_slice(&spec.mac.0);
-        let mut len = len;
-        match (vlan, spec.vlan) {
-            (Some(_), Some(v)) => {
-                let tci = rd16(buf, 14);
-                wr16(buf, 14, (tci & 0xf000) | (v & 0x0fff));
-            }
-            (None, Some(v)) => {
-                if buf.len() < len + 4 {
-                    return self.drop(DropReason::TooLongForEgress);
-                }
-                buf.copy_within(12..len, 16);
-                wr16(buf, 12, EtherType::VLAN);
-                wr16(buf, 14, v & 0x0fff);
-                len += 4;
-                if let Some((s, o)) = meta.partial {
-                    meta.partial = Some((s + 4, o));
-                }
-            }
-            (Some(_), None) => {
-                buf.copy_within(16..len, 12);
-                len -= 4;
-                if let Some((s, o)) = meta.partial {
-                    meta.partial = Some((s.saturating_sub(4), o));
-                }
-            }
-            (None, None) => {}
-        }
+        let len = match (vlan, out_vlan) {
+            (None, None) => len,
+            _ => match retag(buf, len, vlan.is_some(), out_vlan, meta) {
+                Some(len) => len,
+                None => return self.drop(DropReason::TooLongForEgress),
+            },
+        };
         self.counters.tx_frames[usize::from(out.0)] += 1;
         self.counters.tx_bytes[usize::from(out.0)] += len as u64;
         Verdict::Forward { port: out, len }
@@ -1620,9 +1613,7 @@ impl Context {
         };
         rewrite_outer_dst(buf, &outer, inside);
         if let Some(g) = flow_gateway(&self.table, hit) {
-            let c = &mut self.counters.gw_in[g.index()];
-            c.0 += 1;
-            c.1 += u64::from(v4.total_len);
+            self.count_gateway(g, Dir::Reply, u32::from(v4.total_len));
         }
         self.finish_l2(buf, len, out, mac, vlan, meta)
     }
@@ -1647,21 +1638,11 @@ fn rewrite_l3l4(
     let l4 = ip.l4;
     // TCP and UDP without IP options (nearly every packet): fixed offsets in one fixed-size
     // window, so the compiler checks the bounds once.
-    if l4 == l3 + 20 && ip.icmp == IcmpQuery::None {
-        let partial = meta.partial.is_some();
-        match ip.key.proto {
-            proto::TCP => {
-                if let Some(h) = buf.get_mut(l3..).and_then(|b| b.first_chunk_mut::<38>()) {
-                    return rewrite_fixed(h, 36, L4Sum::Tcp, partial, snat, dnat);
-                }
-            }
-            proto::UDP => {
-                if let Some(h) = buf.get_mut(l3..).and_then(|b| b.first_chunk_mut::<28>()) {
-                    return rewrite_fixed(h, 26, L4Sum::Udp, partial, snat, dnat);
-                }
-            }
-            _ => {}
-        }
+    if l4 == l3 + 20
+        && ip.icmp == IcmpQuery::None
+        && let Some(w) = L4Window::of(buf, l3, ip.key.proto)
+    {
+        return w.rewrite(meta.partial.is_some(), snat, dnat);
     }
     // Loads first.
     let old_src = Ipv4Addr::from(wire::rd32(buf, l3 + 12));
@@ -1738,6 +1719,77 @@ fn rewrite_l3l4(
                 d.apply_tcp(old_l4_csum)
             };
             wr16(buf, csum_at, c);
+        }
+    }
+}
+
+/// The VLAN part of [`Context::finish_l2`]: a frame that came `tagged` leaves with `out_vlan`'s tag
+/// (rewritten, pushed or popped). Returns the new length, or `None` when there is no room to push
+/// a tag. A partial checksum's `csum_start` moves with the tag.
+#[cold]
+#[inline(never)]
+fn retag(
+    buf: &mut [u8],
+    len: usize,
+    tagged: bool,
+    out_vlan: Option<u16>,
+    meta: &mut FrameMeta,
+) -> Option<usize> {
+    match (tagged, out_vlan) {
+        (true, Some(v)) => {
+            let tci = rd16(buf, 14);
+            wr16(buf, 14, (tci & 0xf000) | (v & 0x0fff));
+            Some(len)
+        }
+        (false, Some(v)) => {
+            if buf.len() < len + 4 {
+                return None;
+            }
+            buf.copy_within(12..len, 16);
+            wr16(buf, 12, EtherType::VLAN);
+            wr16(buf, 14, v & 0x0fff);
+            if let Some((s, o)) = meta.partial {
+                meta.partial = Some((s + 4, o));
+            }
+            Some(len + 4)
+        }
+        (true, None) => {
+            buf.copy_within(16..len, 12);
+            if let Some((s, o)) = meta.partial {
+                meta.partial = Some((s.saturating_sub(4), o));
+            }
+            Some(len - 4)
+        }
+        (false, None) => Some(len),
+    }
+}
+
+/// The fixed-size window over the IPv4 and L4 headers of a TCP or UDP packet without IP options,
+/// where [`rewrite_fixed`] works.
+enum L4Window<'a> {
+    Tcp(&'a mut [u8; 38]),
+    Udp(&'a mut [u8; 28]),
+}
+
+impl<'a> L4Window<'a> {
+    /// The window of the IPv4 header at `l3` with protocol `p`, if it is TCP or UDP and the frame
+    /// holds the whole window (the caller knows there are no IP options).
+    #[inline]
+    fn of(buf: &'a mut [u8], l3: usize, p: u8) -> Option<L4Window<'a>> {
+        let b = buf.get_mut(l3..)?;
+        match p {
+            proto::TCP => b.first_chunk_mut::<38>().map(L4Window::Tcp),
+            proto::UDP => b.first_chunk_mut::<28>().map(L4Window::Udp),
+            _ => None,
+        }
+    }
+
+    /// Addresses, ports, TTL and both checksums, as [`rewrite_l3l4`] does.
+    #[inline]
+    fn rewrite(self, partial: bool, snat: Option<(Ipv4Addr, u16)>, dnat: Option<(Ipv4Addr, u16)>) {
+        match self {
+            L4Window::Tcp(h) => rewrite_fixed(h, 36, L4Sum::Tcp, partial, snat, dnat),
+            L4Window::Udp(h) => rewrite_fixed(h, 26, L4Sum::Udp, partial, snat, dnat),
         }
     }
 }

@@ -12,53 +12,24 @@
 //! `pipeline/tests.rs` replays random traffic through both and compares frames, verdicts and
 //! counters).
 
-use core::net::Ipv4Addr;
-
 use altroute_flow::{Dir, Hit, ReasonKind, Time, proto};
 
-use super::{Context, FrameMeta, L4Sum, MAX_FRAME, NO_PORT, Packet, Role, Verdict, rewrite_fixed};
+use super::{Context, L4Window, MAX_FRAME, NO_PORT, Packet, Role, Verdict, ipv4_of};
 use crate::fast::{FastFrame, IcmpQuery};
 use crate::wire::MacAddr;
 
-/// The fixed-size window over the IPv4 and L4 headers that the rewrite works in.
-enum Header<'a> {
-    Tcp(&'a mut [u8; 38]),
-    Udp(&'a mut [u8; 28]),
-}
-
 impl Context {
-    /// Forward `pkt` (parsed as `ff`, flow `hit`) if it is the common case, writing its verdict
-    /// to `verdict`; `false` (with nothing changed) sends it down the full path.
-    #[inline]
+    /// Forward `pkt` (parsed as `ff`, flow `hit`) if it is the common case; `None` (with nothing
+    /// changed) sends it down the full path.
+    #[inline(always)]
     pub(super) fn fast_forward(
         &mut self,
         pkt: &mut Packet<'_>,
         now: Time,
         ff: &FastFrame,
         hit: Hit,
-        verdict: &mut Verdict,
-    ) -> bool {
-        match self.try_fast(pkt.buf, pkt.len, pkt.link, &mut pkt.meta, now, ff, hit) {
-            Some(v) => {
-                *verdict = v;
-                true
-            }
-            None => false,
-        }
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn try_fast(
-        &mut self,
-        buf: &mut [u8],
-        len: usize,
-        link: u8,
-        meta: &mut FrameMeta,
-        now: Time,
-        ff: &FastFrame,
-        hit: Hit,
     ) -> Option<Verdict> {
+        let (buf, len, link, meta) = (&mut *pkt.buf, pkt.len, pkt.link, &mut pkt.meta);
         if len > buf.len() || len > MAX_FRAME || ff.vlan.is_some() || ff.ttl <= 1 {
             return None;
         }
@@ -66,11 +37,9 @@ impl Context {
         if usize::from(ff.l4_offset) != l3 + 20 || ff.icmp != IcmpQuery::None {
             return None;
         }
-        let (kind, csum_at) = match ff.key.proto {
-            proto::TCP => (L4Sum::Tcp, 36),
-            proto::UDP => (L4Sum::Udp, 26),
-            _ => return None,
-        };
+        if !matches!(ff.key.proto, proto::TCP | proto::UDP) {
+            return None;
+        }
         let port = self.link_port[usize::from(link)];
         if port == NO_PORT {
             return None;
@@ -82,8 +51,7 @@ impl Context {
         let ip_len = u32::from(ff.ip_total_len);
         let flow = self.table.established(hit, ff.tcp_flags.0)?;
         let key = *flow.key();
-        let src = Ipv4Addr::from(u32::from_be_bytes(*key.src_bytes().first_chunk()?));
-        let dst = Ipv4Addr::from(u32::from_be_bytes(*key.dst_bytes().first_chunk()?));
+        let (src, dst) = (key.src_v4()?, key.dst_v4()?);
         let gw = flow.gateway();
         let (out, mac, snat, dnat) = match hit.dir {
             Dir::Orig => {
@@ -106,9 +74,7 @@ impl Context {
                 let g = gw?;
                 let out = self.cfg.gateways.get(g.index())?.port;
                 let mac = self.gateway_mac(g)?;
-                let nat = flow
-                    .nat()
-                    .and_then(|(a, p)| Some((Ipv4Addr::from(*a.first_chunk::<4>()?), p)));
+                let nat = flow.nat().map(|(a, p)| (ipv4_of(a), p));
                 (out, mac, Some(nat.unwrap_or((src, key.sport))), None)
             }
             Dir::Reply => {
@@ -135,52 +101,21 @@ impl Context {
                 (out, mac, None, Some((src, key.sport)))
             }
         };
-        let out_spec = self.cfg.ports.get(usize::from(out.0))?;
-        let (out_mac, out_vlan) = (out_spec.mac, out_spec.vlan);
-        if !meta.gso && ip_len > u32::from(out_spec.mtu) {
+        if !meta.gso && ip_len > u32::from(self.cfg.ports.get(usize::from(out.0))?.mtu) {
             return None;
         }
-        let partial = meta.partial.is_some();
-        let header = match kind {
-            L4Sum::Tcp => Header::Tcp(buf.get_mut(l3..)?.first_chunk_mut::<38>()?),
-            L4Sum::Udp => Header::Udp(buf.get_mut(l3..)?.first_chunk_mut::<28>()?),
-        };
-        // Committed: from here on the packet is forwarded; nothing below can fail.
+        let window = L4Window::of(buf, l3, ff.key.proto)?;
+        // Committed: nothing below hands the packet back to the full path (the full path would
+        // do the same from here on, including a drop when a VLAN tag does not fit).
         self.table.touch(hit, now, ip_len);
-        match header {
-            Header::Tcp(h) => rewrite_fixed(h, csum_at, kind, partial, snat, dnat),
-            Header::Udp(h) => rewrite_fixed(h, csum_at, kind, partial, snat, dnat),
-        }
+        window.rewrite(meta.partial.is_some(), snat, dnat);
         if let Some(c) = self.counters.rx_frames.get_mut(usize::from(port)) {
             *c += 1;
         }
         self.counters.fast_path += 1;
         if let Some(g) = gw {
-            let c = match hit.dir {
-                Dir::Orig => self.counters.gw_out.get_mut(g.index()),
-                Dir::Reply => self.counters.gw_in.get_mut(g.index()),
-            };
-            if let Some(c) = c {
-                c.0 += 1;
-                c.1 += u64::from(ip_len);
-            }
+            self.count_gateway(g, hit.dir, ip_len);
         }
-        if out_vlan.is_some() {
-            return Some(self.finish_l2(buf, len, out, mac, None, meta));
-        }
-        // `finish_l2` without a tag to push, inline: the verdict stays in registers.
-        if let Some(l2) = buf.first_chunk_mut::<12>() {
-            l2[..6].copy_from_slice(&mac.0);
-            l2[6..].copy_from_slice(&out_mac.0);
-        }
-        let o = usize::from(out.0);
-        if let (Some(f), Some(b)) = (
-            self.counters.tx_frames.get_mut(o),
-            self.counters.tx_bytes.get_mut(o),
-        ) {
-            *f += 1;
-            *b += len as u64;
-        }
-        Some(Verdict::Forward { port: out, len })
+        Some(self.finish_l2(buf, len, out, mac, None, meta))
     }
 }

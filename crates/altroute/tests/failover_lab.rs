@@ -42,51 +42,17 @@ const ISP1: &str = "192.0.2.1";
 const ISP2: &str = "198.51.100.1";
 const SERVER: &str = "203.0.113.10:8000";
 
+mod common;
+use common::should_run;
+
+/// What these tests need besides root.
+const NETNS_TOOLS: &[(&str, &str)] = &[("ip", "-V"), ("nft", "--version")];
+
 /// One lab at a time in this binary.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn has_tool(tool: &str, arg: &str) -> bool {
-    Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// True when the test should run; panics when it cannot but must.
-fn should_run(name: &str) -> bool {
-    let why = if !is_root() {
-        Some("not root (network namespaces need CAP_SYS_ADMIN)".to_string())
-    } else {
-        [("ip", "-V"), ("nft", "--version")]
-            .iter()
-            .find(|(t, a)| !has_tool(t, a))
-            .map(|(t, _)| format!("`{t}` is missing (apt-get install iproute2 nftables)"))
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            let required = std::env::var_os("ALTROUTE_REQUIRE_NETNS")
-                .is_some_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "{name}: ALTROUTE_REQUIRE_NETNS is set but {why}");
-            eprintln!("skipping {name}: {why}");
-            false
-        }
-    }
 }
 
 fn measure(name: &str, kv: &[(&str, String)]) {
@@ -469,7 +435,7 @@ fn summary(attempts: &[Attempt]) -> String {
 /// window; the down and up hooks run with their environment.
 #[test]
 fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window() {
-    if !should_run("probes_blackhole") {
+    if !should_run("probes_blackhole", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -608,7 +574,7 @@ fn probes_blackhole_fails_over_fast_isp2_lossless_failback_after_stable_window()
 /// (a) without probes: SYN-retry rotation alone moves new connections to isp2.
 #[test]
 fn passive_syn_retry_fails_over_without_probes() {
-    if !should_run("passive_syn_retry") {
+    if !should_run("passive_syn_retry", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -722,7 +688,7 @@ fn passive_syn_retry_fails_over_without_probes() {
 /// connections (probe boost + passive signal) take isp1 down well before the probe window would.
 #[test]
 fn passive_signal_takes_gateway_down_before_the_probe_window() {
-    if !should_run("passive_signal") {
+    if !should_run("passive_signal", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -763,7 +729,7 @@ fn passive_signal_takes_gateway_down_before_the_probe_window() {
 /// dropped) and carry on through it, with the same NAT port, once it is back.
 #[test]
 fn wait_keeps_the_flows_of_a_dead_gateway() {
-    if !should_run("wait") {
+    if !should_run("wait", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -828,7 +794,7 @@ fn wait_keeps_the_flows_of_a_dead_gateway() {
 /// (d) a 30 % loss burst (each way) for 2 s does not take isp1 down.
 #[test]
 fn loss_burst_30pct_does_not_flap() {
-    if !should_run("loss_burst") {
+    if !should_run("loss_burst", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -876,7 +842,7 @@ fn loss_burst_30pct_does_not_flap() {
 /// (e) two targets, one of them not routed: quorum 1 of 2 keeps isp1 usable, degraded.
 #[test]
 fn dead_second_target_keeps_gateway_up_degraded() {
-    if !should_run("dead_second_target") {
+    if !should_run("dead_second_target", NETNS_TOOLS) {
         return;
     }
     let _one = serial();
@@ -914,7 +880,7 @@ fn dead_second_target_keeps_gateway_up_degraded() {
 /// Operator commands through the command file, without a restart.
 #[test]
 fn operator_disable_force_auto_without_restart() {
-    if !should_run("operator") {
+    if !should_run("operator", NETNS_TOOLS) {
         return;
     }
     let _one = serial();

@@ -140,6 +140,16 @@ fn run(c: &mut Context, frame: &[u8], link: u8) -> (Verdict, Vec<u8>) {
     (v, buf)
 }
 
+/// [`run`], asserting that the frame is forwarded out of port `port`: the output frame.
+fn forwarded(c: &mut Context, frame: &[u8], link: u8, port: u8) -> Vec<u8> {
+    let (v, out) = run(c, frame, link);
+    assert!(
+        matches!(v, Verdict::Forward { port: p, .. } if p == PortId(port)),
+        "{v:?}"
+    );
+    out
+}
+
 /// Process `frames` (frame, link) as one batch at `now`: each verdict, and each output (the buffer
 /// cut to the verdict's length; empty for drops and control).
 fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdict>, Vec<Vec<u8>>) {
@@ -361,14 +371,7 @@ fn echo_out_and_back_uses_the_id() {
         .icmpv4_echo_request(5, 1)
         .write(&mut f, b"ping")
         .unwrap();
-    let (v, out) = run(&mut c, &f, 0);
-    assert!(matches!(
-        v,
-        Verdict::Forward {
-            port: PortId(1),
-            ..
-        }
-    ));
+    let out = forwarded(&mut c, &f, 0, 1);
     assert_checksums(&out);
     let id = u16::from_be_bytes([out[38], out[39]]);
     assert!(
@@ -381,14 +384,7 @@ fn echo_out_and_back_uses_the_id() {
         .icmpv4_echo_reply(id, 1)
         .write(&mut r, b"ping")
         .unwrap();
-    let (v, back) = run(&mut c, &r, 1);
-    assert!(matches!(
-        v,
-        Verdict::Forward {
-            port: PortId(0),
-            ..
-        }
-    ));
+    let back = forwarded(&mut c, &r, 1, 0);
     assert_eq!(u16::from_be_bytes([back[38], back[39]]), 5);
     assert_eq!(ips(&back).1, HOST);
     assert_checksums(&back);
@@ -465,17 +461,7 @@ fn dead_gateway_flows_get_rst() {
     let mut gws = c.table.gateways().to_vec();
     gws[1].weight = 1;
     c.table.set_gateways(gws).unwrap();
-    let (v, out) = run(&mut c, &syn, 0);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(2),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let out = forwarded(&mut c, &syn, 0, 2);
     assert_eq!(ips(&out).0, EXT2);
 }
 
@@ -494,17 +480,7 @@ fn icmp_error_is_translated_back() {
         ))
         .write(&mut e, quoted)
         .unwrap();
-    let (v, back) = run(&mut c, &e, 1);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(0),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let back = forwarded(&mut c, &e, 1, 0);
     assert_eq!(ips(&back).1, HOST);
     // The quoted datagram is the host's original again.
     let q = &back[14 + 20 + 8..];
@@ -529,17 +505,7 @@ fn port_forward_and_source_aware_reply() {
         SYN,
         50,
     );
-    let (v, inb) = run(&mut c, &syn, 2);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(0),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let inb = forwarded(&mut c, &syn, 2, 0);
     assert_eq!(ips(&inb).1, HOST2);
     assert_eq!(ports(&inb), (55555, 80));
     assert_checksums(&inb);
@@ -554,17 +520,7 @@ fn port_forward_and_source_aware_reply() {
         SYN | ACK,
         64,
     );
-    let (v, out) = run(&mut c, &synack, 0);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(2),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let out = forwarded(&mut c, &synack, 0, 2);
     assert_eq!(ips(&out).0, EXT2);
     assert_eq!(ports(&out), (8080, 55555));
     assert_checksums(&out);
@@ -575,17 +531,7 @@ fn hairpin_reaches_the_forwarded_host() {
     let mut c = ctx((1, 0), None);
     run(&mut c, &udp_frame(H2_MAC, LAN_MAC, HOST2, SRV, 1, 53), 0);
     let syn = tcp_frame(H_MAC, LAN_MAC, HOST, EXT1, 40000, 8080, SYN, 64);
-    let (v, out) = run(&mut c, &syn, 0);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(0),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let out = forwarded(&mut c, &syn, 0, 0);
     assert_eq!(&out[0..6], &H2_MAC.0);
     assert_eq!(ips(&out), (EXT1, HOST2, 63));
     let (sp, dp) = ports(&out);
@@ -593,17 +539,7 @@ fn hairpin_reaches_the_forwarded_host() {
     assert_checksums(&out);
     // And back: the forwarded host answers the external address; the sender sees EXT1:8080.
     let synack = tcp_frame(H2_MAC, LAN_MAC, HOST2, EXT1, 80, sp, SYN | ACK, 64);
-    let (v, back) = run(&mut c, &synack, 0);
-    assert!(
-        matches!(
-            v,
-            Verdict::Forward {
-                port: PortId(0),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    let back = forwarded(&mut c, &synack, 0, 0);
     assert_eq!(&back[0..6], &H_MAC.0);
     assert_eq!(ips(&back), (EXT1, HOST, 63));
     assert_eq!(ports(&back), (8080, 40000));

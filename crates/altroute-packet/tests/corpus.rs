@@ -9,19 +9,17 @@ mod common;
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use altroute_packet::{FastOptions, FastParse, fast, slow};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("ALTROUTE_PCAP_CORPUS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/pcap-corpus"),
-    }
+mod support {
+    pub mod corpus_files;
 }
+use support::corpus_files::corpus_files;
 
 /// Ethernet frames of one capture file, or the reason it could not be read. A read error ends
 /// the file (frames read before it are kept).
@@ -78,24 +76,9 @@ fn read_frames(path: &Path) -> (Vec<Vec<u8>>, Option<String>) {
 
 #[test]
 fn corpus_fast_and_slow_agree_with_etherparse() {
-    let dir = corpus_dir();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        let msg = format!("pcap corpus not found at {}", dir.display());
-        assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set)");
-        eprintln!("skipping: {msg}; set ALTROUTE_PCAP_CORPUS");
+    let Some(paths) = corpus_files() else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng")
-            )
-        })
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no capture files in {}", dir.display());
 
     let (mut files, mut unreadable, mut frames) = (0usize, 0usize, 0usize);
     let (mut n_fast, mut n_slow, mut n_drop, mut n_slow_ok) = (0usize, 0usize, 0usize, 0usize);

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use altroute::config::Config;
 use altroute::replay::{self, CapFrame, Options};
@@ -33,12 +32,9 @@ port_forwards:
 limits: { max_flows: 65536, workers: 1 }
 ";
 
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("ALTROUTE_PCAP_CORPUS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/pcap-corpus"),
-    }
-}
+#[path = "../../altroute-packet/tests/support/corpus_files.rs"]
+mod corpus_files;
+use corpus_files::corpus_files;
 
 struct Tally {
     frames: u64,
@@ -98,24 +94,9 @@ fn frame_for(f: &CapFrame, mac: Option<[u8; 6]>) -> Vec<u8> {
 
 #[test]
 fn corpus_through_every_port() {
-    let dir = corpus_dir();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        let msg = format!("pcap corpus not found at {}", dir.display());
-        assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set)");
-        eprintln!("skipping: {msg}; set ALTROUTE_PCAP_CORPUS");
+    let Some(paths) = corpus_files() else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng")
-            )
-        })
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no capture files in {}", dir.display());
 
     let cfg = Config::from_str_named(CONFIG, "corpus.yaml").unwrap();
     let links = altroute::build::links(&cfg);

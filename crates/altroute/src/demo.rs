@@ -725,6 +725,32 @@ fn teardown(
     }
 }
 
+/// Between two rounds of test connections in a step that waits for the router: fails the step
+/// (`what` within the timeout of `since_what`, with the router's status) once the step started at
+/// `step` has run past `opts.step_timeout`, else sleeps out the rest of a 250 ms round that began
+/// at `round`.
+fn next_round(
+    step: Instant,
+    round: Instant,
+    what: &str,
+    since_what: &str,
+    opts: &DemoOptions,
+    router: &RouterProcess,
+    stop: &AtomicBool,
+) -> Result<(), DemoError> {
+    if step.elapsed() > opts.step_timeout {
+        return Err(DemoError::Step(format!(
+            "{what} within {:?} of {since_what} (router: {})",
+            opts.step_timeout,
+            router.status().map_or("no status".into(), |s| s.summary())
+        )));
+    }
+    nap(
+        Duration::from_millis(250).saturating_sub(round.elapsed()),
+        stop,
+    )
+}
+
 fn scenario(
     opts: &DemoOptions,
     stop: &AtomicBool,
@@ -919,15 +945,13 @@ fn scenario(
         if clean_batches >= 3 {
             break;
         }
-        if hole.elapsed() > opts.step_timeout {
-            return Err(DemoError::Step(format!(
-                "no failover within {:?} of the black hole (router: {})",
-                opts.step_timeout,
-                router.status().map_or("no status".into(), |s| s.summary())
-            )));
-        }
-        nap(
-            Duration::from_millis(250).saturating_sub(batch_start.elapsed()),
+        next_round(
+            hole,
+            batch_start,
+            "no failover",
+            "the black hole",
+            opts,
+            router,
             stop,
         )?;
     }
@@ -975,15 +999,13 @@ fn scenario(
             );
             break;
         }
-        if restored.elapsed() > opts.step_timeout {
-            return Err(DemoError::Step(format!(
-                "no failback within {:?} of the restore (router: {})",
-                opts.step_timeout,
-                router.status().map_or("no status".into(), |s| s.summary())
-            )));
-        }
-        nap(
-            Duration::from_millis(250).saturating_sub(batch_start.elapsed()),
+        next_round(
+            restored,
+            batch_start,
+            "no failback",
+            "the restore",
+            opts,
+            router,
             stop,
         )?;
     }

@@ -854,19 +854,8 @@ impl AsFd for Port {
 }
 
 /// Waits until at least one of `ports` has a frame ready (or `timeout` passes); returns how many
-/// are ready. For a worker that serves several ports from one thread.
+/// are ready. For a worker that serves several ports from one thread; polls the first 16.
 pub fn wait_any(ports: &[&Port], timeout: Duration) -> Result<usize, IoError> {
-    const MAX: usize = 16;
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: libc::POLLIN,
-        revents: 0,
-    }; MAX];
-    let n = ports.len().min(MAX);
-    for (p, pfd) in ports.iter().zip(pfds.iter_mut()) {
-        pfd.fd = p.fd.as_raw_fd();
-    }
-    let ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     let name = ports.first().map_or("(none)", |p| p.iface());
-    sys::poll_in(&mut pfds[..n], ms, name)
+    crate::thread::poll_readable(ports.iter().map(|p| p.raw_fd()), name, timeout)
 }

@@ -2,7 +2,7 @@
 //! [`wait_ports`] when another thread hands it work, and [`wait_ports`] itself (poll on every
 //! port of a worker plus an optional notifier, without allocating).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -71,23 +71,36 @@ pub fn wait_ports(
     notifier: Option<&Notifier>,
     timeout: Duration,
 ) -> Result<usize, IoError> {
-    const MAX: usize = 16;
+    let fds = ports
+        .iter()
+        .take(POLL_MAX - 1)
+        .map(Port::raw_fd)
+        .chain(notifier.map(|n| n.fd.as_raw_fd()));
+    let name = ports.first().map_or("(none)", |p| p.iface());
+    poll_readable(fds, name, timeout)
+}
+
+/// At most this many descriptors are polled at once (a fixed array on the stack).
+pub(crate) const POLL_MAX: usize = 16;
+
+/// `poll` for input on the first [`POLL_MAX`] of `fds`; `name` says where in an error. Returns
+/// the number of ready descriptors.
+pub(crate) fn poll_readable(
+    fds: impl Iterator<Item = RawFd>,
+    name: &str,
+    timeout: Duration,
+) -> Result<usize, IoError> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    }; MAX];
+    }; POLL_MAX];
     let mut n = 0;
-    for p in ports.iter().take(MAX - 1) {
-        pfds[n].fd = p.raw_fd();
-        n += 1;
-    }
-    if let Some(nt) = notifier {
-        pfds[n].fd = nt.fd.as_raw_fd();
+    for (fd, pfd) in fds.zip(pfds.iter_mut()) {
+        pfd.fd = fd;
         n += 1;
     }
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    let name = ports.first().map_or("(none)", |p| p.iface());
     crate::sys::poll_in(&mut pfds[..n], ms, name)
 }
 

@@ -436,6 +436,8 @@ pub struct FlowTable {
     gw_flows: Vec<u32>,
     failures: Vec<FailureWindow>,
     stats: TableStats,
+    /// Bumped by every change that can alter what a lookup returns (see [`FlowTable::epoch`]).
+    epoch: u64,
 }
 
 fn proto_class(p: u8) -> Option<usize> {
@@ -493,6 +495,7 @@ impl FlowTable {
             gw_flows: Vec::new(),
             failures: Vec::new(),
             stats: TableStats::default(),
+            epoch: 0,
             cfg: TableConfig {
                 gateways: Vec::new(),
                 ..cfg.clone()
@@ -570,6 +573,14 @@ impl FlowTable {
     /// Counters.
     pub fn stats(&self) -> &TableStats {
         &self.stats
+    }
+
+    /// Changes whenever what a lookup returns may have changed: a flow created, removed, re-mapped
+    /// (SYN-retry rotation) or marked for reject. A caller that looked keys up earlier (a batch)
+    /// compares it to know whether those answers still hold.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Live flows.
@@ -975,6 +986,7 @@ impl FlowTable {
         }
         self.record_open(to.0, now);
         self.stats.syn_rotations += 1;
+        self.epoch += 1;
         Update::Rotated { from, to }
     }
 
@@ -1167,6 +1179,7 @@ impl FlowTable {
         self.schedule(id, self.slots[i].generation, deadline);
         self.live += 1;
         self.stats.created += 1;
+        self.epoch += 1;
         Ok(Hit {
             flow: FlowId(id),
             dir: Dir::Orig,
@@ -1430,6 +1443,7 @@ impl FlowTable {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.0);
         self.live -= 1;
+        self.epoch += 1;
         true
     }
 
@@ -1588,6 +1602,7 @@ impl FlowTable {
         self.index
             .remove(self.reply_key(&s).hash64(), ((i as u32) << 1) | 1);
         self.nat_unbind(&s, now);
+        self.epoch += 1;
         let slot = &mut self.slots[i];
         slot.flags |= REJECT;
         slot.nat_addr = NO_NAT;

@@ -699,7 +699,7 @@ impl Context {
             // batch's lookups stale (a second SYN of a new connection would miss and be refused
             // as a duplicate; a freed slot may be reused): after that, frames look up afresh.
             // The fast path never does any of that.
-            let epoch = self.table_epoch();
+            let epoch = self.table.epoch();
             let mut fresh = true;
             for (i, p) in pkts[start..end].iter_mut().enumerate() {
                 let (r, hit) = (&parsed[i], hits[i]);
@@ -721,21 +721,10 @@ impl Context {
                     self.process_one(p.buf, p.len, p.link, &mut p.meta, now, None)
                 };
                 // Only the full path changes the table's flows.
-                fresh = fresh && self.table_epoch() == epoch;
+                fresh = fresh && self.table.epoch() == epoch;
             }
             start = end;
         }
-    }
-
-    /// Changes whenever a flow is created, removed or re-mapped.
-    #[inline]
-    fn table_epoch(&self) -> u64 {
-        let s = self.table.stats();
-        s.created
-            .wrapping_add(s.removed)
-            .wrapping_add(s.expired)
-            .wrapping_add(s.early_dropped)
-            .wrapping_add(s.syn_rotations)
     }
 
     fn process_one(

@@ -931,3 +931,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn epoch_moves_exactly_when_lookups_may_change() {
+    let mut t = table(two_gw((1, 1)));
+    let e0 = t.epoch();
+    let (h, _) = t.insert(tcp(40000, 443), T0, true, SYN).unwrap();
+    let e1 = t.epoch();
+    assert_ne!(e1, e0, "insert");
+    let r = reply_of(&t, h);
+    let back = t.lookup(&r).unwrap();
+    t.update(back, T0, SYN | ACK, 60);
+    t.update(h, T0, ACK, 60);
+    assert!(t.established(h, ACK).is_some());
+    t.touch(h, T0, 60);
+    assert_eq!(
+        t.epoch(),
+        e1,
+        "lookups, updates and touches change no answer"
+    );
+    let g = t.flow(h.flow).unwrap().gateway().unwrap();
+    t.gateway_down(g, T0, DownAction::Reset);
+    let e2 = t.epoch();
+    assert_ne!(e2, e1, "a reject mark drops the reply entry");
+    assert_eq!(t.lookup(&r), None);
+    t.remove(h.flow, T0);
+    assert_ne!(t.epoch(), e2, "remove");
+}

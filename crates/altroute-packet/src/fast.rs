@@ -84,8 +84,6 @@ pub struct FastFrame {
     pub key: FlowKey,
     /// Offset of the IPv4 header: 14, or 18 with a VLAN tag.
     pub l3_offset: u16,
-    /// Offset of the L4 header: `l3_offset + 20`.
-    pub l4_offset: u16,
     /// The IPv4 `total_len` (the frame may be longer: Ethernet padding ends at
     /// `l3_offset + ip_total_len`).
     pub ip_total_len: u16,
@@ -104,6 +102,11 @@ pub struct FastFrame {
 const _: () = assert!(core::mem::size_of::<FastFrame>() <= 56);
 
 impl FastFrame {
+    /// Offset of the L4 header: `l3_offset + 20` (frames with IP options take the slow path).
+    #[inline]
+    pub const fn l4_offset(&self) -> usize {
+        self.l3_offset as usize + 20
+    }
     /// Offset of the IPv4 header checksum.
     #[inline]
     pub const fn ip_checksum_offset(&self) -> usize {
@@ -127,7 +130,7 @@ impl FastFrame {
     /// Offset of the L4 checksum: TCP +16, UDP +6, ICMP +2.
     #[inline]
     pub const fn l4_checksum_offset(&self) -> usize {
-        self.l4_offset as usize
+        self.l4_offset()
             + match self.proto {
                 proto::TCP => 16,
                 proto::UDP => 6,
@@ -137,7 +140,7 @@ impl FastFrame {
     /// Offset of the L4 source port (for ICMP: the identifier).
     #[inline]
     pub const fn src_port_offset(&self) -> usize {
-        self.l4_offset as usize
+        self.l4_offset()
             + match self.proto {
                 proto::ICMP => 4,
                 _ => 0,
@@ -146,7 +149,7 @@ impl FastFrame {
     /// Offset of the L4 destination port (for ICMP: the identifier, same as the source).
     #[inline]
     pub const fn dst_port_offset(&self) -> usize {
-        self.l4_offset as usize
+        self.l4_offset()
             + match self.proto {
                 proto::ICMP => 4,
                 _ => 2,
@@ -336,7 +339,6 @@ fn parse_inline(frame: &[u8], opts: FastOptions) -> FastParse {
     FastParse::Fast(FastFrame {
         key: FlowKey::v4_raw(src, dst, p, sport, dport),
         l3_offset: l3 as u16,
-        l4_offset: l3 as u16 + 20,
         ip_total_len: total,
         vlan,
         ttl: h[8],
@@ -385,7 +387,7 @@ mod tests {
                 443
             )
         );
-        assert_eq!((m.l3_offset, m.l4_offset, m.ip_total_len), (14, 34, 40));
+        assert_eq!((m.l3_offset, m.l4_offset(), m.ip_total_len), (14, 34, 40));
         assert_eq!((m.ttl, m.proto, m.vlan), (64, 6, None));
         assert!(m.tcp_flags.syn());
         assert_eq!(m.l4_checksum_offset(), 50);
@@ -439,7 +441,7 @@ mod tests {
             panic!()
         };
         assert_eq!(m.vlan, Some(VlanTci(0x200a)));
-        assert_eq!((m.l3_offset, m.l4_offset), (18, 38));
+        assert_eq!((m.l3_offset, m.l4_offset()), (18, 38));
         let mut qq = t.clone();
         qq[16..18].copy_from_slice(&[0x81, 0x00]);
         assert_eq!(parse(&qq, V), FastParse::Drop(DropReason::Qinq));
@@ -458,7 +460,7 @@ mod tests {
         };
         assert_eq!(m.key.to_string(), "udp 11.11.11.2:49152 -> 11.11.11.1:3784");
         assert_eq!(
-            (m.vlan, m.l3_offset, m.l4_offset),
+            (m.vlan, m.l3_offset, m.l4_offset()),
             (Some(VlanTci(0xe00b)), 18, 38)
         );
         let FastParse::Fast(m) = parse(&ECHO, V) else {

@@ -773,7 +773,7 @@ impl Context {
             FastParse::Fast(ff) => Ip4 {
                 key: ff.key,
                 l3: usize::from(ff.l3_offset),
-                l4: usize::from(ff.l4_offset),
+                l4: ff.l4_offset(),
                 ip_end: ff.ip_end(),
                 ttl: ff.ttl,
                 flags: ff.tcp_flags.0,

@@ -76,7 +76,7 @@ fn fast_parse_ns_per_frame() {
             &fs,
             |f| match fast::parse(f, opts) {
                 FastParse::Fast(m) => {
-                    u64::from(m.key.sport ^ m.key.dport) ^ u64::from(m.l4_offset) ^ u64::from(m.ttl)
+                    u64::from(m.key.sport ^ m.key.dport) ^ m.l4_offset() as u64 ^ u64::from(m.ttl)
                 }
                 _ => 0,
             },

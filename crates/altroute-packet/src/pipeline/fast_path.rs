@@ -33,11 +33,9 @@ impl Context {
         if len > buf.len() || len > MAX_FRAME || ff.vlan.is_some() || ff.ttl <= 1 {
             return None;
         }
+        // The fast parser passes only option-less IPv4, so the L4 header is at `l3 + 20`.
         let l3 = usize::from(ff.l3_offset);
-        if usize::from(ff.l4_offset) != l3 + 20 || ff.icmp != IcmpQuery::None {
-            return None;
-        }
-        if !matches!(ff.key.proto, proto::TCP | proto::UDP) {
+        if ff.icmp != IcmpQuery::None || !matches!(ff.key.proto, proto::TCP | proto::UDP) {
             return None;
         }
         let port = self.link_port[usize::from(link)];

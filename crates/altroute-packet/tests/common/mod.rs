@@ -50,7 +50,7 @@ pub fn fast_agrees(frame: &[u8], m: &FastFrame) -> Result<(), String> {
         (
             "l4 offset",
             offset_in(frame, ip.payload().payload),
-            usize::from(m.l4_offset),
+            m.l4_offset(),
         ),
         ("fragmented", usize::from(sp.is_ip_payload_fragmented()), 0),
     ];

@@ -678,35 +678,21 @@ fn coalesce_udp(batch: &mut altroute_io::RxBatch<'_>, outs: &mut [Out], target: 
         } else {
             None
         };
-        if let (Some(g), Some(p)) = (group.as_mut(), cand) {
-            if p == g.payload
-                && g.segs < coalesce::MAX_SEGMENTS
-                && g.len + p - 14 <= usize::from(u16::MAX)
-                && coalesce::same_flow(&g.key, f.data())
-            {
-                let src = f.data().get(coalesce::HDR_LEN..coalesce::HDR_LEN + p);
-                if let (Some(src), Some(dst)) = (src, tmp.get_mut(..p)) {
-                    dst.copy_from_slice(src);
-                    if let Some(mut h) = batch.get_mut(g.idx) {
-                        let room = h.frame_and_tail_mut();
-                        if let Some(d) = room.get_mut(g.len..g.len + p) {
-                            d.copy_from_slice(&tmp[..p]);
-                            if h.set_len(g.len + p) {
-                                g.len += p;
-                                g.segs += 1;
-                                merged += 1;
-                                if let Some(mut f) = batch.get_mut(i) {
-                                    f.drop_frame();
-                                }
-                                if let Some(o) = outs.get_mut(i) {
-                                    *o = Out::None;
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                }
+        if let (Some(g), Some(p)) = (group.as_mut(), cand)
+            && p == g.payload
+            && g.segs < coalesce::MAX_SEGMENTS
+            && g.len + p - 14 <= usize::from(u16::MAX)
+            && coalesce::same_flow(&g.key, f.data())
+            && append(batch, g, i, p, &mut tmp)
+        {
+            merged += 1;
+            if let Some(mut f) = batch.get_mut(i) {
+                f.drop_frame();
             }
+            if let Some(o) = outs.get_mut(i) {
+                *o = Out::None;
+            }
+            continue;
         }
         // This frame does not continue the group: close it, maybe open a new one.
         if let Some(g) = group.take() {
@@ -727,6 +713,40 @@ fn coalesce_udp(batch: &mut altroute_io::RxBatch<'_>, outs: &mut [Out], target: 
         close_group(batch, &g);
     }
     merged
+}
+
+/// Appends the `p`-byte payload of frame `i` to group `g`'s first frame (through `tmp`: both
+/// frames live in the same batch). `false`, with the group unchanged, when it does not fit.
+fn append(
+    batch: &mut altroute_io::RxBatch<'_>,
+    g: &mut Group,
+    i: usize,
+    p: usize,
+    tmp: &mut [u8; coalesce::MAX_PAYLOAD],
+) -> bool {
+    let Some(f) = batch.get_mut(i) else {
+        return false;
+    };
+    let (Some(src), Some(dst)) = (
+        f.data().get(coalesce::HDR_LEN..coalesce::HDR_LEN + p),
+        tmp.get_mut(..p),
+    ) else {
+        return false;
+    };
+    dst.copy_from_slice(src);
+    let Some(mut h) = batch.get_mut(g.idx) else {
+        return false;
+    };
+    let Some(d) = h.frame_and_tail_mut().get_mut(g.len..g.len + p) else {
+        return false;
+    };
+    d.copy_from_slice(&tmp[..p]);
+    if !h.set_len(g.len + p) {
+        return false;
+    }
+    g.len += p;
+    g.segs += 1;
+    true
 }
 
 /// Turns a group of two or more datagrams into its GSO frame.

@@ -62,6 +62,12 @@
 //! use `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (per-socket `PACKET_IGNORE_OUTGOING` does not work in a
 //! group), and outgoing frames are dropped defensively anyway.
 //!
+//! # Kernel offload of established flows
+//!
+//! [`ebpf`] assembles and loads a tc (tcx ingress) program that forwards offloaded flows inside
+//! the kernel (GSO super-frames whole, no copies) and a socket filter that keeps those frames
+//! out of the AF_PACKET rings; user space installs one map entry per flow and direction.
+//!
 //! # Also here
 //!
 //! [`thread`] lets one worker wake another ([`Notifier`], [`wait_ports`]). [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
@@ -70,6 +76,7 @@
 
 pub mod bpf;
 pub mod cpu;
+pub mod ebpf;
 mod error;
 mod frame;
 pub mod geometry;

@@ -39,6 +39,7 @@ use crate::slow::{self, Embedded, SlowKind, SlowL4};
 use crate::wire::{self, ArpOp, EtherType, MacAddr, VlanTci};
 
 mod fast_path;
+pub mod offload;
 
 /// Largest frame the pipeline accepts: a 64 KiB IP packet behind an Ethernet header and a tag.
 pub const MAX_FRAME: usize = 65535 + 18;

@@ -1,0 +1,340 @@
+//! The offload records against the pipeline: for established flows the pipeline's own output
+//! frame equals [`apply`] of the flow's record to the input (full checksums and "checksum not
+//! ready" frames), and every finished checksum is valid. Checksums are recomputed here,
+//! independently of `crate::checksum`.
+
+use super::super::*;
+use super::{OffloadRecord, apply, matches};
+use altroute_flow::tcp::flags::{ACK, FIN, SYN};
+use altroute_flow::{FlowId, Gateway, TableConfig};
+use etherparse::PacketBuilder;
+
+const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const W1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+const W2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
+const G1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+const G2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
+const SRV: [u8; 4] = [203, 0, 113, 10];
+const EXT1: [u8; 4] = [192, 0, 2, 1];
+const EXT2: [u8; 4] = [198, 51, 100, 1];
+const T: Time = Time::from_secs(100);
+
+fn ctx(weights: (u32, u32)) -> Context {
+    let table = FlowTable::new(TableConfig {
+        gateways: vec![
+            Gateway::new("isp1", Some(Ipv4Addr::from(EXT1).into())).weight(weights.0),
+            Gateway::new("isp2", Some(Ipv4Addr::from(EXT2).into())).weight(weights.1),
+        ],
+        ..TableConfig::default()
+    })
+    .expect("table");
+    let port = |name: &str, role, link, mac, addr: [u8; 4], len| PortSpec {
+        name: name.into(),
+        role,
+        link,
+        vlan: None,
+        mac,
+        addrs: vec![(Ipv4Addr::from(addr), len)],
+        mtu: 1500,
+    };
+    let cfg = PipelineConfig {
+        ports: vec![
+            port("lan", Role::Lan, 0, LAN_MAC, [10, 0, 0, 1], 24),
+            port("wan1", Role::Wan, 1, W1_MAC, EXT1, 24),
+            port("wan2", Role::Wan, 2, W2_MAC, EXT2, 24),
+        ],
+        gateways: vec![
+            GatewaySpec {
+                port: PortId(1),
+                next_hop: Ipv4Addr::new(192, 0, 2, 2),
+                mac: Some(G1_MAC),
+            },
+            GatewaySpec {
+                port: PortId(2),
+                next_hop: Ipv4Addr::new(198, 51, 100, 2),
+                mac: Some(G2_MAC),
+            },
+        ],
+        port_forwards: Vec::new(),
+        options: Options::default(),
+    };
+    Context::new(cfg, table).expect("context")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    flags: u8,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv4(src, dst, ttl)
+        .tcp(sp, dp, 1000, 64000);
+    let b = if flags & SYN != 0 { b.syn() } else { b };
+    let b = if flags & ACK != 0 { b.ack(77) } else { b };
+    let b = if flags & FIN != 0 { b.fin() } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build");
+    v
+}
+
+fn ones(data: &[u8], init: u32) -> u16 {
+    let mut s = init;
+    for c in data.chunks(2) {
+        s += u32::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u32::from(b));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn pseudo(f: &[u8]) -> u32 {
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let mut s = 6 + (total as u32 - 20);
+    for w in f[26..34].chunks(2) {
+        s += u32::from(w[0]) << 8 | u32::from(w[1]);
+    }
+    s
+}
+
+/// The frame as veth hands it over from a local sender: the TCP field holds the folded
+/// pseudo-header sum.
+fn make_partial(f: &mut [u8]) {
+    let s = ones(&[], pseudo(f));
+    f[50..52].copy_from_slice(&s.to_be_bytes());
+}
+
+/// Finishes a partial checksum as the NIC or segmentation would.
+fn finish_partial(f: &mut [u8]) {
+    let init = u32::from(u16::from_be_bytes([f[50], f[51]]));
+    f[50..52].copy_from_slice(&[0, 0]);
+    let c = !ones(&f[34..], init);
+    f[50..52].copy_from_slice(&c.to_be_bytes());
+}
+
+fn checksums_valid(f: &[u8]) -> bool {
+    ones(&f[14..34], 0) == 0xffff && ones(&f[34..], pseudo(f)) == 0xffff
+}
+
+/// Same one's-complement value (0x0000 and 0xffff are both zero).
+fn same_sum(a: u16, b: u16) -> bool {
+    a == b || (a % 0xffff == 0 && b % 0xffff == 0)
+}
+
+fn process(c: &mut Context, frame: &[u8], link: u8, partial: bool) -> (Verdict, Vec<u8>) {
+    let mut buf = frame.to_vec();
+    buf.resize(frame.len() + 64, 0);
+    let mut meta = FrameMeta {
+        partial: partial.then_some((34, 16)),
+        gso: false,
+    };
+    let v = c.process(&mut buf, frame.len(), link, &mut meta, T);
+    if let Verdict::Forward { len, .. } = v {
+        buf.truncate(len);
+    }
+    (v, buf)
+}
+
+/// An established flow from `host:sport` to the server: its id, NAT address, port, out link.
+fn establish(c: &mut Context, host: [u8; 4], hmac: MacAddr, sport: u16) -> Option<(FlowId, u8)> {
+    let syn = tcp(hmac, LAN_MAC, host, SRV, sport, 443, SYN, 64, &[]);
+    let (v, out) = process(c, &syn, 0, false);
+    let Verdict::Forward { port, .. } = v else {
+        return None;
+    };
+    let ext: [u8; 4] = out[26..30].try_into().ok()?;
+    let eport = u16::from_be_bytes([out[34], out[35]]);
+    let (gw, wan) = if port.0 == 1 {
+        (G1_MAC, W1_MAC)
+    } else {
+        (G2_MAC, W2_MAC)
+    };
+    let synack = tcp(gw, wan, SRV, ext, 443, eport, SYN | ACK, 64, &[]);
+    assert!(matches!(
+        process(c, &synack, port.0, false).0,
+        Verdict::Forward { .. }
+    ));
+    let ack = tcp(hmac, LAN_MAC, host, SRV, sport, 443, ACK, 64, &[]);
+    assert!(matches!(
+        process(c, &ack, 0, false).0,
+        Verdict::Forward { .. }
+    ));
+    let key = altroute_flow::FlowKey::v4(
+        Ipv4Addr::from(host),
+        Ipv4Addr::from(SRV),
+        proto::TCP,
+        sport,
+        443,
+    );
+    let hit = c.table.lookup(&key)?;
+    Some((hit.flow, port.0))
+}
+
+/// A data frame of direction `rec` (as it arrives).
+fn data_frame(rec: &OffloadRecord, src_mac: MacAddr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let in_mac = match rec.in_port.0 {
+        0 => LAN_MAC,
+        1 => W1_MAC,
+        _ => W2_MAC,
+    };
+    tcp(
+        src_mac,
+        in_mac,
+        rec.src.octets(),
+        rec.dst.octets(),
+        rec.sport,
+        rec.dport,
+        ACK,
+        ttl,
+        payload,
+    )
+}
+
+/// The pipeline's output for `input` against `apply(rec, input)`.
+fn check(c: &mut Context, rec: &OffloadRecord, input: &[u8], partial: bool) {
+    let mut input = input.to_vec();
+    if partial {
+        make_partial(&mut input);
+    }
+    let mut expect = input.clone();
+    assert!(apply(rec, &mut expect, partial), "record matches");
+    let (v, mut got) = process(c, &input, rec.in_link, partial);
+    assert!(
+        matches!(v, Verdict::Forward { port, .. } if port == rec.out_port),
+        "{v:?}"
+    );
+    assert_eq!(got.len(), expect.len());
+    // Byte-identical except the checksum fields, which must be the same one's-complement value.
+    let mask = |f: &[u8]| {
+        let mut f = f.to_vec();
+        f[24..26].copy_from_slice(&[0, 0]);
+        f[50..52].copy_from_slice(&[0, 0]);
+        f
+    };
+    assert_eq!(mask(&got), mask(&expect));
+    for at in [24, 50] {
+        let (a, b) = (
+            u16::from_be_bytes([got[at], got[at + 1]]),
+            u16::from_be_bytes([expect[at], expect[at + 1]]),
+        );
+        assert!(
+            same_sum(a, b),
+            "checksum at {at}: pipeline {a:04x}, record {b:04x}"
+        );
+    }
+    if partial {
+        finish_partial(&mut got);
+        finish_partial(&mut expect);
+    }
+    assert!(checksums_valid(&got), "pipeline output checksums");
+    assert!(checksums_valid(&expect), "record output checksums");
+}
+
+#[test]
+fn records_of_an_established_flow() {
+    let mut c = ctx((1, 0));
+    let hmac = MacAddr([2, 0, 0, 0, 0, 0x22]);
+    let (id, wan) = establish(&mut c, [10, 0, 0, 2], hmac, 40000).expect("established");
+    let [orig, reply] = c.offload_records(id).expect("offloadable");
+    assert_eq!((orig.in_port, orig.out_port), (PortId(0), PortId(wan)));
+    assert_eq!((reply.in_port, reply.out_port), (PortId(wan), PortId(0)));
+    assert_eq!(orig.new_src, reply.dst);
+    assert_eq!(orig.new_sport, reply.dport);
+    assert_eq!(reply.new_dst, Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(reply.dst_mac, hmac);
+    assert_eq!(orig.dst_mac, G1_MAC);
+    check(&mut c, &orig, &data_frame(&orig, hmac, 64, b"abc"), false);
+    check(
+        &mut c,
+        &reply,
+        &data_frame(&reply, G1_MAC, 64, b"xyz"),
+        true,
+    );
+    // SYN/FIN/RST, TTL 1 and other tuples are not taken.
+    let mut f = data_frame(&orig, hmac, 64, b"");
+    assert!(matches(&orig, &f));
+    f[47] |= 0x01;
+    assert!(!matches(&orig, &f));
+    assert!(!matches(&orig, &data_frame(&orig, hmac, 1, b"")));
+    assert!(!matches(&reply, &data_frame(&orig, hmac, 64, b"")));
+}
+
+#[test]
+fn no_records_before_established_or_after_fin() {
+    let mut c = ctx((1, 1));
+    let hmac = MacAddr([2, 0, 0, 0, 0, 0x22]);
+    let syn = tcp(hmac, LAN_MAC, [10, 0, 0, 2], SRV, 40001, 443, SYN, 64, &[]);
+    assert!(matches!(
+        process(&mut c, &syn, 0, false).0,
+        Verdict::Forward { .. }
+    ));
+    let key = altroute_flow::FlowKey::v4(
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::from(SRV),
+        proto::TCP,
+        40001,
+        443,
+    );
+    let hit = c.table.lookup(&key).expect("flow");
+    assert!(c.offload_records(hit.flow).is_none(), "SYN sent only");
+    let (id, _) = establish(&mut c, [10, 0, 0, 3], hmac, 40002).expect("established");
+    assert!(c.offload_records(id).is_some());
+    let fin = tcp(
+        hmac,
+        LAN_MAC,
+        [10, 0, 0, 3],
+        SRV,
+        40002,
+        443,
+        FIN | ACK,
+        64,
+        &[],
+    );
+    assert!(matches!(
+        process(&mut c, &fin, 0, false).0,
+        Verdict::Forward { .. }
+    ));
+    assert!(c.offload_records(id).is_none(), "closing");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// For established flows the pipeline's output equals `apply(record, input)`, with full
+    /// checksums and with "checksum not ready" frames, and the checksums stay valid.
+    #[test]
+    fn pipeline_output_is_apply_of_the_record(
+        weights in (0u32..4, 1u32..4),
+        flows in proptest::collection::vec((2u8..250, 1024u16..65535), 1..6),
+        packets in proptest::collection::vec(
+            (0usize..6, proptest::bool::ANY, 2u8..=255, proptest::bool::ANY,
+             proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+            1..40,
+        ),
+    ) {
+        let mut c = ctx(weights);
+        let mut recs = Vec::new();
+        for (i, (h, sport)) in flows.iter().enumerate() {
+            let hmac = MacAddr([2, 0, 0, 0, 1 + i as u8, *h]);
+            let sport = sport.wrapping_add(i as u16).max(1024);
+            if let Some((id, _)) = establish(&mut c, [10, 0, 0, *h], hmac, sport) {
+                let [o, r] = c.offload_records(id).expect("established flows are offloadable");
+                let gw = if o.out_port.0 == 1 { G1_MAC } else { G2_MAC };
+                recs.push((o, hmac));
+                recs.push((r, gw));
+            }
+        }
+        proptest::prop_assert!(!recs.is_empty());
+        for (n, reply, ttl, partial, payload) in packets {
+            let (rec, src_mac) = recs[(n * 2 + usize::from(reply)) % recs.len()];
+            check(&mut c, &rec, &data_frame(&rec, src_mac, ttl, &payload), partial);
+        }
+    }
+}

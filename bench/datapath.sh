@@ -14,6 +14,9 @@
 #                     socket; GSO super-frames read whole from the socket queue)
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
 #   altroute-nocoal   the same with `datapath: udp_coalesce: false` (no UDP GSO merging at transmit)
+#   altroute-offload  the same with `datapath: offload: tc` (established TCP flows forwarded by a
+#                     tc eBPF program in the kernel; an eBPF socket filter keeps their frames out
+#                     of the AF_PACKET rings)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`
 #   altroute-b        the same with the binary $ALTROUTE_B (A/B of two builds)
@@ -93,6 +96,7 @@ altroute_config() { # variant -> config path
     altroute-spill) printf '\ndatapath:\n  rx_ring: v2-spill\n' >>"$c" ;;
     altroute-v3) printf '\ndatapath:\n  rx_ring: v3\n' >>"$c" ;;
     altroute-nocoal) printf '\ndatapath:\n  udp_coalesce: false\n' >>"$c" ;;
+    altroute-offload) printf '\ndatapath:\n  offload: tc\n' >>"$c" ;;
   esac
   echo "$c"
 }

@@ -784,6 +784,29 @@ fn status_json(
     // lets the lab test see that coalescing happened without stopping the router.
     s.push_str(",\n  \"udp_coalesced\": ");
     s.push_str(&stats.values().map(|w| w.coalesced).sum::<u64>().to_string());
+    // Frames the workers received (all ports): with the offload on, the frames the kernel
+    // forwarded are not among them.
+    s.push_str(",\n  \"rx_frames\": ");
+    s.push_str(
+        &stats
+            .values()
+            .map(|w| w.counters.rx_frames.iter().sum::<u64>())
+            .sum::<u64>()
+            .to_string(),
+    );
+    // Kernel offload of established flows (`datapath.offload: tc`), all workers.
+    let off = |f: fn(&crate::worker::OffloadCounters) -> u64| -> u64 {
+        stats.values().map(|w| f(&w.offload)).sum()
+    };
+    s.push_str(&format!(
+        ",\n  \"offload\": {{\"installed\": {}, \"removed\": {}, \"active\": {}, \"kernel_frames\": {}, \"kernel_bytes\": {}, \"errors\": {}}}",
+        off(|o| o.installed),
+        off(|o| o.removed),
+        off(|o| o.active),
+        off(|o| o.kernel_frames),
+        off(|o| o.kernel_bytes),
+        off(|o| o.errors),
+    ));
     s.push_str(",\n  \"drops\": {");
     let mut first = true;
     for r in altroute_packet::DropReason::ALL {

@@ -9,6 +9,9 @@
 //! path.
 
 mod coalesce;
+pub mod offload;
+
+pub use offload::{OffloadCounters, WorkerOffload};
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -99,6 +102,8 @@ pub struct WorkerStats {
     pub ring_drops: Vec<u64>,
     /// Datagrams merged into UDP GSO frames at transmit (see the `coalesce` module).
     pub coalesced: u64,
+    /// Kernel offload of established flows (zero when off).
+    pub offload: OffloadCounters,
 }
 
 /// Frame-ownership handoff between workers (`datapath.fanout: handoff`): the kernel spreads
@@ -203,6 +208,8 @@ pub struct WorkerSetup {
     pub handoff: Option<Handoff>,
     /// Merge runs of small datagrams of one flow into UDP GSO frames at transmit (vnet links).
     pub udp_coalesce: bool,
+    /// Kernel offload of established flows (`datapath.offload: tc`), if loaded.
+    pub offload: Option<WorkerOffload>,
 }
 
 /// Where each frame of the current batch goes.
@@ -429,6 +436,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
     };
     let mut last_stats = Instant::now();
     let mut last_expire = Instant::now();
+    let mut last_offload = Instant::now();
     let mut last_busy = Instant::now();
     let mut expired = Vec::new();
     let mut idle = false;
@@ -437,6 +445,9 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         loop {
             match w.rx.try_recv() {
                 Ok(ToWorker::Stop) | Err(TryRecvError::Disconnected) => {
+                    if let Some(o) = w.offload.as_mut() {
+                        o.flush();
+                    }
                     return Ok(stats(&w, &s));
                 }
                 Ok(m) => apply(&mut w, m, &mut s.tx_failed),
@@ -486,6 +497,12 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
             last_expire = clock;
             expired.clear();
             w.ctx.table.expire(now(w.epoch), 65_536, &mut expired);
+        }
+        if let Some(o) = w.offload.as_mut()
+            && clock.duration_since(last_offload) >= offload::TICK
+        {
+            last_offload = clock;
+            o.tick(&mut w.ctx, now(w.epoch));
         }
         if clock.duration_since(last_stats) >= Duration::from_secs(1) {
             last_stats = clock;
@@ -900,6 +917,10 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
             failback,
         } => {
             let was = w.ctx.table.gateways().get(gateway.index()).map(|g| g.state);
+            // Offloaded frames come back to user space, which offloads again as appropriate.
+            if let Some(o) = w.offload.as_mut() {
+                o.flush();
+            }
             match state {
                 GatewayState::Down | GatewayState::Disabled => {
                     w.ctx.table.gateway_down(gateway, t, action);
@@ -912,6 +933,11 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
             }
         }
         ToWorker::Neighbor { ip, mac, port } => {
+            if w.ctx.neighbors.get(ip) != Some(mac)
+                && let Some(o) = w.offload.as_mut()
+            {
+                o.flush();
+            }
             w.ctx.neighbors.learn(ip, mac, port, t);
         }
         ToWorker::Transmit { link, frames } => {
@@ -940,6 +966,7 @@ fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
         handoff: s.hstats,
         ring_drops: s.ring_drops.clone(),
         coalesced: s.coalesced,
+        offload: w.offload.as_ref().map(|o| o.counters()).unwrap_or_default(),
         failures: (0..w.ctx.table.gateways().len())
             .map(|g| w.ctx.table.failure_totals(GatewayId(g as u8), now(w.epoch)))
             .collect(),

@@ -64,6 +64,10 @@ pub struct Args {
     /// frames at transmit).
     #[arg(long)]
     no_udp_coalesce: bool,
+    /// Override `datapath.offload`: `tc` (established TCP flows forwarded by a tc eBPF program
+    /// in the kernel) or `off`.
+    #[arg(long, value_parser = ["off", "tc"])]
+    offload: Option<String>,
     /// Override `datapath.batch` (frames per receive batch).
     #[arg(long)]
     batch: Option<u16>,
@@ -125,6 +129,41 @@ impl Drop for IngressDrop {
         }
     }
 }
+
+/// The loaded kernel offload: programs, map and the tcx attachments (detached on drop).
+struct KernelOffload {
+    progs: altroute_io::ebpf::Offload,
+    _links: Vec<altroute_io::ebpf::TcxLink>,
+    ifindex: Vec<u32>,
+}
+
+/// Loads the offload programs and attaches the tc program to every link.
+fn load_offload(links: &[String]) -> anyhow::Result<KernelOffload> {
+    let progs = altroute_io::ebpf::Offload::load(OFFLOAD_MAP_ENTRIES)
+        .context("loading the eBPF programs")?;
+    let mut ifindex = Vec::new();
+    let mut attached = Vec::new();
+    for l in links {
+        let i = altroute_io::host::inspect(l)
+            .with_context(|| format!("inspecting interface {l}"))?
+            .ifindex;
+        attached.push(
+            progs
+                .tc
+                .attach_tcx_ingress(i)
+                .with_context(|| format!("attaching the tc program to {l}"))?,
+        );
+        ifindex.push(i);
+    }
+    Ok(KernelOffload {
+        progs,
+        _links: attached,
+        ifindex,
+    })
+}
+
+/// Map entries (two per offloaded flow).
+const OFFLOAD_MAP_ENTRIES: u32 = 1 << 17;
 
 /// CPUs to pin workers to, from `--pin`.
 fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
@@ -223,6 +262,23 @@ impl Args {
                 retire_ms: 1,
             },
         };
+        let want_offload = match self.offload.as_deref() {
+            Some("tc") => true,
+            Some(_) => false,
+            None => cfg.datapath.offload == config::Offload::Tc,
+        };
+        // Declared before the workers' ports: dropped (detached) after them.
+        let offload = if want_offload {
+            match load_offload(&links) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    warn!("kernel offload unavailable, every frame goes through user space: {e:#}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -278,8 +334,24 @@ impl Args {
                         defrag: false,
                     });
                 }
-                ports.push(Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?);
+                let port =
+                    Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?;
+                if let Some(o) = &offload {
+                    use std::os::fd::AsFd as _;
+                    o.progs
+                        .filter
+                        .attach_socket(port.as_fd())
+                        .with_context(|| format!("attaching the offload socket filter on {l}"))?;
+                }
+                ports.push(port);
             }
+            let worker_offload = match &offload {
+                Some(o) => Some(worker::WorkerOffload::new(
+                    o.progs.map.try_clone().context("sharing the offload map")?,
+                    o.ifindex.clone(),
+                )),
+                None => None,
+            };
             let (tx, rx) = crossbeam_channel::unbounded();
             to_workers.push(tx);
             setups.push(WorkerSetup {
@@ -295,11 +367,12 @@ impl Args {
                 cpu: (!pins.is_empty()).then(|| pins[usize::from(w) % pins.len()]),
                 handoff: handoffs.get_mut(usize::from(w)).and_then(Option::take),
                 udp_coalesce: cfg.datapath.udp_coalesce && !self.no_udp_coalesce,
+                offload: worker_offload,
             });
         }
         drop(ev_tx);
         info!(
-            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}",
+            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
             cfg.ports.len(),
             links.len(),
             cfg.gateways.len(),
@@ -313,7 +386,8 @@ impl Args {
             },
             pins,
             self.spin_us,
-            self.qdisc_bypass
+            self.qdisc_bypass,
+            if offload.is_some() { "tc" } else { "off" }
         );
         let mut handles = Vec::new();
         for s in setups {
@@ -352,7 +426,7 @@ impl Args {
         }
         for s in &last {
             info!(
-                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}, udp coalesced {}",
+                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}, offload {:?}, udp coalesced {}",
                 s.worker,
                 s.flows,
                 s.table.created,
@@ -363,6 +437,7 @@ impl Args {
                 s.handoff.dropped,
                 s.ring_drops,
                 s.tx_failed,
+                s.offload,
                 s.coalesced
             );
         }

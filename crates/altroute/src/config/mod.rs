@@ -108,7 +108,11 @@
 //! `fanout` (`cbpf|handoff`, default `cbpf`), `verify_checksums` (default true), `udp_coalesce`
 //! (default true; vnet mode only: consecutive small datagrams of one flow in a batch, atomic
 //! IPv4 with DF and equal sizes, leave as one UDP GSO frame that the kernel segments back into
-//! the same datagrams; only their IPv4 identification is renumbered).
+//! the same datagrams; only their IPv4 identification is renumbered), `offload` (`off|tc`,
+//! default `off`; `tc`: established TCP flows that carried a few packets are forwarded by a tc
+//! (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied, and an eBPF
+//! socket filter keeps their frames out of the AF_PACKET rings; the flow table stays the
+//! authority; falls back to plain AF_PACKET with a warning if the programs cannot be loaded).
 //!
 //! ## `logging:`
 //! `level`: `off|error|warn|info|debug|trace` (default `info`; `RUST_LOG` overrides).
@@ -683,6 +687,17 @@ pub enum Fanout {
     Handoff,
 }
 
+/// Kernel offload of established flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offload {
+    /// Every frame through user space.
+    #[default]
+    Off,
+    /// A tc (tcx ingress) eBPF program forwards offloaded established TCP flows in the kernel.
+    Tc,
+}
+
 /// Packet I/O settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -712,6 +727,9 @@ pub struct Datapath {
     /// consecutive in a batch) as one UDP GSO frame that the kernel segments again.
     #[serde(default = "yes")]
     pub udp_coalesce: bool,
+    /// Kernel offload of established flows.
+    #[serde(default)]
+    pub offload: Offload,
 }
 
 impl Default for Datapath {
@@ -725,6 +743,7 @@ impl Default for Datapath {
             fanout: Fanout::default(),
             verify_checksums: true,
             udp_coalesce: true,
+            offload: Offload::Off,
         }
     }
 }

@@ -396,3 +396,14 @@ fn rx_ring_layouts() {
     let d = one_err(&format!("{GOOD}datapath:\n  ring_frames: 3000\n"));
     assert_at(&d, "datapath.ring_frames", 24, "power of two");
 }
+
+#[test]
+fn offload_modes() {
+    assert_eq!(load(GOOD).unwrap().datapath.offload, Offload::Off);
+    for (text, want) in [("off", Offload::Off), ("tc", Offload::Tc)] {
+        let c = load(&format!("{GOOD}datapath:\n  offload: {text}\n")).unwrap();
+        assert_eq!(c.datapath.offload, want, "{text}");
+    }
+    let d = one_err(&format!("{GOOD}datapath:\n  offload: xdp\n"));
+    assert_at(&d, "datapath.offload", 24, "unknown variant `xdp`");
+}

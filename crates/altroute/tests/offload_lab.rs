@@ -1,0 +1,299 @@
+//! Kernel offload of established flows (`datapath.offload: tc`) end to end in the netns lab
+//! (root + netns): real TCP through the router with the tc program and the socket filter loaded.
+//!
+//! - A connection carries a little data in user space, then gets offloaded (status file
+//!   `offload.active`); a bulk transfer both ways then arrives intact (every byte checked)
+//!   while the workers' receive counter (`rx_frames`) hardly moves: the kernel forwarded the
+//!   bulk (`offload.kernel_frames`) and the socket filter kept it out of the AF_PACKET rings.
+//! - Closing the connection (FIN, which the programs leave to user space) removes the entries.
+//! - A second connection is offloaded, then isp1 black-holes: the gateway goes down, the
+//!   entries are flushed, and the connection's next frames reach user space again.
+//!
+//! Skips with a printed reason when not root (or a tool is missing), unless
+//! `ALTROUTE_REQUIRE_NETNS` is set. Lab (prefix `ar<pid>o-`), router and temp directory are torn
+//! down by Drop guards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use altroute::demo::RouterProcess;
+use altroute::lab::{Isp, Lab, Mode};
+
+mod common;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_altroute");
+const SERVER: &str = "203.0.113.10";
+const UP_BYTES: usize = 128 << 20;
+const DOWN_BYTES: usize = 32 << 20;
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pattern(i: usize, salt: u8) -> u8 {
+    ((i.wrapping_mul(31) >> 3) as u8) ^ (i as u8) ^ salt
+}
+
+fn send(s: &mut TcpStream, from: usize, n: usize, salt: u8) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < from + n {
+        let k = buf.len().min(from + n - at);
+        for (j, b) in buf[..k].iter_mut().enumerate() {
+            *b = pattern(at + j, salt);
+        }
+        s.write_all(&buf[..k]).unwrap();
+        at += k;
+    }
+}
+
+/// Reads exactly `n` bytes and checks them.
+fn recv(s: &mut TcpStream, from: usize, n: usize, salt: u8) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < from + n {
+        let k = buf.len().min(from + n - at);
+        s.read_exact(&mut buf[..k]).unwrap();
+        for (j, b) in buf[..k].iter().enumerate() {
+            assert_eq!(*b, pattern(at + j, salt), "byte {} corrupted", at + j);
+        }
+        at += k;
+    }
+}
+
+/// The status file as JSON, once it includes everything up to now (workers report every
+/// second, the file is written every second).
+fn settled(router: &mut RouterProcess) -> serde_json::Value {
+    let now = router.status().map_or(0, |s| s.time_ms);
+    router
+        .fresh_status(now + 2100, Duration::from_secs(10), &AtomicBool::new(false))
+        .unwrap();
+    let text = std::fs::read_to_string(router.status_file()).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn offload(v: &serde_json::Value, what: &str) -> u64 {
+    v["offload"][what]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offload.{what} in {v}"))
+}
+
+fn rx_frames(v: &serde_json::Value) -> u64 {
+    v["rx_frames"].as_u64().unwrap()
+}
+
+fn fast_path_frames(v: &serde_json::Value) -> u64 {
+    v["fast_path_frames"].as_u64().unwrap()
+}
+
+/// Waits (up to 15 s) until `offload.active` satisfies `ok`; returns the status.
+fn wait_active(router: &mut RouterProcess, ok: impl Fn(u64) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = settled(router);
+        if ok(offload(&v, "active")) || Instant::now() > deadline {
+            return v;
+        }
+    }
+}
+
+/// A client connection from the LAN to the server in inet: the client side is made in the LAN
+/// namespace, the server side accepted in inet.
+fn connect(lab: &Lab, port: u16) -> (TcpStream, TcpStream) {
+    let (tx, rx) = mpsc::channel();
+    let inet = lab.ns("inet");
+    let server = thread::spawn(move || {
+        altroute_io::netns::enter(&inet).unwrap();
+        let l = TcpListener::bind((SERVER, port)).unwrap();
+        tx.send(()).unwrap();
+        l.accept().unwrap().0
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let lan = lab.ns("lan");
+    let client = thread::spawn(move || {
+        altroute_io::netns::enter(&lan).unwrap();
+        TcpStream::connect((SERVER, port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    let server = server.join().unwrap();
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    }
+    (client, server)
+}
+
+#[test]
+fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
+    if !should_run(
+        "offloaded_tcp_flows_are_forwarded_by_the_kernel",
+        &[
+            ("ip", "-V"),
+            ("kill", "-l"),
+            ("sysctl", "-V"),
+            ("nft", "-v"),
+        ],
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let prefix = format!("ar{}o-", std::process::id());
+    let dir = TempDir(std::env::temp_dir().join(format!("altroute-test-{prefix}")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-dual-wan-failover.yaml");
+    let config = dir.0.join("offload.yaml");
+    let mut text = std::fs::read_to_string(&example).unwrap();
+    text.push_str("\ndatapath:\n  offload: tc\n");
+    std::fs::write(&config, text).unwrap();
+    {
+        let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+        let mut router =
+            RouterProcess::start(Path::new(BIN), &config, &lab.ns("rtr"), &dir.0).unwrap();
+        router
+            .wait_ready(Duration::from_secs(30), &AtomicBool::new(false))
+            .unwrap_or_else(|e| panic!("{}: {e}", lab.prefix()));
+        let log = std::fs::read_to_string(router.log_file()).unwrap();
+        assert!(log.contains("offload tc"), "offload not loaded:\n{log}");
+
+        // 1. Warm-up in user space, then offloaded.
+        let (mut c, mut s) = connect(&lab, 7201);
+        let warm = 1 << 20;
+        let up = thread::spawn(move || {
+            send(&mut c, 0, warm, 1);
+            c
+        });
+        recv(&mut s, 0, warm, 1);
+        let mut c = up.join().unwrap();
+        let v = wait_active(&mut router, |a| a >= 1);
+        assert!(offload(&v, "active") >= 1, "not offloaded: {v}");
+        let (rx0, k0, f0) = (
+            rx_frames(&v),
+            offload(&v, "kernel_frames"),
+            fast_path_frames(&v),
+        );
+
+        // 2. Bulk both ways, checked byte by byte.
+        let t = Instant::now();
+        let up = thread::spawn(move || {
+            send(&mut c, warm, UP_BYTES, 1);
+            c
+        });
+        recv(&mut s, warm, UP_BYTES, 1);
+        let mut c = up.join().unwrap();
+        let down = thread::spawn(move || {
+            send(&mut s, 0, DOWN_BYTES, 2);
+            s
+        });
+        recv(&mut c, 0, DOWN_BYTES, 2);
+        let s = down.join().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let v = settled(&mut router);
+        let (rx, kernel, fast) = (
+            rx_frames(&v) - rx0,
+            offload(&v, "kernel_frames") - k0,
+            fast_path_frames(&v) - f0,
+        );
+        let segments = (UP_BYTES + DOWN_BYTES) / 1448;
+        eprintln!(
+            "bulk {} MiB in {secs:.1} s ({:.2} Gbit/s, debug-build pattern checks): user-space frames {rx} (health probes included), of them fast path {fast}; kernel frames {kernel}, ~{segments} segments; {v}",
+            (UP_BYTES + DOWN_BYTES) >> 20,
+            (UP_BYTES + DOWN_BYTES) as f64 * 8.0 / secs / 1e9,
+        );
+        assert!(kernel > 1000, "the kernel forwarded only {kernel} frames");
+        // User space still receives the health probes' replies and ARP (~50 frames/s in this
+        // lab), but hardly any frame of the offloaded connection: those would go through the
+        // fast path (and be forwarded twice, had the socket filter let them through).
+        assert!(
+            fast < 100,
+            "user space still saw {fast} frames of established flows (kernel {kernel})"
+        );
+        assert!(
+            rx * 4 < kernel,
+            "user space saw {rx} frames (kernel {kernel})"
+        );
+        assert!(offload(&v, "kernel_bytes") as usize > UP_BYTES);
+        // The flow's accounting followed the kernel's counters.
+        let out_bytes = v["gateways"][0]["out_bytes"].as_u64().unwrap();
+        assert!(
+            out_bytes as usize > UP_BYTES,
+            "gateway out bytes {out_bytes}"
+        );
+
+        // 3. FIN: user space sees it, the entries go.
+        let removed = offload(&v, "removed");
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut s = s;
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        drop((c, s));
+        let v = wait_active(&mut router, |a| a == 0);
+        assert_eq!(offload(&v, "active"), 0, "entries left after FIN: {v}");
+        assert!(offload(&v, "removed") > removed);
+
+        // 4. A gateway going down flushes the entries; the flow comes back to user space.
+        let (mut c, mut s) = connect(&lab, 7202);
+        let up = thread::spawn(move || {
+            send(&mut c, 0, warm, 3);
+            c
+        });
+        recv(&mut s, 0, warm, 3);
+        let mut c = up.join().unwrap();
+        let v = wait_active(&mut router, |a| a >= 1);
+        assert!(offload(&v, "active") >= 1, "second flow not offloaded: {v}");
+        let removed = offload(&v, "removed");
+        lab.blackhole(Isp::One).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while router
+            .status()
+            .and_then(|st| st.gateway("isp1").map(|g| g.state == "up"))
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "isp1 never went down");
+            thread::sleep(Duration::from_millis(100));
+        }
+        let v = settled(&mut router);
+        assert_eq!(
+            offload(&v, "active"),
+            0,
+            "entries left after gateway down: {v}"
+        );
+        assert!(offload(&v, "removed") > removed);
+        let rx0 = rx_frames(&v);
+        // The connection's next frames reach user space (which resets it: on_gateway_down).
+        let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+        let _ = c.write_all(&[7u8; 4096]);
+        thread::sleep(Duration::from_millis(500));
+        let v = settled(&mut router);
+        assert!(
+            rx_frames(&v) > rx0,
+            "the flow's frames did not come back to user space: {v}"
+        );
+        assert_eq!(offload(&v, "active"), 0);
+        lab.restore(Isp::One).unwrap();
+        drop((c, s));
+
+        let st = router.stop(Duration::from_secs(15)).unwrap();
+        assert!(st.success(), "router exit: {st}\n{}", router.log_tail(20));
+        eprintln!("router log tail:\n{}", router.log_tail(6));
+    }
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}

@@ -99,7 +99,22 @@ pub fn context_with(max_flows: u32, accounting: bool) -> Context {
         port_forwards: Vec::new(),
         options: Options::default(),
     };
-    Context::new(cfg, table).expect("valid bench pipeline config")
+    let ctx = Context::new(cfg, table).expect("valid bench pipeline config");
+    huge_pages(&ctx.table);
+    ctx
+}
+
+/// Back the table's arrays with huge pages, as the daemon does (`altroute_io::mem`), unless
+/// `ALTROUTE_BENCH_HUGE=0`.
+pub fn huge_pages(table: &FlowTable) {
+    if std::env::var("ALTROUTE_BENCH_HUGE").is_ok_and(|v| v == "0") {
+        return;
+    }
+    for (addr, len) in table.memory_regions() {
+        if let Err(e) = altroute_io::mem::prefer_huge_pages(addr, len) {
+            eprintln!("huge pages: {e}");
+        }
+    }
 }
 
 /// One IPv4 TCP or UDP frame of exactly `len` bytes (54 ≤ len for TCP, 42 ≤ len for UDP; the

@@ -28,7 +28,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2);
-    println!("flows     ns/packet (on-CPU)   Mpps   (memory accesses only, batch 32)");
+    let prefetch = std::env::args().nth(2).is_some_and(|a| a == "prefetch");
+    println!(
+        "flows     ns/packet (on-CPU)   Mpps   (memory accesses only, batch 32, {})",
+        if prefetch {
+            "pipelined prefetch"
+        } else {
+            "touch loads"
+        }
+    );
     for (flows, name) in [(1usize << 10, "1k"), (1 << 16, "64k"), (1 << 20, "1M")] {
         let buckets = vec![Line([1; 8]); (flows * 3 * 10).div_ceil(7 * 8)];
         let mut slots = vec![Line([1; 8]); flows];
@@ -59,22 +67,50 @@ fn main() {
                         ring[r * FRAME_LINES + l] = trace[f * FRAME_LINES + l];
                     }
                 }
-                let mut t = 0u64;
-                for &(b, _, _) in chunk {
-                    t = t.wrapping_add(buckets[b as usize].0[0]);
-                }
-                for &(_, s, _) in chunk {
-                    t = t.wrapping_add(slots[s as usize].0[0]);
-                }
-                black_box(t);
-                for (j, &(b, s, n)) in chunk.iter().enumerate() {
-                    let r = (pos + j) % 1024;
-                    let frame = ring[r * FRAME_LINES].0[0];
-                    let x = buckets[b as usize].0[(frame & 7) as usize];
-                    let slot = &mut slots[s as usize].0[6];
-                    *slot = slot.wrapping_add(x);
-                    sink = sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
-                    ring[r * FRAME_LINES].0[1] = x ^ sink;
+                if prefetch {
+                    // The pipeline's software pipeline: bucket 2·AHEAD ahead, slot AHEAD ahead.
+                    const AHEAD: usize = 4;
+                    for &(b, _, _) in chunk.iter().take(2 * AHEAD) {
+                        prefetch_index::prefetch_index(&buckets, b as usize);
+                    }
+                    for &(_, s, _) in chunk.iter().take(AHEAD) {
+                        prefetch_index::prefetch_index(&slots, s as usize);
+                    }
+                    for (j, &(b, s, n)) in chunk.iter().enumerate() {
+                        if let Some(&(b2, _, _)) = chunk.get(j + 2 * AHEAD) {
+                            prefetch_index::prefetch_index(&buckets, b2 as usize);
+                        }
+                        if let Some(&(_, s2, _)) = chunk.get(j + AHEAD) {
+                            prefetch_index::prefetch_index(&slots, s2 as usize);
+                        }
+                        let r = (pos + j) % 1024;
+                        let frame = ring[r * FRAME_LINES].0[0];
+                        let x = buckets[b as usize].0[(frame & 7) as usize];
+                        let slot = &mut slots[s as usize].0[6];
+                        *slot = slot.wrapping_add(x);
+                        sink =
+                            sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
+                        ring[r * FRAME_LINES].0[1] = x ^ sink;
+                    }
+                } else {
+                    let mut t = 0u64;
+                    for &(b, _, _) in chunk {
+                        t = t.wrapping_add(buckets[b as usize].0[0]);
+                    }
+                    for &(_, s, _) in chunk {
+                        t = t.wrapping_add(slots[s as usize].0[0]);
+                    }
+                    black_box(t);
+                    for (j, &(b, s, n)) in chunk.iter().enumerate() {
+                        let r = (pos + j) % 1024;
+                        let frame = ring[r * FRAME_LINES].0[0];
+                        let x = buckets[b as usize].0[(frame & 7) as usize];
+                        let slot = &mut slots[s as usize].0[6];
+                        *slot = slot.wrapping_add(x);
+                        sink =
+                            sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
+                        ring[r * FRAME_LINES].0[1] = x ^ sink;
+                    }
                 }
                 pos = (pos + chunk.len()) % 1024;
                 done += chunk.len();

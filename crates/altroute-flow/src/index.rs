@@ -68,6 +68,11 @@ impl Index {
         self.buckets.len() * 64
     }
 
+    /// The buckets' address range (start, bytes); allocated once, never moved.
+    pub(crate) fn region(&self) -> (usize, usize) {
+        (self.buckets.as_ptr() as usize, self.bytes())
+    }
+
     #[inline(always)]
     fn home(&self, h: u64) -> usize {
         (((h & 0xffff_ffff) * self.n) >> 32) as usize
@@ -82,23 +87,38 @@ impl Index {
         }
     }
 
-    /// Read the home bucket of `h` so that its cache line is on its way (the batch lookups call this
-    /// for a whole batch before probing). Returns a value only to keep the load alive.
+    /// Start loading the home bucket of `h` into the cache (the batch lookups call this for a
+    /// whole batch before probing). A prefetch never faults and changes nothing.
     #[inline(always)]
-    pub(crate) fn touch(&self, h: u64) -> u32 {
-        self.buckets.get(self.home(h)).map_or(0, |b| b.overflow)
+    pub(crate) fn prefetch(&self, h: u64) {
+        prefetch_index::prefetch_index(&self.buckets, self.home(h));
     }
 
-    /// The value of the first lane of `h`'s home bucket whose tag matches: the entry a lookup will
-    /// most likely return (the batch lookups load what it points at before probing).
+    /// The value of the first lane whose tag matches `h` and whose value has none of the bits of
+    /// `skip`, in `h`'s home bucket or, when that has none and overflowed, the next one: the entry
+    /// a lookup will most likely return (the batch lookups prefetch what it points at).
     #[inline(always)]
-    pub(crate) fn candidate(&self, h: u64) -> Option<u32> {
-        let b = self.buckets.get(self.home(h))?;
-        let hits = b.matches(tag_of(h));
-        if hits == 0 {
-            return None;
+    pub(crate) fn candidate(&self, h: u64, skip: u32) -> Option<u32> {
+        let t = tag_of(h);
+        let mut b = self.home(h);
+        for _ in 0..2 {
+            let bucket = self.buckets.get(b)?;
+            let mut hits = bucket.matches(t);
+            while hits != 0 {
+                let lane = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                if let Some(&v) = bucket.vals.get(lane)
+                    && v & skip == 0
+                {
+                    return Some(v);
+                }
+            }
+            if bucket.overflow == 0 {
+                return None;
+            }
+            b = self.next(b);
         }
-        b.vals.get(hits.trailing_zeros() as usize).copied()
+        None
     }
 
     /// The first value under hash `h` that `matches` accepts.

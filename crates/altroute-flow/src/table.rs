@@ -74,6 +74,29 @@ pub struct Hit {
     pub dir: Dir,
 }
 
+/// A lookup in flight, between [`FlowTable::lookup_start`] and [`FlowTable::lookup_finish`]:
+/// the key's hash and the entry its home bucket most likely holds for it. Small and `Copy`, so a
+/// batch keeps one per packet on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingLookup {
+    hash: u64,
+    cand: u32,
+}
+
+impl PendingLookup {
+    /// No lookup (a slot in a batch without a key); finishing it hashes the key afresh.
+    pub const NONE: PendingLookup = PendingLookup {
+        hash: 0,
+        cand: u32::MAX,
+    };
+}
+
+/// The hash of `key`, from `p` when `p` carries one.
+#[inline(always)]
+fn key_hash(key: &FlowKey, p: PendingLookup) -> u64 {
+    if p.hash == 0 { key.hash64() } else { p.hash }
+}
+
 /// How a flow's gateway was chosen (stored in 3 bits of the slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReasonKind {
@@ -593,6 +616,19 @@ impl FlowTable {
         self.live == 0
     }
 
+    /// The address ranges (start, length in bytes) of the table's three large arrays — flow
+    /// slots, per-flow counters, index buckets — which are allocated at their full size when the
+    /// table is built and never move. For an embedder that wants them backed by huge pages
+    /// (`madvise`): at 64k–1M flows nearly every lookup misses the TLB on 4 KiB pages. The table
+    /// itself does no I/O.
+    pub fn memory_regions(&self) -> [(usize, usize); 3] {
+        [
+            (self.slots.as_ptr() as usize, self.slots.capacity() * 64),
+            (self.acct.as_ptr() as usize, self.acct.capacity() * 32),
+            self.index.region(),
+        ]
+    }
+
     /// Bytes of memory the table's structures hold now (slab and counters as allocated, index,
     /// wheel, free list; the NAT pools' fixed 1.4 MiB per address are included).
     pub fn memory_bytes(&self) -> usize {
@@ -666,6 +702,10 @@ impl FlowTable {
         let Some(s) = self.slots.get((v >> 1) as usize) else {
             return false;
         };
+        // (A pipelined lookup's candidate may have been freed since its bucket was read.)
+        if !s.has(LIVE) {
+            return false;
+        }
         if v & 1 == 0 {
             s.key == *key
         } else {
@@ -707,53 +747,81 @@ impl FlowTable {
     ) {
         const CHUNK: usize = 64;
         let n = n.min(out.len());
-        let mut hashes = [0u64; CHUNK];
+        let mut pending = [PendingLookup::NONE; CHUNK];
         let mut start = 0;
         while start < n {
             let end = (start + CHUNK).min(n);
-            // The loads below only "touch" memory (safe Rust has no prefetch instruction): a load
-            // that misses holds up retirement, so misses overlap only when their loads sit close
-            // together in the instruction stream. Hence hash first, then a tight loop of loads.
             let m = end - start;
-            for (i, h) in hashes[..m].iter_mut().enumerate() {
-                *h = key(start + i).map_or(0, FlowKey::hash64);
+            // Each stage starts the loads the next one needs, for the whole chunk.
+            for (i, p) in pending[..m].iter_mut().enumerate() {
+                *p = key(start + i).map_or(PendingLookup::NONE, |k| self.lookup_start(k));
             }
-            let mut sink = 0u32;
-            for &h in &hashes[..m] {
-                sink = sink.wrapping_add(self.index.touch(h));
+            for p in &mut pending[..m] {
+                self.lookup_advance(p);
             }
-            core::hint::black_box(sink);
-            // The home buckets are (nearly) in cache now: load the slot and counters each one
-            // most likely points at, so those misses overlap too. (`u32::MAX`: no candidate; it
-            // has the MAPPING bit, which no candidate has.)
-            let mut cand = [u32::MAX; CHUNK];
-            for (c, &h) in cand.iter_mut().zip(&hashes[..m]) {
-                if let Some(v) = self.index.candidate(h)
-                    && v & MAPPING == 0
-                {
-                    *c = v;
-                }
-            }
-            let mut sink = 0u64;
-            for &c in &cand[..m] {
-                let i = (c >> 1) as usize;
-                sink = sink.wrapping_add(self.slots.get(i).map_or(0, |s| u64::from(s.last_seen)));
-                sink = sink.wrapping_add(self.acct.get(i).map_or(0, |c| c.packets[0]));
-            }
-            core::hint::black_box(sink);
-            // The candidate is the first lane `find` would try: when it matches, it is the answer
-            // `find` would give, without scanning the bucket again.
             for (i, o) in out[start..end].iter_mut().enumerate() {
-                *o = key(start + i).and_then(|k| match cand[i] {
-                    v if v != u32::MAX && self.entry_matches(v, k) => Some(Hit {
-                        flow: FlowId(v >> 1),
-                        dir: if v & 1 == 0 { Dir::Orig } else { Dir::Reply },
-                    }),
-                    _ => self.lookup_hashed(k, hashes[i]),
-                });
+                *o = key(start + i).and_then(|k| self.lookup_finish(k, pending[i]));
             }
             start = end;
         }
+    }
+
+    /// Start a pipelined lookup of `key`: hash it and prefetch its home bucket. Then, some work
+    /// later, [`FlowTable::lookup_advance`] reads the bucket and prefetches the flow it most
+    /// likely points at, and, more work later, [`FlowTable::lookup_finish`] gives the answer.
+    ///
+    /// This is how a caller hides memory latency across a batch: run the three stages a few
+    /// packets apart (software pipelining, as VPP's graph nodes do) and the loads of one packet
+    /// overlap the handling of the packets before it. The stages only prefetch and read; the
+    /// answer is always what [`FlowTable::lookup`] would give at the time of `lookup_finish`,
+    /// whatever changed in between (a stale candidate is checked, then ignored).
+    #[inline(always)]
+    pub fn lookup_start(&self, key: &FlowKey) -> PendingLookup {
+        let hash = key.hash64();
+        self.index.prefetch(hash);
+        PendingLookup {
+            hash,
+            cand: u32::MAX,
+        }
+    }
+
+    /// The middle stage of a pipelined lookup (see [`FlowTable::lookup_start`]): read the home
+    /// bucket, remember the first entry whose tag matches and prefetch its slot and counters.
+    #[inline(always)]
+    pub fn lookup_advance(&self, p: &mut PendingLookup) {
+        if p.hash == 0 {
+            return;
+        }
+        // (`u32::MAX`: no candidate; it has the MAPPING bit, which no candidate has.)
+        if let Some(v) = self.index.candidate(p.hash, MAPPING) {
+            p.cand = v;
+            let i = (v >> 1) as usize;
+            prefetch_index::prefetch_index(&self.slots, i);
+            prefetch_index::prefetch_index(&self.acct, i);
+        }
+    }
+
+    /// The last stage of a pipelined lookup (see [`FlowTable::lookup_start`]): the flow `key`
+    /// belongs to. `key` must be the key `p` was started with.
+    #[inline(always)]
+    pub fn lookup_finish(&self, key: &FlowKey, p: PendingLookup) -> Option<Hit> {
+        debug_assert!(
+            p.hash == 0 || p.hash == key.hash64(),
+            "lookup_finish: another key"
+        );
+        // The candidate is the first lane `find` would try: when it matches, it is the answer
+        // `find` would give, without scanning the bucket again.
+        if p.cand != u32::MAX && self.entry_matches(p.cand, key) {
+            return Some(Hit {
+                flow: FlowId(p.cand >> 1),
+                dir: if p.cand & 1 == 0 {
+                    Dir::Orig
+                } else {
+                    Dir::Reply
+                },
+            });
+        }
+        self.lookup_hashed(key, key_hash(key, p))
     }
 
     /// A read-only view of a live flow, for the packet path.

@@ -72,7 +72,7 @@
 //!
 //! [`thread`] lets one worker wake another ([`Notifier`], [`wait_ports`]). [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
 //! IPv6 sysctls, MTU, MAC, link, offloads); [`netns::enter`] moves a thread into a named network
-//! namespace; [`cpu::pin_current_thread`] pins a worker; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
+//! namespace; [`cpu::pin_current_thread`] pins a worker; [`mem::prefer_huge_pages`] backs the flow table with huge pages; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
 
 pub mod bpf;
 pub mod cpu;
@@ -81,6 +81,7 @@ mod error;
 mod frame;
 pub mod geometry;
 pub mod host;
+pub mod mem;
 pub mod netns;
 mod pnet_port;
 mod port;

@@ -71,12 +71,11 @@ impl Neighbors {
         None
     }
 
-    /// Load the home slot of `ip` so that its cache line is on its way (a batch calls this for
-    /// all its frames before handling them). Returns a value only to keep the load alive.
+    /// Start loading the home slot of `ip` into the cache (a batch calls this for all its frames
+    /// before handling them). A prefetch never faults and changes nothing.
     #[inline]
-    pub fn touch(&self, ip: Ipv4Addr) -> u32 {
-        let start = slot_of(u32::from(ip), self.mask);
-        self.slots.get(start).map_or(0, |e| e.map_or(0, |e| e.ip))
+    pub fn prefetch(&self, ip: Ipv4Addr) {
+        prefetch_index::prefetch_index(&self.slots, slot_of(u32::from(ip), self.mask));
     }
 
     /// Record that `ip` is at `mac` on port `port`, at `now`.

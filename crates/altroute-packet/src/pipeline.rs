@@ -26,8 +26,8 @@
 use core::net::Ipv4Addr;
 
 use altroute_flow::{
-    Dir, FlowKey, FlowTable, GatewayId, GatewaySet, Hit, InsertError, NoGateway, Prefix, Time,
-    Update, proto,
+    Dir, FlowKey, FlowTable, GatewayId, GatewaySet, Hit, InsertError, NoGateway, PendingLookup,
+    Prefix, Time, Update, proto,
 };
 
 use crate::build::{self, L2};
@@ -653,10 +653,16 @@ impl Context {
         self.process_one(buf, len, link, meta, now, None)
     }
 
-    /// Process a batch: parse every frame, look all their flows up at once, then handle each.
-    /// `verdicts` receives one verdict per packet (it must be at least as long as `pkts`).
+    /// Process a batch: parse every frame, look its flow up, handle it. `verdicts` receives one
+    /// verdict per packet (it must be at least as long as `pkts`).
+    ///
+    /// The batch is a software pipeline, so that a frame's memory accesses overlap the handling of
+    /// the frames before it: while frame `i` is handled, frame `i + AHEAD` reads its flow-table
+    /// bucket and prefetches its flow, and frame `i + 2·AHEAD` is parsed and prefetches its bucket
+    /// ([`FlowTable::lookup_start`], `lookup_advance`, `lookup_finish`).
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
         const CHUNK: usize = 64;
+        const AHEAD: usize = 4;
         let opts = FastOptions {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
@@ -665,45 +671,43 @@ impl Context {
         while start < n {
             let end = (start + CHUNK).min(n);
             let m = end - start;
+            let chunk = &mut pkts[start..end];
             // Each frame is parsed once, into place; a frame whose length does not fit its buffer
             // gets `Drop(Other)` here and is handled (and counted) by `process_one`.
             let mut parsed = [const { FastParse::Drop(DropReason::Other) }; CHUNK];
-            for (p, r) in pkts[start..end].iter().zip(&mut parsed) {
-                if let Some(f) = p.buf.get(..p.len) {
-                    fast::parse_into(f, opts, r);
-                }
+            let mut pending = [PendingLookup::NONE; CHUNK];
+            // Stages, frames apart: parse at i + 2·AHEAD + 1, start the lookup at i + 2·AHEAD (a
+            // frame later, so the key's bytes are no longer in the store buffer), read the bucket
+            // at i + AHEAD, finish and handle at i.
+            for j in 0..m.min(2 * AHEAD + 1) {
+                self.parse_ahead(&chunk[j], opts, &mut parsed[j]);
             }
-            let mut hits = [None; CHUNK];
-            let key = |i: usize| match parsed.get(i) {
-                Some(FastParse::Fast(ff)) => Some(&ff.key),
-                _ => None,
-            };
-            self.table.lookup_batch_by(m, key, &mut hits[..m]);
-            if self.fast_path {
-                // The fast path reads the inside host's neighbour entry (the packet's source going
-                // out, the flow's inside address coming back): load those lines now, together.
-                let mut sink = 0u32;
-                for (r, h) in parsed[..m].iter().zip(&hits[..m]) {
-                    if let (FastParse::Fast(ff), Some(h)) = (r, h) {
-                        let inside = match h.dir {
-                            Dir::Orig => ff.key.src_v4(),
-                            Dir::Reply => self.table.flow(h.flow).and_then(|f| f.key().src_v4()),
-                        };
-                        if let Some(a) = inside {
-                            sink = sink.wrapping_add(self.neighbors.touch(a));
-                        }
-                    }
-                }
-                core::hint::black_box(sink);
+            for j in 0..m.min(2 * AHEAD) {
+                self.start_lookup(&parsed[j], &mut pending[j]);
+            }
+            for p in &mut pending[..m.min(AHEAD)] {
+                self.table.lookup_advance(p);
             }
             // A flow created, removed or re-mapped by an earlier frame of the batch makes the
-            // batch's lookups stale (a second SYN of a new connection would miss and be refused
-            // as a duplicate; a freed slot may be reused): after that, frames look up afresh.
-            // The fast path never does any of that.
+            // pipelined lookups stale (a freed slot may be reused): after that, frames take the
+            // full path, which looks up afresh. The fast path never does any of that.
             let epoch = self.table.epoch();
             let mut fresh = true;
-            for (i, p) in pkts[start..end].iter_mut().enumerate() {
-                let (r, hit) = (&parsed[i], hits[i]);
+            for i in 0..m {
+                if let Some(j) = Some(i + 2 * AHEAD + 1).filter(|&j| j < m) {
+                    self.parse_ahead(&chunk[j], opts, &mut parsed[j]);
+                }
+                if let Some(j) = Some(i + 2 * AHEAD).filter(|&j| j < m) {
+                    self.start_lookup(&parsed[j], &mut pending[j]);
+                }
+                if let Some(l) = pending.get_mut(i + AHEAD).filter(|_| i + AHEAD < m) {
+                    self.table.lookup_advance(l);
+                }
+                let (r, p) = (&parsed[i], &mut chunk[i]);
+                let hit = match r {
+                    FastParse::Fast(ff) if fresh => self.table.lookup_finish(&ff.key, pending[i]),
+                    _ => None,
+                };
                 if fresh
                     && self.fast_path
                     && let (FastParse::Fast(ff), Some(h)) = (r, hit)
@@ -725,6 +729,28 @@ impl Context {
                 fresh = fresh && self.table.epoch() == epoch;
             }
             start = end;
+        }
+    }
+
+    /// The first stage of [`Context::process_batch`] for one frame: parse it into `r`.
+    #[inline(always)]
+    fn parse_ahead(&self, p: &Packet<'_>, opts: FastOptions, r: &mut FastParse) {
+        if let Some(f) = p.buf.get(..p.len) {
+            fast::parse_into(f, opts, r);
+        }
+    }
+
+    /// The second stage of [`Context::process_batch`]: for a fast-path frame, start its flow
+    /// lookup and prefetch its source's neighbour entry (the inside host of a packet going out).
+    #[inline(always)]
+    fn start_lookup(&self, r: &FastParse, l: &mut PendingLookup) {
+        if let FastParse::Fast(ff) = r {
+            *l = self.table.lookup_start(&ff.key);
+            if self.fast_path
+                && let Some(a) = ff.key.src_v4()
+            {
+                self.neighbors.prefetch(a);
+            }
         }
     }
 

@@ -958,3 +958,57 @@ fn epoch_moves_exactly_when_lookups_may_change() {
     t.remove(h.flow, T0);
     assert_ne!(t.epoch(), e2, "remove");
 }
+
+proptest! {
+    /// A pipelined lookup (`lookup_start`, `lookup_advance`, `lookup_finish`) answers what
+    /// `lookup` answers when it finishes, even when flows were removed, inserted or re-created
+    /// between its stages (a stale candidate, a freed slot, a slot reused for another key).
+    #[test]
+    fn pipelined_lookup_is_right_whatever_changed_between_stages(
+        setup in proptest::collection::vec(1u16..120, 1..120),
+        between in proptest::collection::vec((1u16..120, any::<bool>()), 0..40),
+        probes in proptest::collection::vec((1u16..120, any::<bool>()), 1..40),
+    ) {
+        let mut t = table(TableConfig { max_flows: 64, ..two_gw((1, 1)) });
+        for p in setup {
+            if t.lookup(&tcp(p, 443)).is_none() {
+                let _ = t.insert(tcp(p, 443), T0, true, SYN);
+            }
+        }
+        // Probe original and reply keys of flows as they are now.
+        let keys: Vec<FlowKey> = probes
+            .iter()
+            .map(|&(p, reply)| {
+                let k = tcp(p, 443);
+                match t.lookup(&k) {
+                    Some(h) if reply => reply_of(&t, h),
+                    _ => k,
+                }
+            })
+            .collect();
+        let mut pending: Vec<PendingLookup> = keys.iter().map(|k| t.lookup_start(k)).collect();
+        let (first, second) = between.split_at(between.len() / 2);
+        let churn = |t: &mut FlowTable, ops: &[(u16, bool)]| {
+            for &(p, insert) in ops {
+                let k = tcp(p, 443);
+                match t.lookup(&k) {
+                    Some(h) if !insert => t.remove(h.flow, T0),
+                    None if insert => {
+                        let _ = t.insert(k, T0, true, SYN);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        churn(&mut t, first);
+        for p in &mut pending {
+            t.lookup_advance(p);
+        }
+        churn(&mut t, second);
+        for (k, p) in keys.iter().zip(pending) {
+            prop_assert_eq!(t.lookup_finish(k, p), t.lookup(k));
+        }
+        // A slot without a key finishes like a plain lookup too.
+        prop_assert_eq!(t.lookup_finish(&keys[0], PendingLookup::NONE), t.lookup(&keys[0]));
+    }
+}

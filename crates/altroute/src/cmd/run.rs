@@ -166,6 +166,30 @@ fn load_offload(links: &[String]) -> anyhow::Result<KernelOffload> {
 const OFFLOAD_MAP_ENTRIES: u32 = 1 << 17;
 
 /// CPUs to pin workers to, from `--pin`.
+/// Ask for huge pages behind a worker's flow table (at 64k–1M flows nearly every lookup misses
+/// the TLB on 4 KiB pages: measured 1.3x faster at 1M flows in `bench/RESULTS.md`). Advice only:
+/// where the kernel cannot follow it the table works the same, a little slower.
+fn back_with_huge_pages(table: &FlowTable, worker: u16) {
+    let (mut eligible, mut collapsed) = (0usize, 0usize);
+    for (addr, len) in table.memory_regions() {
+        match altroute_io::mem::prefer_huge_pages(addr, len) {
+            Ok(a) => {
+                eligible += a.eligible;
+                collapsed += if a.collapsed { a.eligible } else { 0 };
+            }
+            Err(e) => {
+                warn!("worker {worker}: flow table stays on 4 KiB pages: {e}");
+                return;
+            }
+        }
+    }
+    log::debug!(
+        "worker {worker}: flow table: {} MiB on huge pages now, {} MiB advised",
+        collapsed >> 20,
+        eligible >> 20
+    );
+}
+
 fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
     match spec {
         "none" | "" => Ok(Vec::new()),
@@ -311,6 +335,7 @@ impl Args {
             let table =
                 FlowTable::new(build::table_config(&cfg, w, workers).map_err(|e| anyhow!("{e}"))?)
                     .map_err(|e| anyhow!("flow table: {e}"))?;
+            back_with_huge_pages(&table, w);
             let ctx =
                 Context::new(pipeline.clone(), table).map_err(|e| anyhow!("pipeline: {e}"))?;
             let mut ports = Vec::new();

@@ -165,7 +165,6 @@ fn load_offload(links: &[String]) -> anyhow::Result<KernelOffload> {
 /// Map entries (two per offloaded flow).
 const OFFLOAD_MAP_ENTRIES: u32 = 1 << 17;
 
-/// CPUs to pin workers to, from `--pin`.
 /// Ask for huge pages behind a worker's flow table (at 64k–1M flows nearly every lookup misses
 /// the TLB on 4 KiB pages: measured 1.3x faster at 1M flows in `bench/RESULTS.md`). Advice only:
 /// where the kernel cannot follow it the table works the same, a little slower.
@@ -190,6 +189,7 @@ fn back_with_huge_pages(table: &FlowTable, worker: u16) {
     );
 }
 
+/// CPUs to pin workers to, from `--pin`.
 fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
     match spec {
         "none" | "" => Ok(Vec::new()),

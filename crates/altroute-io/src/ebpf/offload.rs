@@ -41,6 +41,7 @@ const L3_CSUM_REPLACE: i32 = 10;
 const L4_CSUM_REPLACE: i32 = 11;
 const REDIRECT: i32 = 23;
 const SKB_LOAD_BYTES: i32 = 26;
+const SKB_PULL_DATA: i32 = 39;
 const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
 
 const TC_ACT_OK: i32 = 0;
@@ -346,12 +347,24 @@ pub fn tc_program(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
     let mut a = Asm::new();
     let pass = a.label();
     let shot = a.label();
+    let linear = a.label();
     a.mov(Reg::R6, Reg::R1)
         .ldx(Size::W, Reg::R7, Reg::R6, SKB_DATA)
         .ldx(Size::W, Reg::R8, Reg::R6, SKB_DATA_END)
         .mov(Reg::R0, Reg::R7)
         .alu_imm(Alu::Add, Reg::R0, HDR)
+        .jmp(Cond::Le, Reg::R0, Reg::R8, linear)
+        // Headers not all in the linear part: pull them in (the socket filter reads them with
+        // bpf_skb_load_bytes, so both programs must see the same frame), then check again.
+        .mov(Reg::R1, Reg::R6)
+        .mov_imm(Reg::R2, HDR)
+        .call(SKB_PULL_DATA)
+        .ldx(Size::W, Reg::R7, Reg::R6, SKB_DATA)
+        .ldx(Size::W, Reg::R8, Reg::R6, SKB_DATA_END)
+        .mov(Reg::R0, Reg::R7)
+        .alu_imm(Alu::Add, Reg::R0, HDR)
         .jmp(Cond::Gt, Reg::R0, Reg::R8, pass);
+    a.bind(linear);
     emit_match(&mut a, Reg::R6, Reg::R7, 0, map_fd, pass);
     // R8 := IPv4 total length, for the byte counter.
     a.ldx(Size::H, Reg::R8, Reg::R7, 16)

@@ -321,10 +321,15 @@ proptest::proptest! {
     ) {
         let mut c = ctx(weights);
         let mut recs = Vec::new();
-        for (i, (h, sport)) in flows.iter().enumerate() {
-            let hmac = MacAddr([2, 0, 0, 0, 1 + i as u8, *h]);
-            let sport = sport.wrapping_add(i as u16).max(1024);
-            if let Some((id, _)) = establish(&mut c, [10, 0, 0, *h], hmac, sport) {
+        let mut seen = std::collections::HashSet::new();
+        for (h, sport) in flows {
+            // One MAC per host: a host that changes its MAC invalidates its flows' records
+            // (the daemon recomputes them; here it would just be a stale record).
+            let hmac = MacAddr([2, 0, 0, 0, 1, h]);
+            if !seen.insert((h, sport)) {
+                continue;
+            }
+            if let Some((id, _)) = establish(&mut c, [10, 0, 0, h], hmac, sport) {
                 let [o, r] = c.offload_records(id).expect("established flows are offloadable");
                 let gw = if o.out_port.0 == 1 { G1_MAC } else { G2_MAC };
                 recs.push((o, hmac));

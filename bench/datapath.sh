@@ -16,7 +16,8 @@
 #   altroute-nocoal   the same with `datapath: udp_coalesce: false` (no UDP GSO merging at transmit)
 #   altroute-offload  the same with `datapath: offload: tc` (established TCP flows forwarded by a
 #                     tc eBPF program in the kernel; an eBPF socket filter keeps their frames out
-#                     of the AF_PACKET rings)
+#                     of the AF_PACKET rings; the default since it was measured)
+#   altroute-nooffload  the same with `datapath: offload: off` (every frame through user space)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`
 #   altroute-b        the same with the binary $ALTROUTE_B (A/B of two builds)
@@ -97,6 +98,7 @@ altroute_config() { # variant -> config path
     altroute-v3) printf '\ndatapath:\n  rx_ring: v3\n' >>"$c" ;;
     altroute-nocoal) printf '\ndatapath:\n  udp_coalesce: false\n' >>"$c" ;;
     altroute-offload) printf '\ndatapath:\n  offload: tc\n' >>"$c" ;;
+    altroute-nooffload) printf '\ndatapath:\n  offload: off\n' >>"$c" ;;
   esac
   echo "$c"
 }

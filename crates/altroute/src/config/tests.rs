@@ -399,7 +399,7 @@ fn rx_ring_layouts() {
 
 #[test]
 fn offload_modes() {
-    assert_eq!(load(GOOD).unwrap().datapath.offload, Offload::Off);
+    assert_eq!(load(GOOD).unwrap().datapath.offload, Offload::Tc);
     for (text, want) in [("off", Offload::Off), ("tc", Offload::Tc)] {
         let c = load(&format!("{GOOD}datapath:\n  offload: {text}\n")).unwrap();
         assert_eq!(c.datapath.offload, want, "{text}");

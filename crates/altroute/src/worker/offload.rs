@@ -13,7 +13,9 @@
 //!
 //! Gateway state changes and neighbour changes flush all of the worker's entries at once (the
 //! frames come back to user space, which offloads again as appropriate). Map updates are per
-//! flow, never per packet. The table scan of step 3 is O(flows) per tick.
+//! flow, never per packet. The table scan of step 3 is O(flows); it runs only in ticks in which
+//! the pipeline's fast path forwarded frames (the frames of an established flow that is not
+//! offloaded yet go through it), so a worker whose traffic is all offloaded or idle skips it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,6 +64,8 @@ pub struct WorkerOffload {
     flows: HashMap<FlowId, Installed>,
     counters: OffloadCounters,
     neighbor_changes: u64,
+    /// `Counters::fast_path` at the last candidate scan.
+    fast_path_seen: u64,
 }
 
 impl WorkerOffload {
@@ -73,6 +77,7 @@ impl WorkerOffload {
             flows: HashMap::new(),
             counters: OffloadCounters::default(),
             neighbor_changes: 0,
+            fast_path_seen: 0,
         }
     }
 
@@ -244,6 +249,10 @@ impl WorkerOffload {
                 self.install(id, key, r);
             }
         }
+        if ctx.counters.fast_path == self.fast_path_seen {
+            return;
+        }
+        self.fast_path_seen = ctx.counters.fast_path;
         let candidates: Vec<(FlowId, FlowKey)> = ctx
             .table
             .iter()

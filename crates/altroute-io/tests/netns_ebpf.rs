@@ -1,7 +1,9 @@
 //! The offload programs in a namespace: the verifier accepts both, they attach (tcx ingress,
 //! `SO_ATTACH_BPF`) and detach, and a frame that matches a map entry is rewritten and redirected
 //! by the kernel (fields and checksums checked on the far side) without reaching the packet
-//! socket, while frames that do not match (other port, SYN) reach it and are not forwarded.
+//! socket, while frames that do not match (other port, SYN) reach it and are not forwarded. The
+//! same for UDP, with a checksum (updated, valid after the rewrite) and without one (zero: stays
+//! zero).
 
 mod common;
 
@@ -63,13 +65,58 @@ fn tcp_frame(dst: [u8; 6], src: [u8; 6], t: (Ipv4Addr, Ipv4Addr, u16, u16), flag
 }
 
 fn tcp_pseudo(ip: &[u8], len: usize) -> u32 {
-    sum(&ip[12..20]) + 6 + len as u32
+    sum(&ip[12..20]) + u32::from(ip[9]) + len as u32
 }
 
-/// Whether the IPv4 and TCP checksums of `f` are valid.
+/// An Ethernet/IPv4/UDP frame with a valid IPv4 checksum and a valid UDP checksum, or none
+/// (zero) unless `checksum`.
+fn udp_frame(
+    dst: [u8; 6],
+    src: [u8; 6],
+    t: (Ipv4Addr, Ipv4Addr, u16, u16),
+    checksum: bool,
+) -> Vec<u8> {
+    let payload: Vec<u8> = (0..120u32).map(|i| (i * 13 + 5) as u8).collect();
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&t.0.octets());
+    ip[16..20].copy_from_slice(&t.1.octets());
+    let c = !fold(sum(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut seg = Vec::new();
+    seg.extend_from_slice(&t.2.to_be_bytes());
+    seg.extend_from_slice(&t.3.to_be_bytes());
+    seg.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    seg.extend_from_slice(&[0, 0]);
+    seg.extend_from_slice(&payload);
+    if checksum {
+        let c = match !fold(tcp_pseudo(&ip, seg.len()) + sum(&seg)) {
+            0 => 0xffff,
+            c => c,
+        };
+        seg[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&seg);
+    f
+}
+
+/// Whether the IPv4 and TCP/UDP checksums of `f` are valid (a zero UDP checksum is "none").
 fn checksums_ok(f: &[u8]) -> bool {
     let ip = &f[14..34];
     let seg = &f[34..];
+    if ip[9] == 17 && seg[6..8] == [0, 0] {
+        return fold(sum(ip)) == 0xffff;
+    }
     fold(sum(ip)) == 0xffff && fold(tcp_pseudo(ip, seg.len()) + sum(seg)) == 0xffff
 }
 
@@ -117,29 +164,42 @@ fn offload_programs_load_attach_and_forward() {
             [cli.octets(), srv.octets()].concat(),
             [nat.octets(), srv.octets()].concat(),
         );
-        let action = OffloadAction {
-            saddr: nat,
-            daddr: srv,
-            sport: 61000,
-            dport: 80,
-            out_ifindex: r1.ifindex,
-            dst_mac: s_mac,
-            src_mac: r1.mac.expect("r1 mac"),
-            l3_diff: diff(&old, &new) + 0xfeff,
-            l4_addr_diff: diff(&old, &new),
-            l4_port_diff: diff(&[0x9c, 0x40, 0, 80], &[0xee, 0x48, 0, 80]),
-            max_len: 1500,
+        // `sport` leaves as `sport + 21000`.
+        let entry = |sport: u16, proto: u8| {
+            let nport = sport + 21000;
+            let old_p = [sport.to_be_bytes(), 80u16.to_be_bytes()].concat();
+            let new_p = [nport.to_be_bytes(), 80u16.to_be_bytes()].concat();
+            (
+                OffloadKey {
+                    ifindex: r0.ifindex,
+                    saddr: cli,
+                    daddr: srv,
+                    sport,
+                    dport: 80,
+                    proto,
+                },
+                OffloadAction {
+                    saddr: nat,
+                    daddr: srv,
+                    sport: nport,
+                    dport: 80,
+                    out_ifindex: r1.ifindex,
+                    dst_mac: s_mac,
+                    src_mac: r1.mac.expect("r1 mac"),
+                    l3_diff: diff(&old, &new) + 0xfeff,
+                    l4_addr_diff: diff(&old, &new),
+                    l4_port_diff: diff(&old_p, &new_p),
+                    max_len: 1500,
+                },
+            )
         };
-        let key = OffloadKey {
-            ifindex: r0.ifindex,
-            saddr: cli,
-            daddr: srv,
-            sport: 40000,
-            dport: 80,
-            proto: 6,
-        };
-        off.map.insert(&key, &action).expect("insert");
-        assert_eq!(off.map.keys().expect("keys"), vec![key]);
+        let entries = [entry(40000, 6), entry(40002, 17), entry(40003, 17)];
+        for (k, a) in &entries {
+            off.map.insert(k, a).expect("insert");
+        }
+        let mut keys = off.map.keys().expect("keys");
+        keys.sort_by_key(|k| k.sport);
+        assert_eq!(keys, entries.map(|e| e.0).to_vec());
         ready_tx.send(r0.mac.expect("r0 mac")).expect("ready");
         // Collect what r0's socket sees until the sender is done.
         let mut seen = Vec::new();
@@ -150,8 +210,8 @@ fn offload_programs_load_attach_and_forward() {
                 seen.push(f.data().to_vec());
             }
         }
-        let stats = off.map.stats(&key).expect("stats").expect("entry");
-        assert_eq!(off.map.clear().expect("clear"), 1);
+        let stats = entries.map(|(k, _)| off.map.stats(&k).expect("stats").expect("entry"));
+        assert_eq!(off.map.clear().expect("clear"), 3);
         assert!(off.map.keys().expect("keys").is_empty());
         drop(links);
         (seen, stats)
@@ -184,12 +244,20 @@ fn offload_programs_load_attach_and_forward() {
     let hit = tcp_frame(r0_mac, c_mac, (cli, srv, 40000, 80), 0x10);
     let other = tcp_frame(r0_mac, c_mac, (cli, srv, 40001, 80), 0x10);
     let syn = tcp_frame(r0_mac, c_mac, (cli, srv, 40000, 80), 0x02);
+    let udp = udp_frame(r0_mac, c_mac, (cli, srv, 40002, 80), true);
+    let udp0 = udp_frame(r0_mac, c_mac, (cli, srv, 40003, 80), false);
+    let udp_other = udp_frame(r0_mac, c_mac, (cli, srv, 40004, 80), true);
+    assert_ne!(&udp[40..42], &[0, 0]);
     let frames = [
         hit.clone(),
         hit.clone(),
         hit.clone(),
         other.clone(),
         syn.clone(),
+        udp.clone(),
+        udp.clone(),
+        udp0.clone(),
+        udp_other.clone(),
     ];
     in_ns(&c, move || {
         let mut p = Port::open(&PortConfig {
@@ -198,29 +266,50 @@ fn offload_programs_load_attach_and_forward() {
         })
         .expect("open c0");
         let out = p.send(frames.iter().map(|f| TxFrame::new(f)));
-        assert_eq!(out.sent, 5);
+        assert_eq!(out.sent, frames.len());
     });
     let got = server.join().expect("server");
     done_tx.send(()).expect("done");
     let (seen, stats) = router.join().expect("router");
 
-    assert_eq!(got.len(), 3, "the three matching frames were forwarded");
+    assert_eq!(got.len(), 6, "the six matching frames were forwarded");
     for f in &got {
         assert_eq!(&f[0..6], &s_mac);
         assert_eq!(f[22], 63, "TTL decremented");
         assert_eq!(&f[26..30], &nat.octets());
         assert_eq!(&f[30..34], &srv.octets());
-        assert_eq!(&f[34..36], &61000u16.to_be_bytes());
         assert!(checksums_ok(f), "checksums valid: {f:02x?}");
+    }
+    let by_port = |p: u16| {
+        got.iter()
+            .filter(|f| f[34..36] == p.to_be_bytes())
+            .collect::<Vec<_>>()
+    };
+    for f in by_port(61000) {
+        assert_eq!(f[23], 6);
         assert_eq!(&f[54..], &hit[54..], "payload intact");
     }
-    assert_eq!(stats.packets, 3);
-    assert_eq!(stats.bytes, 3 * 240);
-    assert!(stats.last_seen_ns > 0);
+    for f in by_port(61002) {
+        assert_eq!(f[23], 17);
+        assert_ne!(&f[40..42], &[0, 0], "UDP checksum kept");
+        assert_eq!(&f[42..], &udp[42..], "payload intact");
+    }
+    for f in by_port(61003) {
+        assert_eq!(f[23], 17);
+        assert_eq!(&f[40..42], &[0, 0], "a zero UDP checksum stays zero");
+        assert_eq!(&f[42..], &udp0[42..], "payload intact");
+    }
+    assert_eq!([61000, 61002, 61003].map(|p| by_port(p).len()), [3, 2, 1]);
+    assert_eq!(stats.map(|s| s.packets), [3, 2, 1]);
+    assert_eq!(stats[0].bytes, 3 * 240);
+    assert_eq!(stats[1].bytes, 2 * 148);
+    assert!(stats.iter().all(|s| s.last_seen_ns > 0));
     // The socket filter: r0's socket saw the non-matching and SYN frames, not the matches.
-    assert!(!seen.contains(&hit), "matching frame reached the socket");
+    for f in [&hit, &udp, &udp0] {
+        assert!(!seen.contains(f), "matching frame reached the socket");
+    }
     assert!(
-        seen.contains(&other) && seen.contains(&syn),
+        seen.contains(&other) && seen.contains(&syn) && seen.contains(&udp_other),
         "{}",
         seen.len()
     );

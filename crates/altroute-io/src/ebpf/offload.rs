@@ -3,13 +3,16 @@
 //! both read and user space writes (one entry per flow and direction).
 //!
 //! Match (both programs, the same predicate): `pkt_type` host, no VLAN (metadata or ethertype),
-//! IPv4 with IHL 5, not a fragment, TTL > 1, TCP without SYN/FIN/RST, a map hit on
+//! IPv4 with IHL 5, not a fragment, TTL > 1, TCP without SYN/FIN/RST or UDP, at least 54 bytes
+//! (Ethernet + IPv4 + TCP headers; shorter UDP frames stay in user space), a map hit on
 //! `{ifindex, saddr, daddr, sport, dport, proto}`, and a non-GSO frame not longer than the out
 //! link's MTU. On a hit the tc program rewrites MACs, addresses, ports and TTL (direct packet
 //! writes, all reads done first), applies the entry's three precomputed checksum diffs with
 //! `bpf_l3_csum_replace` (addresses + TTL) and `bpf_l4_csum_replace` (addresses with
 //! `BPF_F_PSEUDO_HDR`, then ports without it — the kernel applies only the pseudo-header diff to
-//! a `CHECKSUM_PARTIAL` skb, which is exactly right), stamps last-seen and adds to the entry's
+//! a `CHECKSUM_PARTIAL` skb, which is exactly right; the L4 checksum is at offset 16 of TCP and
+//! 6 of UDP, and for UDP both replaces carry `BPF_F_MARK_MANGLED_0`: a zero checksum ("none")
+//! stays zero and a result of zero is written as `0xffff`), stamps last-seen and adds to the entry's
 //! packet and byte counters (atomic), and `bpf_redirect`s to the out port's egress: GSO
 //! super-frames stay whole and are never copied. Anything else: `TC_ACT_OK` (the silent kernel
 //! drops it; user space had its copy through the AF_PACKET tap, which runs before tc ingress).
@@ -43,11 +46,19 @@ const REDIRECT: i32 = 23;
 const SKB_LOAD_BYTES: i32 = 26;
 const SKB_PULL_DATA: i32 = 39;
 const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
+const BPF_F_MARK_MANGLED_0: i32 = 1 << 5;
+
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
+/// Frame offsets of the TCP and UDP checksum fields.
+const TCP_CSUM_AT: i32 = 14 + 20 + 16;
+const UDP_CSUM_AT: i32 = 14 + 20 + 6;
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
 
-/// Bytes of Ethernet + IPv4 (no options) + TCP headers the programs read.
+/// Bytes of Ethernet + IPv4 (no options) + TCP headers the programs read (for UDP too: a UDP
+/// frame shorter than this is not offloaded, by either program).
 const HDR: i32 = 54;
 
 // Value layout.
@@ -81,7 +92,7 @@ pub struct OffloadKey {
     pub sport: u16,
     /// L4 destination port.
     pub dport: u16,
-    /// IP protocol (6: TCP).
+    /// IP protocol (6: TCP, 17: UDP).
     pub proto: u8,
 }
 
@@ -298,6 +309,7 @@ fn ne16(b: [u8; 2]) -> i32 {
 /// otherwise jumps to `miss`. Clobbers `R0`..`R5`; `R6` (ctx) and `base` (if callee-saved) stay.
 fn emit_match(a: &mut Asm, ctx: Reg, base: Reg, boff: i16, map_fd: i32, miss: Label) {
     let h = |o: i16| boff + o;
+    let l4_ok = a.label();
     a.ldx(Size::W, Reg::R1, ctx, SKB_PKT_TYPE)
         .jmp_imm(Cond::Ne, Reg::R1, 0, miss)
         .ldx(Size::W, Reg::R1, ctx, SKB_VLAN_PRESENT)
@@ -310,12 +322,15 @@ fn emit_match(a: &mut Asm, ctx: Reg, base: Reg, boff: i16, map_fd: i32, miss: La
         .jmp_imm(Cond::Set, Reg::R1, ne16([0x3f, 0xff]), miss)
         .ldx(Size::B, Reg::R1, base, h(22))
         .jmp_imm(Cond::Le, Reg::R1, 1, miss)
-        .ldx(Size::B, Reg::R1, base, h(23))
-        .jmp_imm(Cond::Ne, Reg::R1, 6, miss)
+        // R2 := protocol: UDP, or TCP without SYN/FIN/RST.
+        .ldx(Size::B, Reg::R2, base, h(23))
+        .jmp_imm(Cond::Eq, Reg::R2, IPPROTO_UDP, l4_ok)
+        .jmp_imm(Cond::Ne, Reg::R2, IPPROTO_TCP, miss)
         .ldx(Size::B, Reg::R1, base, h(47))
-        .jmp_imm(Cond::Set, Reg::R1, 0x07, miss)
-        // The key.
-        .ldx(Size::W, Reg::R1, ctx, SKB_IFINDEX)
+        .jmp_imm(Cond::Set, Reg::R1, 0x07, miss);
+    a.bind(l4_ok);
+    // The key.
+    a.ldx(Size::W, Reg::R1, ctx, SKB_IFINDEX)
         .stx(Size::W, Reg::R10, KEY_AT, Reg::R1)
         .ldx(Size::W, Reg::R1, base, h(26))
         .stx(Size::W, Reg::R10, KEY_AT + 4, Reg::R1)
@@ -324,7 +339,7 @@ fn emit_match(a: &mut Asm, ctx: Reg, base: Reg, boff: i16, map_fd: i32, miss: La
         .ldx(Size::W, Reg::R1, base, h(34))
         .stx(Size::W, Reg::R10, KEY_AT + 12, Reg::R1)
         .st_imm(Size::W, Reg::R10, KEY_AT + 16, 0)
-        .st_imm(Size::B, Reg::R10, KEY_AT + 16, 6)
+        .stx(Size::B, Reg::R10, KEY_AT + 16, Reg::R2)
         .ld_map_fd(Reg::R1, map_fd)
         .mov(Reg::R2, Reg::R10)
         .alu_imm(Alu::Add, Reg::R2, i32::from(KEY_AT))
@@ -391,6 +406,8 @@ pub fn tc_program(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
         .mov_imm(Reg::R1, 1)
         .atomic_add64(Reg::R9, V_PACKETS, Reg::R1)
         .atomic_add64(Reg::R9, V_BYTES, Reg::R8)
+        // R8 := the protocol (the packet pointers are still valid here).
+        .ldx(Size::B, Reg::R8, Reg::R7, 23)
         // Checksums (by offset: these helpers invalidate packet pointers).
         .mov(Reg::R1, Reg::R6)
         .mov_imm(Reg::R2, 14 + 10)
@@ -398,22 +415,23 @@ pub fn tc_program(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
         .ldx(Size::W, Reg::R4, Reg::R9, V_L3_DIFF)
         .mov_imm(Reg::R5, 0)
         .call(L3_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, Reg::R0, 0, shot)
-        .mov(Reg::R1, Reg::R6)
-        .mov_imm(Reg::R2, 14 + 20 + 16)
-        .mov_imm(Reg::R3, 0)
-        .ldx(Size::W, Reg::R4, Reg::R9, V_L4_ADDR_DIFF)
-        .mov_imm(Reg::R5, BPF_F_PSEUDO_HDR)
-        .call(L4_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, Reg::R0, 0, shot)
-        .mov(Reg::R1, Reg::R6)
-        .mov_imm(Reg::R2, 14 + 20 + 16)
-        .mov_imm(Reg::R3, 0)
-        .ldx(Size::W, Reg::R4, Reg::R9, V_L4_PORT_DIFF)
-        .mov_imm(Reg::R5, 0)
-        .call(L4_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, Reg::R0, 0, shot)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_OUT_IFINDEX)
+        .jmp_imm(Cond::Ne, Reg::R0, 0, shot);
+    for (diff, flags) in [(V_L4_ADDR_DIFF, BPF_F_PSEUDO_HDR), (V_L4_PORT_DIFF, 0)] {
+        // TCP: offset 16, plain; UDP: offset 6, a zero checksum ("none") left alone.
+        let args = a.label();
+        a.mov(Reg::R1, Reg::R6)
+            .mov_imm(Reg::R2, TCP_CSUM_AT)
+            .mov_imm(Reg::R5, flags)
+            .jmp_imm(Cond::Ne, Reg::R8, IPPROTO_UDP, args)
+            .mov_imm(Reg::R2, UDP_CSUM_AT)
+            .mov_imm(Reg::R5, flags | BPF_F_MARK_MANGLED_0);
+        a.bind(args);
+        a.mov_imm(Reg::R3, 0)
+            .ldx(Size::W, Reg::R4, Reg::R9, diff)
+            .call(L4_CSUM_REPLACE)
+            .jmp_imm(Cond::Ne, Reg::R0, 0, shot);
+    }
+    a.ldx(Size::W, Reg::R1, Reg::R9, V_OUT_IFINDEX)
         .mov_imm(Reg::R2, 0)
         .call(REDIRECT)
         .exit();

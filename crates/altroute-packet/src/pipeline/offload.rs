@@ -1,4 +1,4 @@
-//! Kernel offload records: for an established TCP flow, the two per-direction rewrites the
+//! Kernel offload records: for an established TCP or UDP flow, the two per-direction rewrites the
 //! daemon hands to the kernel's tc program (`altroute-io`'s `ebpf::offload`), computed from the
 //! same pipeline state the fast path uses, and [`apply`], a pure Rust reference of what the
 //! kernel program does with one (the property test below holds the pipeline's own output to it).
@@ -8,7 +8,9 @@
 //! IPv4 header diff (addresses and the TTL decrement), the L4 pseudo-header diff (addresses)
 //! and the L4 port diff. They are separate because a "checksum not ready" frame (what veth hands
 //! over from a local sender: the L4 field holds the pseudo-header sum) takes only the
-//! pseudo-header diff; its ports are summed later, by segmentation or the NIC.
+//! pseudo-header diff; its ports are summed later, by segmentation or the NIC. A UDP checksum of
+//! zero means "none" and stays zero; an updated one that comes out zero is written as `0xffff`
+//! (the kernel's `BPF_F_MARK_MANGLED_0`).
 
 use core::net::Ipv4Addr;
 
@@ -33,7 +35,7 @@ pub struct OffloadRecord {
     pub sport: u16,
     /// Match: destination port.
     pub dport: u16,
-    /// Match: IP protocol (TCP).
+    /// Match: IP protocol (TCP or UDP).
     pub proto: u8,
     /// The port it leaves by.
     pub out_port: PortId,
@@ -76,6 +78,7 @@ const TTL_DIFF: u32 = 0xfeff;
 
 impl OffloadRecord {
     fn new(
+        proto: u8,
         (in_port, in_link): (PortId, u8),
         (src, dst, sport, dport): (Ipv4Addr, Ipv4Addr, u16, u16),
         (out_port, out_link, dst_mac, src_mac, max_len): (PortId, u8, MacAddr, MacAddr, u16),
@@ -93,7 +96,7 @@ impl OffloadRecord {
             dst,
             sport,
             dport,
-            proto: proto::TCP,
+            proto,
             out_port,
             out_link,
             dst_mac,
@@ -112,14 +115,20 @@ impl OffloadRecord {
 
 impl Context {
     /// The two records (original direction, then reply) of flow `id`, if the kernel may forward
-    /// it: a live outbound TCP connection in state established, through a gateway, translated
-    /// or not, both ports untagged, both next-hop MACs known, and every check the fast path makes
-    /// on its frames answered the same way for the whole flow. `None`: leave it to user space.
+    /// it: a live outbound TCP connection in state established or a live outbound UDP flow,
+    /// through a gateway, translated or not, both ports untagged, both next-hop MACs known, and
+    /// every check the fast path makes on its frames answered the same way for the whole flow.
+    /// `None`: leave it to user space. A UDP flow has no state here: that it was answered
+    /// (`FlowInfo::replied`, "established" for UDP) is for the caller to check.
     pub fn offload_records(&self, id: FlowId) -> Option<[OffloadRecord; 2]> {
         let flow = self.table.flow(id)?;
         let key = *flow.key();
-        if key.proto != proto::TCP
-            || flow.tcp() != TcpState::Established
+        let ok = match key.proto {
+            proto::TCP => flow.tcp() == TcpState::Established,
+            proto::UDP => true,
+            _ => false,
+        };
+        if !ok
             || flow.is_rejected()
             || flow.is_inbound()
             || matches!(flow.reason(), ReasonKind::Via)
@@ -168,12 +177,14 @@ impl Context {
             return None;
         }
         let orig = OffloadRecord::new(
+            key.proto,
             (lan, lan_spec.link),
             (host, remote, key.sport, key.dport),
             (wan, wan_spec.link, gw_mac, wan_spec.mac, wan_spec.mtu),
             (ext, remote, eport, key.dport),
         );
         let reply = OffloadRecord::new(
+            key.proto,
             (wan, wan_spec.link),
             (remote, ext, key.dport, eport),
             (lan, lan_spec.link, host_mac, lan_spec.mac, lan_spec.mtu),
@@ -203,7 +214,8 @@ fn replace_by_diff(c: u16, d: u32) -> u16 {
 
 /// Whether the kernel programs take `frame` for `rec` (the bytes part of their predicate; the
 /// metadata part — packet type host, no VLAN metadata, GSO or short enough — is the caller's):
-/// IPv4 without options, not a fragment, TTL > 1, TCP without SYN/FIN/RST, the record's tuple.
+/// at least 54 bytes (for UDP too), IPv4 without options, not a fragment, TTL > 1, TCP without
+/// SYN/FIN/RST or UDP (the record's protocol), the record's tuple.
 pub fn matches(rec: &OffloadRecord, frame: &[u8]) -> bool {
     let Some(h) = frame.first_chunk::<54>() else {
         return false;
@@ -215,7 +227,11 @@ pub fn matches(rec: &OffloadRecord, frame: &[u8]) -> bool {
         && r16(20) & 0x3fff == 0
         && h[22] > 1
         && h[23] == rec.proto
-        && h[47] & 0x07 == 0
+        && match rec.proto {
+            proto::TCP => h[47] & 0x07 == 0,
+            proto::UDP => true,
+            _ => false,
+        }
         && r32(26) == rec.src
         && r32(30) == rec.dst
         && r16(34) == rec.sport
@@ -223,11 +239,13 @@ pub fn matches(rec: &OffloadRecord, frame: &[u8]) -> bool {
 }
 
 /// What the kernel's tc program does with a frame that [`matches`] `rec`: MACs, addresses,
-/// ports and TTL rewritten, the IPv4 checksum adjusted by `l3_diff`, the TCP checksum by
+/// ports and TTL rewritten, the IPv4 checksum adjusted by `l3_diff`, the TCP/UDP checksum by
 /// `l4_addr_diff` as a pseudo-header change and then by `l4_port_diff` — except that for a
 /// "checksum not ready" frame (`partial`) only the pseudo-header diff is applied, to the
 /// uncomplemented sum the field holds (`inet_proto_csum_replace_by_diff` for
-/// `CHECKSUM_PARTIAL`). Returns `false` (frame untouched) if it does not match.
+/// `CHECKSUM_PARTIAL`). UDP (`BPF_F_MARK_MANGLED_0` on both replaces): a zero field is left
+/// alone, a field that becomes zero is written as `0xffff`. Returns `false` (frame untouched) if
+/// it does not match.
 pub fn apply(rec: &OffloadRecord, frame: &mut [u8], partial: bool) -> bool {
     if !matches(rec, frame) {
         return false;
@@ -244,13 +262,26 @@ pub fn apply(rec: &OffloadRecord, frame: &mut [u8], partial: bool) -> bool {
     h[22] -= 1;
     let ip_c = u16::from_be_bytes([h[24], h[25]]);
     h[24..26].copy_from_slice(&replace_by_diff(ip_c, rec.l3_diff).to_be_bytes());
-    let c = u16::from_be_bytes([h[50], h[51]]);
-    let c = if partial {
-        fold(csum_add(rec.l4_addr_diff, u32::from(c)))
+    let (at, udp) = if rec.proto == proto::UDP {
+        (40, true)
     } else {
-        replace_by_diff(replace_by_diff(c, rec.l4_addr_diff), rec.l4_port_diff)
+        (50, false)
     };
-    h[50..52].copy_from_slice(&c.to_be_bytes());
+    let c = u16::from_be_bytes([h[at], h[at + 1]]);
+    if udp && c == 0 {
+        return true;
+    }
+    // One `bpf_l4_csum_replace`: the partial or full update, then the UDP zero rule.
+    let replace = |c: u16, d: u32, pseudo: bool| {
+        let c = match (partial, pseudo) {
+            (true, true) => fold(csum_add(d, u32::from(c))),
+            (true, false) => c,
+            (false, _) => replace_by_diff(c, d),
+        };
+        if udp && c == 0 { 0xffff } else { c }
+    };
+    let c = replace(replace(c, rec.l4_addr_diff, true), rec.l4_port_diff, false);
+    h[at..at + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 

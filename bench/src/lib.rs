@@ -82,6 +82,8 @@ pub fn filled_table_with_room(keys: &[FlowKey], max_flows: usize, accounting: bo
         ..TableConfig::default()
     })
     .expect("valid bench table config");
+    // As the daemon does: huge pages behind the arrays (before they are faulted in).
+    crate::pipeline::huge_pages(&t);
     let now = Time::from_secs(1);
     for k in keys {
         // Port exhaustion is impossible here: at most ~64k flows per (host, proto) and 4096 hosts.

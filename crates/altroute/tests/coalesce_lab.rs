@@ -16,6 +16,10 @@
 //! are not. How many datagrams were merged comes from the status file (`udp_coalesced`) after
 //! each phase, and from the workers' "udp coalesced N" log lines when the router stops.
 //!
+//! Both router runs have `datapath.offload: off`: with the kernel offload (the default), an
+//! answered UDP flow's frames would be forwarded by the tc program and never reach the user-space
+//! coalescing this test is about.
+//!
 //! With the lab failover config (coalescing on by default):
 //! - A: lan → inet, DF, 16/64/200/512 B (coalescible): delivered, and merged > 0;
 //! - B: lan → inet, DF, 513/1000/1472 B and a mix of sizes where no two neighbours are equal:
@@ -439,10 +443,15 @@ fn udp_coalescing_delivers_every_datagram_once_intact() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-dual-wan-failover.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let on = dir.0.join("coalesce.yaml");
+    std::fs::write(&on, format!("{text}\ndatapath:\n  offload: off\n")).unwrap();
     let off = dir.0.join("no-coalesce.yaml");
-    let mut text = std::fs::read_to_string(&example).unwrap();
-    text.push_str("\ndatapath:\n  udp_coalesce: false\n");
-    std::fs::write(&off, text).unwrap();
+    std::fs::write(
+        &off,
+        format!("{text}\ndatapath:\n  offload: off\n  udp_coalesce: false\n"),
+    )
+    .unwrap();
 
     let coalescible = Plan::runs("A lan->inet DF 16/64/200/512 B", 1, &[16, 64, 200, 512]);
     let too_big = Plan::runs("B1 lan->inet DF 513/1000/1472 B", 2, &[513, 1000, 1472]);
@@ -465,7 +474,7 @@ fn udp_coalescing_delivers_every_datagram_once_intact() {
         eprintln!("lab up after {:.1} s", t0.elapsed().as_secs_f64());
 
         // Coalescing on (the default).
-        let mut router = start_router(&lab, &example, &dir.0);
+        let mut router = start_router(&lab, &on, &dir.0);
         eprintln!(
             "router ready after {:.1} s (coalescing on)",
             t0.elapsed().as_secs_f64()

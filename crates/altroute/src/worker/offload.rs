@@ -2,14 +2,17 @@
 //!
 //! The worker's flow table stays the authority. Every [`TICK`] the worker (not per packet):
 //! 1. reads the kernel counters of each flow it offloaded and accounts them to the flow
-//!    (last seen, per-flow packets/bytes) and to its gateway, so offloaded flows neither expire
-//!    nor vanish from the statistics;
+//!    (last seen, per-flow packets/bytes) and to its gateway, so offloaded flows do not expire
+//!    while the kernel forwards them nor vanish from the statistics (a flow the kernel forwarded
+//!    nothing for is not touched: an idle offloaded UDP flow, which has no FIN, expires on the
+//!    normal UDP timeout and step 2 then removes its entries);
 //! 2. recomputes each offloaded flow's records from the pipeline state
 //!    ([`Context::offload_records`]) and removes (or replaces) the map entries when they changed
 //!    or the flow is no longer offloadable: it closed (FIN/RST go to user space, which moves the
 //!    TCP state on), expired, was removed or rerouted, or a next-hop MAC changed;
-//! 3. offloads established TCP flows that have carried [`MIN_PACKETS`] packets (short
-//!    connections stay in user space: no map churn).
+//! 3. offloads established TCP flows and answered UDP flows (traffic seen both ways: what
+//!    altroute-flow calls `replied`) that have carried [`MIN_PACKETS`] packets (short
+//!    connections and one-shot queries stay in user space: no map churn).
 //!
 //! Gateway state changes and neighbour changes flush all of the worker's entries at once (the
 //! frames come back to user space, which offloads again as appropriate). Map updates are per
@@ -257,8 +260,12 @@ impl WorkerOffload {
             .table
             .iter()
             .filter(|f| {
-                f.key.proto == proto::TCP
-                    && f.tcp == TcpState::Established
+                let established = match f.key.proto {
+                    proto::TCP => f.tcp == TcpState::Established,
+                    proto::UDP => f.replied,
+                    _ => false,
+                };
+                established
                     && f.counters.packets[0] + f.counters.packets[1] >= MIN_PACKETS
                     && !self.flows.contains_key(&f.id)
             })

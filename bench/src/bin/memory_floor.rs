@@ -67,50 +67,41 @@ fn main() {
                         ring[r * FRAME_LINES + l] = trace[f * FRAME_LINES + l];
                     }
                 }
+                // The pipeline's software pipeline prefetches the bucket 2·AHEAD packets ahead
+                // and the slot AHEAD ahead; the touch mode loads all of them first, as
+                // `lookup_batch` once did.
+                const AHEAD: usize = 4;
                 if prefetch {
-                    // The pipeline's software pipeline: bucket 2·AHEAD ahead, slot AHEAD ahead.
-                    const AHEAD: usize = 4;
                     for &(b, _, _) in chunk.iter().take(2 * AHEAD) {
                         prefetch_index::prefetch_index(&buckets, b as usize);
                     }
                     for &(_, s, _) in chunk.iter().take(AHEAD) {
                         prefetch_index::prefetch_index(&slots, s as usize);
                     }
-                    for (j, &(b, s, n)) in chunk.iter().enumerate() {
+                } else {
+                    let mut t = 0u64;
+                    for &(b, s, _) in chunk {
+                        t = t.wrapping_add(buckets[b as usize].0[0]);
+                        t = t.wrapping_add(slots[s as usize].0[0]);
+                    }
+                    black_box(t);
+                }
+                for (j, &(b, s, n)) in chunk.iter().enumerate() {
+                    if prefetch {
                         if let Some(&(b2, _, _)) = chunk.get(j + 2 * AHEAD) {
                             prefetch_index::prefetch_index(&buckets, b2 as usize);
                         }
                         if let Some(&(_, s2, _)) = chunk.get(j + AHEAD) {
                             prefetch_index::prefetch_index(&slots, s2 as usize);
                         }
-                        let r = (pos + j) % 1024;
-                        let frame = ring[r * FRAME_LINES].0[0];
-                        let x = buckets[b as usize].0[(frame & 7) as usize];
-                        let slot = &mut slots[s as usize].0[6];
-                        *slot = slot.wrapping_add(x);
-                        sink =
-                            sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
-                        ring[r * FRAME_LINES].0[1] = x ^ sink;
                     }
-                } else {
-                    let mut t = 0u64;
-                    for &(b, _, _) in chunk {
-                        t = t.wrapping_add(buckets[b as usize].0[0]);
-                    }
-                    for &(_, s, _) in chunk {
-                        t = t.wrapping_add(slots[s as usize].0[0]);
-                    }
-                    black_box(t);
-                    for (j, &(b, s, n)) in chunk.iter().enumerate() {
-                        let r = (pos + j) % 1024;
-                        let frame = ring[r * FRAME_LINES].0[0];
-                        let x = buckets[b as usize].0[(frame & 7) as usize];
-                        let slot = &mut slots[s as usize].0[6];
-                        *slot = slot.wrapping_add(x);
-                        sink =
-                            sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
-                        ring[r * FRAME_LINES].0[1] = x ^ sink;
-                    }
+                    let r = (pos + j) % 1024;
+                    let frame = ring[r * FRAME_LINES].0[0];
+                    let x = buckets[b as usize].0[(frame & 7) as usize];
+                    let slot = &mut slots[s as usize].0[6];
+                    *slot = slot.wrapping_add(x);
+                    sink = sink.wrapping_add(neighbours[(n as usize * 7) % neighbours.len()].0[1]);
+                    ring[r * FRAME_LINES].0[1] = x ^ sink;
                 }
                 pos = (pos + chunk.len()) % 1024;
                 done += chunk.len();

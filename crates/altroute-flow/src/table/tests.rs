@@ -898,6 +898,21 @@ proptest! {
     }
 }
 
+/// TCP flows to port 443 from source port `p`: inserted (when `insert` and missing) or removed
+/// (when not `insert` and present), in order.
+fn churn(t: &mut FlowTable, ops: &[(u16, bool)]) {
+    for &(p, insert) in ops {
+        let k = tcp(p, 443);
+        match t.lookup(&k) {
+            Some(h) if !insert => t.remove(h.flow, T0),
+            None if insert => {
+                let _ = t.insert(k, T0, true, SYN);
+            }
+            _ => {}
+        }
+    }
+}
+
 proptest! {
     /// Batched lookups give exactly what single lookups give, also in a small, crowded table
     /// (full buckets, overflow chains, removed entries), for original, reply and missing keys.
@@ -906,16 +921,7 @@ proptest! {
         ops in proptest::collection::vec((1u16..200, any::<bool>()), 1..300),
     ) {
         let mut t = table(TableConfig { max_flows: 96, ..two_gw((1, 1)) });
-        for (p, insert) in ops {
-            let k = tcp(p, 443);
-            match t.lookup(&k) {
-                Some(h) if !insert => t.remove(h.flow, T0),
-                None if insert => {
-                    let _ = t.insert(k, T0, true, SYN);
-                }
-                _ => {}
-            }
-        }
+        churn(&mut t, &ops);
         let mut keys = Vec::new();
         for p in 1..200u16 {
             let k = tcp(p, 443);
@@ -988,18 +994,6 @@ proptest! {
             .collect();
         let mut pending: Vec<PendingLookup> = keys.iter().map(|k| t.lookup_start(k)).collect();
         let (first, second) = between.split_at(between.len() / 2);
-        let churn = |t: &mut FlowTable, ops: &[(u16, bool)]| {
-            for &(p, insert) in ops {
-                let k = tcp(p, 443);
-                match t.lookup(&k) {
-                    Some(h) if !insert => t.remove(h.flow, T0),
-                    None if insert => {
-                        let _ = t.insert(k, T0, true, SYN);
-                    }
-                    _ => {}
-                }
-            }
-        };
         churn(&mut t, first);
         for p in &mut pending {
             t.lookup_advance(p);

@@ -7,21 +7,23 @@ use altroute_flow::tcp::flags::{ACK, RST, SYN};
 use altroute_flow::{DownAction, Gateway, TableConfig};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-const W1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
-const W2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
-const G1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
-const G2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
+pub(crate) const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+pub(crate) const W1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+pub(crate) const W2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
+pub(crate) const G1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+pub(crate) const G2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
 const H_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x22]);
 const H2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x33]);
 const HOST: [u8; 4] = [10, 0, 0, 2];
 const HOST2: [u8; 4] = [10, 0, 0, 3];
-const SRV: [u8; 4] = [203, 0, 113, 10];
-const EXT1: [u8; 4] = [192, 0, 2, 1];
-const EXT2: [u8; 4] = [198, 51, 100, 1];
-const T: Time = Time::from_secs(100);
+pub(crate) const SRV: [u8; 4] = [203, 0, 113, 10];
+pub(crate) const EXT1: [u8; 4] = [192, 0, 2, 1];
+pub(crate) const EXT2: [u8; 4] = [198, 51, 100, 1];
+pub(crate) const T: Time = Time::from_secs(100);
 
-fn ctx(weights: (u32, u32), lan_vlan: Option<u16>) -> Context {
+/// A two-WAN router (LAN 10.0.0.1/24, isp1 192.0.2.1, isp2 198.51.100.1), weighted `weights`,
+/// with a port forward of TCP 8080 to 10.0.0.3:80 (also used by `offload/tests.rs`).
+pub(crate) fn ctx(weights: (u32, u32), lan_vlan: Option<u16>) -> Context {
     let table = FlowTable::new(TableConfig {
         gateways: vec![
             Gateway::new("isp1", Some(Ipv4Addr::from(EXT1).into())).weight(weights.0),

@@ -6,60 +6,16 @@
 
 use super::super::*;
 use super::{OffloadRecord, apply, matches};
+use altroute_flow::FlowId;
 use altroute_flow::tcp::flags::{ACK, FIN, SYN};
-use altroute_flow::{FlowId, Gateway, TableConfig};
 use etherparse::PacketBuilder;
 
-const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-const W1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
-const W2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
-const G1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
-const G2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
-const SRV: [u8; 4] = [203, 0, 113, 10];
-const EXT1: [u8; 4] = [192, 0, 2, 1];
-const EXT2: [u8; 4] = [198, 51, 100, 1];
-const T: Time = Time::from_secs(100);
+// The router of the pipeline's own tests (its port forward is inbound only: no outbound flow
+// here is affected).
+use crate::pipeline::tests::{G1_MAC, G2_MAC, LAN_MAC, SRV, T, W1_MAC, W2_MAC};
 
 fn ctx(weights: (u32, u32)) -> Context {
-    let table = FlowTable::new(TableConfig {
-        gateways: vec![
-            Gateway::new("isp1", Some(Ipv4Addr::from(EXT1).into())).weight(weights.0),
-            Gateway::new("isp2", Some(Ipv4Addr::from(EXT2).into())).weight(weights.1),
-        ],
-        ..TableConfig::default()
-    })
-    .expect("table");
-    let port = |name: &str, role, link, mac, addr: [u8; 4], len| PortSpec {
-        name: name.into(),
-        role,
-        link,
-        vlan: None,
-        mac,
-        addrs: vec![(Ipv4Addr::from(addr), len)],
-        mtu: 1500,
-    };
-    let cfg = PipelineConfig {
-        ports: vec![
-            port("lan", Role::Lan, 0, LAN_MAC, [10, 0, 0, 1], 24),
-            port("wan1", Role::Wan, 1, W1_MAC, EXT1, 24),
-            port("wan2", Role::Wan, 2, W2_MAC, EXT2, 24),
-        ],
-        gateways: vec![
-            GatewaySpec {
-                port: PortId(1),
-                next_hop: Ipv4Addr::new(192, 0, 2, 2),
-                mac: Some(G1_MAC),
-            },
-            GatewaySpec {
-                port: PortId(2),
-                next_hop: Ipv4Addr::new(198, 51, 100, 2),
-                mac: Some(G2_MAC),
-            },
-        ],
-        port_forwards: Vec::new(),
-        options: Options::default(),
-    };
-    Context::new(cfg, table).expect("context")
+    crate::pipeline::tests::ctx(weights, None)
 }
 
 #[allow(clippy::too_many_arguments)]

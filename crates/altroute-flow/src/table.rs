@@ -882,6 +882,29 @@ impl FlowTable {
         }
     }
 
+    /// Account `packets` packets of `bytes` bytes in all, forwarded for `hit`'s flow elsewhere
+    /// (by a kernel offload, say) since the last call: what `packets` calls of
+    /// [`FlowTable::touch`] would do (last seen, counters, the replied mark). Nothing for 0
+    /// packets, so an idle flow still expires.
+    pub fn account(&mut self, hit: Hit, now: Time, packets: u64, bytes: u64) {
+        if packets == 0 {
+            return;
+        }
+        let i = hit.flow.0 as usize;
+        let Some(s) = self.slots.get_mut(i) else {
+            return;
+        };
+        s.last_seen = now.secs32();
+        if hit.dir == Dir::Reply {
+            s.flags |= REPLIED;
+        }
+        if let Some(c) = self.acct.get_mut(i) {
+            let d = hit.dir as usize;
+            c.packets[d] = c.packets[d].saturating_add(packets);
+            c.bytes[d] = c.bytes[d].saturating_add(bytes);
+        }
+    }
+
     /// Account a packet of `bytes` bytes with TCP flags `tcp_flags` (0 for other protocols) on a
     /// flow found by a lookup, advance its TCP state, and apply SYN-retry rotation.
     pub fn update(&mut self, hit: Hit, now: Time, tcp_flags: u8, bytes: u32) -> Update {

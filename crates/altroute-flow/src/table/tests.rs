@@ -1006,3 +1006,28 @@ proptest! {
         prop_assert_eq!(t.lookup_finish(&keys[0], PendingLookup::NONE), t.lookup(&keys[0]));
     }
 }
+
+proptest! {
+    /// `account(n packets, b bytes)` leaves the table as `n` touches carrying `b` bytes in all.
+    #[test]
+    fn account_equals_that_many_touches(
+        per_dir in proptest::collection::vec((any::<bool>(), 0u64..50, 0u32..3000), 1..8),
+    ) {
+        let mut a = table(two_gw((1, 1)));
+        let (h, _) = a.insert(tcp(40000, 443), T0, true, SYN).unwrap();
+        let r = reply_of(&a, h);
+        let back = a.lookup(&r).unwrap();
+        let mut b = table(two_gw((1, 1)));
+        b.insert(tcp(40000, 443), T0, true, SYN).unwrap();
+        for (i, &(reply, n, size)) in per_dir.iter().enumerate() {
+            let hit = if reply { back } else { h };
+            let now = T0.plus_secs(i as u64 + 1);
+            a.account(hit, now, n, n * u64::from(size));
+            for _ in 0..n {
+                b.touch(hit, now, size);
+            }
+        }
+        let (fa, fb): (Vec<FlowInfo>, Vec<FlowInfo>) = (a.iter().collect(), b.iter().collect());
+        prop_assert_eq!(fa, fb);
+    }
+}

@@ -202,13 +202,7 @@ impl WorkerOffload {
             if same_flow {
                 let dir = if d == 0 { Dir::Orig } else { Dir::Reply };
                 let hit = Hit { flow: id, dir };
-                // One touch per frame keeps the flow's packet counter right; the bytes go with
-                // the first.
-                ctx.table
-                    .touch(hit, now, u32::try_from(db).unwrap_or(u32::MAX));
-                for _ in 1..dp.min(1 << 20) {
-                    ctx.table.touch(hit, now, 0);
-                }
+                ctx.table.account(hit, now, dp, db);
                 if let Some(g) = gw {
                     let c = if d == 0 {
                         &mut ctx.counters.gw_out

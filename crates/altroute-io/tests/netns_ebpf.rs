@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey};
-use altroute_io::{Port, PortConfig, RxMode, TxFrame, host};
-use common::{in_ns, lab_or_skip, mac_of, spawn_in};
+use altroute_io::{Port, PortConfig, host};
+use common::{in_ns, lab_or_skip, mac_of, send_raw, spawn_in};
 
 fn sum(bytes: &[u8]) -> u32 {
     bytes
@@ -259,15 +259,7 @@ fn offload_programs_load_attach_and_forward() {
         udp0.clone(),
         udp_other.clone(),
     ];
-    in_ns(&c, move || {
-        let mut p = Port::open(&PortConfig {
-            rx: RxMode::None,
-            ..PortConfig::new("c0")
-        })
-        .expect("open c0");
-        let out = p.send(frames.iter().map(|f| TxFrame::new(f)));
-        assert_eq!(out.sent, frames.len());
-    });
+    in_ns(&c, send_raw(frames.to_vec()));
     let got = server.join().expect("server");
     done_tx.send(()).expect("done");
     let (seen, stats) = router.join().expect("router");

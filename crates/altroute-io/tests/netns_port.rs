@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use altroute_io::{FrameMeta, Port, PortConfig, PortStats, RxMode, TxFrame, VlanTag, host};
-use common::{in_ns, lab_or_skip, mac_of, spawn_in, udp_frame, udp_seq};
+use common::{in_ns, lab_or_skip, mac_of, send_raw, spawn_in, udp_frame, udp_seq};
 
 /// Frames received on r0 while `frames` are sent from c0: (bytes, vlan meta, reinserted, headroom).
 type Got = Vec<(Vec<u8>, Option<VlanTag>, bool, usize)>;
@@ -52,15 +52,7 @@ fn send_and_receive(test: &str, rx_cfg: PortConfig, frames: Vec<Vec<u8>>) -> Opt
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("rx ready");
-    in_ns(&c, move || {
-        let mut p = Port::open(&PortConfig {
-            rx: RxMode::None,
-            ..PortConfig::new("c0")
-        })
-        .expect("open c0");
-        let out = p.send(frames.iter().map(|f| TxFrame::new(f)));
-        assert_eq!(out.sent, frames.len());
-    });
+    in_ns(&c, send_raw(frames));
     let got = rx.join().expect("rx thread");
     assert_eq!(got.len(), want, "all frames received");
     Some(got)
@@ -359,22 +351,6 @@ fn observe(
     in_ns(&c, client);
     go_tx.send(()).expect("go");
     Some(rx.join().expect("rx thread"))
-}
-
-fn send_raw(frames: Vec<Vec<u8>>) -> impl FnOnce() + Send + 'static {
-    move || {
-        let mut p = Port::open(&PortConfig {
-            rx: RxMode::None,
-            ..PortConfig::new("c0")
-        })
-        .expect("open c0");
-        for chunk in frames.chunks(16) {
-            assert_eq!(
-                p.send(chunk.iter().map(|f| TxFrame::new(f))).sent,
-                chunk.len()
-            );
-        }
-    }
 }
 
 #[test]

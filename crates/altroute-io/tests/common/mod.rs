@@ -242,3 +242,22 @@ pub fn mac_of(iface: &str) -> [u8; 6] {
         .mac
         .expect("ethernet interface")
 }
+
+/// A closure that sends `frames` out of `c0` (a TX-only port), 16 per batch, all of them; run it
+/// in the client namespace with [`in_ns`].
+pub fn send_raw(frames: Vec<Vec<u8>>) -> impl FnOnce() + Send + 'static {
+    use altroute_io::{Port, PortConfig, RxMode, TxFrame};
+    move || {
+        let mut p = Port::open(&PortConfig {
+            rx: RxMode::None,
+            ..PortConfig::new("c0")
+        })
+        .expect("open c0");
+        for chunk in frames.chunks(16) {
+            assert_eq!(
+                p.send(chunk.iter().map(|f| TxFrame::new(f))).sent,
+                chunk.len()
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey};
 use altroute_io::{Port, PortConfig, host};
-use common::{in_ns, lab_or_skip, mac_of, send_raw, spawn_in};
+use common::{in_ns, ipv4_header, lab_or_skip, mac_of, send_raw, spawn_in};
 
 fn sum(bytes: &[u8]) -> u32 {
     bytes
@@ -38,16 +38,7 @@ fn tcp_frame(dst: [u8; 6], src: [u8; 6], t: (Ipv4Addr, Ipv4Addr, u16, u16), flag
     f.extend_from_slice(&src);
     f.extend_from_slice(&[0x08, 0x00]);
     let total = (20 + 20 + payload.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&t.0.octets());
-    ip[16..20].copy_from_slice(&t.1.octets());
-    let c = !fold(sum(&ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let ip = ipv4_header(total, 6, t.0.octets(), t.1.octets());
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&t.2.to_be_bytes());
     tcp[2..4].copy_from_slice(&t.3.to_be_bytes());
@@ -82,16 +73,7 @@ fn udp_frame(
     f.extend_from_slice(&src);
     f.extend_from_slice(&[0x08, 0x00]);
     let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&t.0.octets());
-    ip[16..20].copy_from_slice(&t.1.octets());
-    let c = !fold(sum(&ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let ip = ipv4_header(total, 17, t.0.octets(), t.1.octets());
     let mut seg = Vec::new();
     seg.extend_from_slice(&t.2.to_be_bytes());
     seg.extend_from_slice(&t.3.to_be_bytes());

@@ -90,6 +90,17 @@ fn recv(s: &mut TcpStream, from: usize, n: usize, salt: u8) {
     }
 }
 
+/// Sends `n` bytes (from offset `from`, pattern `salt`) from `tx` in a thread while `rx` reads
+/// and checks them here; gives `tx` back.
+fn transfer(mut tx: TcpStream, rx: &mut TcpStream, from: usize, n: usize, salt: u8) -> TcpStream {
+    let sender = thread::spawn(move || {
+        send(&mut tx, from, n, salt);
+        tx
+    });
+    recv(rx, from, n, salt);
+    sender.join().unwrap()
+}
+
 /// The status file as JSON, once it includes everything up to now (workers report every
 /// second, the file is written every second).
 fn settled(router: &mut RouterProcess) -> serde_json::Value {
@@ -282,14 +293,9 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
         assert!(log.contains("offload tc"), "offload not loaded:\n{log}");
 
         // 1. Warm-up in user space, then offloaded.
-        let (mut c, mut s) = connect(&lab, 7201);
+        let (c, mut s) = connect(&lab, 7201);
         let warm = 1 << 20;
-        let up = thread::spawn(move || {
-            send(&mut c, 0, warm, 1);
-            c
-        });
-        recv(&mut s, 0, warm, 1);
-        let mut c = up.join().unwrap();
+        let c = transfer(c, &mut s, 0, warm, 1);
         let v = wait_active(&mut router, |a| a >= 1);
         assert!(offload(&v, "active") >= 1, "not offloaded: {v}");
         let (rx0, k0, f0) = (
@@ -300,18 +306,8 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
 
         // 2. Bulk both ways, checked byte by byte.
         let t = Instant::now();
-        let up = thread::spawn(move || {
-            send(&mut c, warm, UP_BYTES, 1);
-            c
-        });
-        recv(&mut s, warm, UP_BYTES, 1);
-        let mut c = up.join().unwrap();
-        let down = thread::spawn(move || {
-            send(&mut s, 0, DOWN_BYTES, 2);
-            s
-        });
-        recv(&mut c, 0, DOWN_BYTES, 2);
-        let s = down.join().unwrap();
+        let mut c = transfer(c, &mut s, warm, UP_BYTES, 1);
+        let s = transfer(s, &mut c, 0, DOWN_BYTES, 2);
         let secs = t.elapsed().as_secs_f64();
         let v = settled(&mut router);
         let (rx, kernel, fast) = (
@@ -381,28 +377,13 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
             lab.exec_ok(role, &argv, Duration::from_secs(10)).unwrap();
         }
         let errors_before = checksum_errors(&lab, "inet") + checksum_errors(&lab, "lan");
-        let (mut c, mut s) = connect(&lab, 7203);
-        let up = thread::spawn(move || {
-            send(&mut c, 0, warm, 4);
-            c
-        });
-        recv(&mut s, 0, warm, 4);
-        let mut c = up.join().unwrap();
+        let (c, mut s) = connect(&lab, 7203);
+        let c = transfer(c, &mut s, 0, warm, 4);
         let v = wait_active(&mut router, |a| a >= 1);
         assert!(offload(&v, "active") >= 1, "not offloaded: {v}");
         let k0 = offload(&v, "kernel_frames");
-        let up = thread::spawn(move || {
-            send(&mut c, warm, 32 << 20, 4);
-            c
-        });
-        recv(&mut s, warm, 32 << 20, 4);
-        let mut c = up.join().unwrap();
-        let down = thread::spawn(move || {
-            send(&mut s, 0, 8 << 20, 5);
-            s
-        });
-        recv(&mut c, 0, 8 << 20, 5);
-        let s = down.join().unwrap();
+        let mut c = transfer(c, &mut s, warm, 32 << 20, 4);
+        let s = transfer(s, &mut c, 0, 8 << 20, 5);
         let v = settled(&mut router);
         let kernel = offload(&v, "kernel_frames") - k0;
         let errors = checksum_errors(&lab, "inet") + checksum_errors(&lab, "lan");
@@ -527,13 +508,8 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
         drop(client);
 
         // 6. A gateway going down flushes the entries; the flow comes back to user space.
-        let (mut c, mut s) = connect(&lab, 7202);
-        let up = thread::spawn(move || {
-            send(&mut c, 0, warm, 3);
-            c
-        });
-        recv(&mut s, 0, warm, 3);
-        let mut c = up.join().unwrap();
+        let (c, mut s) = connect(&lab, 7202);
+        let mut c = transfer(c, &mut s, 0, warm, 3);
         let v = wait_active(&mut router, |a| a >= 1);
         assert!(offload(&v, "active") >= 1, "second flow not offloaded: {v}");
         let removed = offload(&v, "removed");

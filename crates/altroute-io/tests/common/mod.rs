@@ -176,6 +176,27 @@ pub fn pattern(i: u64) -> u8 {
     (x >> 56) as u8 ^ (i as u8)
 }
 
+/// An IPv4 header without options (DF, TTL 64) with a valid checksum.
+pub fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; 20] {
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let mut s: u32 = 0;
+    for c in ip.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    ip
+}
+
 /// An Ethernet/IPv4/UDP frame with `seq` in the payload (checksum 0: not checked on UDP/IPv4).
 pub fn udp_frame(
     dst: [u8; 6],
@@ -195,22 +216,7 @@ pub fn udp_frame(
     }
     f.extend_from_slice(&0x0800u16.to_be_bytes());
     let total = (20 + 8 + 4 + payload_len) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 77, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 77, 0, 2]);
-    let mut s: u32 = 0;
-    for c in ip.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    let ip = ipv4_header(total, 17, [10, 77, 0, 1], [10, 77, 0, 2]);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());

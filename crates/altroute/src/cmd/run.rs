@@ -64,8 +64,8 @@ pub struct Args {
     /// frames at transmit).
     #[arg(long)]
     no_udp_coalesce: bool,
-    /// Override `datapath.offload`: `tc` (established TCP flows forwarded by a tc eBPF program
-    /// in the kernel) or `off`.
+    /// Override `datapath.offload`: `tc` (established TCP and answered UDP flows forwarded by a
+    /// tc eBPF program in the kernel) or `off`.
     #[arg(long, value_parser = ["off", "tc"])]
     offload: Option<String>,
     /// Override `datapath.batch` (frames per receive batch).
@@ -137,28 +137,24 @@ struct KernelOffload {
     ifindex: Vec<u32>,
 }
 
-/// Loads the offload programs and attaches the tc program to every link.
-fn load_offload(links: &[String]) -> anyhow::Result<KernelOffload> {
+/// Loads the offload programs and attaches the tc program to every link (`ifindex[i]` is the
+/// interface index of `links[i]`).
+fn load_offload(links: &[String], ifindex: &[u32]) -> anyhow::Result<KernelOffload> {
     let progs = altroute_io::ebpf::Offload::load(OFFLOAD_MAP_ENTRIES)
         .context("loading the eBPF programs")?;
-    let mut ifindex = Vec::new();
     let mut attached = Vec::new();
-    for l in links {
-        let i = altroute_io::host::inspect(l)
-            .with_context(|| format!("inspecting interface {l}"))?
-            .ifindex;
+    for (l, &i) in links.iter().zip(ifindex) {
         attached.push(
             progs
                 .tc
                 .attach_tcx_ingress(i)
                 .with_context(|| format!("attaching the tc program to {l}"))?,
         );
-        ifindex.push(i);
     }
     Ok(KernelOffload {
         progs,
         _links: attached,
-        ifindex,
+        ifindex: ifindex.to_vec(),
     })
 }
 
@@ -227,11 +223,12 @@ impl Args {
         }
         let workers = self.workers.unwrap_or_else(|| cfg.limits.workers()).max(1);
         let links = build::links(&cfg);
-        let mut link_mac = Vec::new();
+        let (mut link_mac, mut link_ifindex) = (Vec::new(), Vec::new());
         for l in &links {
             let info = altroute_io::host::inspect(l)
                 .with_context(|| format!("inspecting interface {l}"))?;
             link_mac.push(info.mac.map(MacAddr));
+            link_ifindex.push(info.ifindex);
         }
         let mac_of = |iface: &str| {
             links
@@ -293,7 +290,7 @@ impl Args {
         };
         // Declared before the workers' ports: dropped (detached) after them.
         let offload = if want_offload {
-            match load_offload(&links) {
+            match load_offload(&links, &link_ifindex) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     warn!("kernel offload unavailable, every frame goes through user space: {e:#}");

@@ -109,9 +109,9 @@
 //! (default true; vnet mode only: consecutive small datagrams of one flow in a batch, atomic
 //! IPv4 with DF and equal sizes, leave as one UDP GSO frame that the kernel segments back into
 //! the same datagrams; only their IPv4 identification is renumbered), `offload` (`off|tc`,
-//! default `tc`: established TCP flows that carried a few packets are forwarded by a tc
-//! (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied, and an eBPF
-//! socket filter keeps their frames out of the AF_PACKET rings; the flow table stays the
+//! default `tc`: established TCP and answered UDP flows that carried a few packets are forwarded
+//! by a tc (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied, and an
+//! eBPF socket filter keeps their frames out of the AF_PACKET rings; the flow table stays the
 //! authority; falls back to plain AF_PACKET with a warning if the programs cannot be loaded).
 //!
 //! ## `logging:`
@@ -693,7 +693,7 @@ pub enum Fanout {
 pub enum Offload {
     /// Every frame through user space.
     Off,
-    /// A tc (tcx ingress) eBPF program forwards offloaded established TCP flows in the kernel.
+    /// A tc (tcx ingress) eBPF program forwards offloaded established TCP and answered UDP flows in the kernel.
     #[default]
     Tc,
 }

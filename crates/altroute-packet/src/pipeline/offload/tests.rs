@@ -132,6 +132,19 @@ fn process(c: &mut Context, frame: &[u8], link: u8, partial: bool) -> (Verdict, 
     (v, buf)
 }
 
+/// Where a forwarded first packet `out` (sent by `port`) went: its NAT address and port, and the
+/// gateway's and our MAC on that WAN, to build the answer from.
+fn outside(out: &[u8], port: PortId) -> Option<([u8; 4], u16, MacAddr, MacAddr)> {
+    let ext: [u8; 4] = out.get(26..30)?.try_into().ok()?;
+    let eport = u16::from_be_bytes([*out.get(34)?, *out.get(35)?]);
+    let (gw, wan) = if port.0 == 1 {
+        (G1_MAC, W1_MAC)
+    } else {
+        (G2_MAC, W2_MAC)
+    };
+    Some((ext, eport, gw, wan))
+}
+
 /// An established flow from `host:sport` to the server: its id, NAT address, port, out link.
 fn establish(c: &mut Context, host: [u8; 4], hmac: MacAddr, sport: u16) -> Option<(FlowId, u8)> {
     let syn = tcp(hmac, LAN_MAC, host, SRV, sport, 443, SYN, 64, &[]);
@@ -139,13 +152,7 @@ fn establish(c: &mut Context, host: [u8; 4], hmac: MacAddr, sport: u16) -> Optio
     let Verdict::Forward { port, .. } = v else {
         return None;
     };
-    let ext: [u8; 4] = out[26..30].try_into().ok()?;
-    let eport = u16::from_be_bytes([out[34], out[35]]);
-    let (gw, wan) = if port.0 == 1 {
-        (G1_MAC, W1_MAC)
-    } else {
-        (G2_MAC, W2_MAC)
-    };
+    let (ext, eport, gw, wan) = outside(&out, port)?;
     let synack = tcp(gw, wan, SRV, ext, 443, eport, SYN | ACK, 64, &[]);
     assert!(matches!(
         process(c, &synack, port.0, false).0,
@@ -179,13 +186,7 @@ fn establish_udp(
     let Verdict::Forward { port, .. } = v else {
         return None;
     };
-    let ext: [u8; 4] = out[26..30].try_into().ok()?;
-    let eport = u16::from_be_bytes([out[34], out[35]]);
-    let (gw, wan) = if port.0 == 1 {
-        (G1_MAC, W1_MAC)
-    } else {
-        (G2_MAC, W2_MAC)
-    };
+    let (ext, eport, gw, wan) = outside(&out, port)?;
     let key = altroute_flow::FlowKey::v4(
         Ipv4Addr::from(host),
         Ipv4Addr::from(SRV),

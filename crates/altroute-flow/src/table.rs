@@ -6,8 +6,13 @@
 //! - **Index**: both directions of every connection point at its slot (see [`crate::index`]); the
 //!   original key and the reply key (after translation) are two entries. Endpoint-independent NAT
 //!   mappings are a third kind of entry in the same index, so creating a flow costs no other map.
-//! - **Counters**: per-direction packets and bytes in a parallel array of 32-byte cells (two per
-//!   cache line), optional (`accounting`), like Linux's `nf_conntrack_acct`.
+//! - **Counters**: per-direction packets and bytes, optional (`accounting`), like Linux's
+//!   `nf_conntrack_acct`. A packet adds to small counters inside its slot (16-bit packets, 32-bit
+//!   bytes per direction), so counting costs no cache line beyond the one the lookup already
+//!   read; they are folded into 64-bit totals in a parallel array of 32-byte cells when they
+//!   would overflow (every 65,535 packets or 4 GiB at most), and readers add both.
+//! - **Links**: what only flow creation, removal and link events read — the creation time and the
+//!   per-gateway list pointers — sit in a parallel array of 16-byte cells, out of the slot.
 //! - **Expiry**: a timing wheel of one-second ticks holding `(slot, generation)` words. A flow sits
 //!   in the wheel once; when its tick comes, its real deadline is checked from `last_seen` and its
 //!   state's timeout, and it either expires or is re-filed at that deadline. A sweep therefore
@@ -144,7 +149,7 @@ impl ReasonKind {
     }
 }
 
-/// One connection: exactly one cache line.
+/// One connection: exactly one cache line, holding everything a forwarded packet reads or writes.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Slot {
@@ -158,12 +163,30 @@ struct Slot {
     flags: u8,
     generation: u8,
     last_seen: u32,
+    /// Bytes per direction not yet folded into the flow's [`Counters`] (with accounting on).
+    hot_bytes: [u32; 2],
+    /// Packets per direction not yet folded into the flow's [`Counters`].
+    hot_packets: [u16; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == 64);
+
+/// The rest of a connection: what only creation, removal and link events touch.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Links {
     created: u32,
     gw_next: u32,
     gw_prev: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Slot>() == 64);
+const _: () = assert!(core::mem::size_of::<Links>() == 16);
+
+const UNLINKED: Links = Links {
+    created: 0,
+    gw_next: NONE,
+    gw_prev: NONE,
+};
 
 impl Slot {
     fn tcp(&self) -> TcpState {
@@ -203,9 +226,8 @@ const DEAD: Slot = Slot {
     flags: 0,
     generation: 0,
     last_seen: 0,
-    created: 0,
-    gw_next: NONE,
-    gw_prev: NONE,
+    hot_bytes: [0; 2],
+    hot_packets: [0; 2],
 };
 
 /// Per-direction packet and byte counters of one flow.
@@ -442,6 +464,7 @@ impl fmt::Display for Explanation {
 pub struct FlowTable {
     cfg: TableConfig,
     slots: Vec<Slot>,
+    links: Vec<Links>,
     acct: Vec<Counters>,
     free: Vec<u32>,
     index: Index,
@@ -483,6 +506,28 @@ fn addr_bytes(a: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Count a packet of `bytes` bytes in slot `s` (number `i`): in its small counters, folded into
+/// the totals in `acct` first when they would overflow.
+#[inline(always)]
+fn count(s: &mut Slot, acct: &mut [Counters], i: usize, dir: Dir, bytes: u32) {
+    let d = dir as usize;
+    let (p, b) = (s.hot_packets[d], s.hot_bytes[d]);
+    match (p.checked_add(1), b.checked_add(bytes)) {
+        (Some(p), Some(b)) => {
+            s.hot_packets[d] = p;
+            s.hot_bytes[d] = b;
+        }
+        _ => {
+            if let Some(c) = acct.get_mut(i) {
+                c.packets[d] = c.packets[d].saturating_add(u64::from(p) + 1);
+                c.bytes[d] = c.bytes[d].saturating_add(u64::from(b) + u64::from(bytes));
+            }
+            s.hot_packets[d] = 0;
+            s.hot_bytes[d] = 0;
+        }
+    }
+}
+
 impl FlowTable {
     /// A table, empty. Errors on a bad configuration (timeouts below the RFC floors, too many
     /// flows or gateways, a bad port partition).
@@ -499,6 +544,7 @@ impl FlowTable {
         let max = cfg.max_flows as usize;
         let mut t = FlowTable {
             slots: Vec::with_capacity(max),
+            links: Vec::with_capacity(max),
             acct: if cfg.accounting {
                 Vec::with_capacity(max)
             } else {
@@ -616,14 +662,15 @@ impl FlowTable {
         self.live == 0
     }
 
-    /// The address ranges (start, length in bytes) of the table's three large arrays — flow
-    /// slots, per-flow counters, index buckets — which are allocated at their full size when the
+    /// The address ranges (start, length in bytes) of the table's four large arrays — flow
+    /// slots, per-flow links, per-flow counters, index buckets — which are allocated at their full size when the
     /// table is built and never move. For an embedder that wants them backed by huge pages
     /// (`madvise`): at 64k–1M flows nearly every lookup misses the TLB on 4 KiB pages. The table
     /// itself does no I/O.
-    pub fn memory_regions(&self) -> [(usize, usize); 3] {
+    pub fn memory_regions(&self) -> [(usize, usize); 4] {
         [
             (self.slots.as_ptr() as usize, self.slots.capacity() * 64),
+            (self.links.as_ptr() as usize, self.links.capacity() * 16),
             (self.acct.as_ptr() as usize, self.acct.capacity() * 32),
             self.index.region(),
         ]
@@ -633,6 +680,7 @@ impl FlowTable {
     /// wheel, free list; the NAT pools' fixed 1.4 MiB per address are included).
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * 64
+            + self.links.capacity() * 16
             + self.acct.capacity() * 32
             + self.free.capacity() * 4
             + self.index.bytes()
@@ -797,7 +845,6 @@ impl FlowTable {
             p.cand = v;
             let i = (v >> 1) as usize;
             prefetch_index::prefetch_index(&self.slots, i);
-            prefetch_index::prefetch_index(&self.acct, i);
         }
     }
 
@@ -867,7 +914,8 @@ impl FlowTable {
             return;
         };
         // Store only what changes: most packets of a flow arrive within the second of the one
-        // before, so the slot's cache line usually stays clean (no write-back to memory).
+        // before, so without accounting the slot's cache line usually stays clean (no write-back
+        // to memory); with it, the counters dirty this same line and no other.
         let secs = now.secs32();
         if s.last_seen != secs {
             s.last_seen = secs;
@@ -875,10 +923,8 @@ impl FlowTable {
         if hit.dir == Dir::Reply && s.flags & REPLIED == 0 {
             s.flags |= REPLIED;
         }
-        if let Some(c) = self.acct.get_mut(i) {
-            let d = hit.dir as usize;
-            c.packets[d] += 1;
-            c.bytes[d] += u64::from(bytes);
+        if self.cfg.accounting {
+            count(s, &mut self.acct, i, hit.dir, bytes);
         }
     }
 
@@ -900,6 +946,7 @@ impl FlowTable {
         }
         if let Some(c) = self.acct.get_mut(i) {
             let d = hit.dir as usize;
+            // Straight into the totals (the slot's small counters are for single packets).
             c.packets[d] = c.packets[d].saturating_add(packets);
             c.bytes[d] = c.bytes[d].saturating_add(bytes);
         }
@@ -917,10 +964,8 @@ impl FlowTable {
         }
         let secs = now.secs32();
         s.last_seen = secs;
-        if let Some(c) = self.acct.get_mut(i) {
-            let d = hit.dir as usize;
-            c.packets[d] += 1;
-            c.bytes[d] += u64::from(bytes);
+        if self.cfg.accounting {
+            count(s, &mut self.acct, i, hit.dir, bytes);
         }
         if s.has(REJECT) {
             return Update::Reject;
@@ -1229,9 +1274,8 @@ impl FlowTable {
             flags: LIVE,
             generation: self.slots[i].generation,
             last_seen: secs,
-            created: secs,
-            gw_next: NONE,
-            gw_prev: NONE,
+            hot_bytes: [0; 2],
+            hot_packets: [0; 2],
         };
         s.set_reason(reason);
         if inbound {
@@ -1252,6 +1296,12 @@ impl FlowTable {
             return Err(InsertError::Exists);
         }
         self.slots[i] = s;
+        if let Some(l) = self.links.get_mut(i) {
+            *l = Links {
+                created: secs,
+                ..UNLINKED
+            };
+        }
         if let Some(c) = self.acct.get_mut(i) {
             *c = Counters::default();
         }
@@ -1283,6 +1333,7 @@ impl FlowTable {
         }
         if self.slots.len() < self.cfg.max_flows as usize {
             self.slots.push(DEAD);
+            self.links.push(UNLINKED);
             if self.cfg.accounting {
                 self.acct.push(Counters::default());
             }
@@ -1472,35 +1523,36 @@ impl FlowTable {
 
     fn gw_link(&mut self, i: usize, gw: u8) {
         let head = self.gw_head[usize::from(gw)];
-        self.slots[i].gw_prev = NONE;
-        self.slots[i].gw_next = head;
+        self.links[i].gw_prev = NONE;
+        self.links[i].gw_next = head;
         if head != NONE {
-            self.slots[head as usize].gw_prev = i as u32;
+            self.links[head as usize].gw_prev = i as u32;
         }
         self.gw_head[usize::from(gw)] = i as u32;
         self.gw_flows[usize::from(gw)] += 1;
     }
 
     fn gw_unlink(&mut self, i: usize) {
-        let s = self.slots[i];
-        if s.gateway == NO_GW {
+        let gateway = self.slots[i].gateway;
+        if gateway == NO_GW {
             return;
         }
-        if s.gw_prev != NONE {
-            self.slots[s.gw_prev as usize].gw_next = s.gw_next;
-        } else if let Some(h) = self.gw_head.get_mut(usize::from(s.gateway))
+        let l = self.links[i];
+        if l.gw_prev != NONE {
+            self.links[l.gw_prev as usize].gw_next = l.gw_next;
+        } else if let Some(h) = self.gw_head.get_mut(usize::from(gateway))
             && *h == i as u32
         {
-            *h = s.gw_next;
+            *h = l.gw_next;
         }
-        if s.gw_next != NONE {
-            self.slots[s.gw_next as usize].gw_prev = s.gw_prev;
+        if l.gw_next != NONE {
+            self.links[l.gw_next as usize].gw_prev = l.gw_prev;
         }
-        if let Some(c) = self.gw_flows.get_mut(usize::from(s.gateway)) {
+        if let Some(c) = self.gw_flows.get_mut(usize::from(gateway)) {
             *c = c.saturating_sub(1);
         }
-        self.slots[i].gw_next = NONE;
-        self.slots[i].gw_prev = NONE;
+        self.links[i].gw_next = NONE;
+        self.links[i].gw_prev = NONE;
     }
 
     // ----- removal and expiry -----
@@ -1643,7 +1695,7 @@ impl FlowTable {
         while cur != NONE {
             let i = cur as usize;
             let s = self.slots[i];
-            cur = s.gw_next;
+            cur = self.links[i].gw_next;
             if !s.has(LIVE) || s.has(REJECT) {
                 continue;
             }
@@ -1672,7 +1724,7 @@ impl FlowTable {
             while cur != NONE {
                 let i = cur as usize;
                 let s = self.slots[i];
-                cur = s.gw_next;
+                cur = self.links[i].gw_next;
                 if !s.has(LIVE) || s.has(REJECT) || s.has(OVERRIDE) || s.has(INBOUND) {
                     continue;
                 }
@@ -1719,9 +1771,15 @@ impl FlowTable {
             replied: s.has(REPLIED),
             inbound: s.has(INBOUND),
             reason: s.reason(),
-            created: s.created,
+            created: self.links.get(i).map_or(0, |l| l.created),
             last_seen: s.last_seen,
-            counters: self.acct.get(i).copied().unwrap_or_default(),
+            counters: self
+                .acct
+                .get(i)
+                .map_or_else(Counters::default, |c| Counters {
+                    packets: [0, 1].map(|d| c.packets[d] + u64::from(s.hot_packets[d])),
+                    bytes: [0, 1].map(|d| c.bytes[d] + u64::from(s.hot_bytes[d])),
+                }),
         }
     }
 

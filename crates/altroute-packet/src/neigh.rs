@@ -25,6 +25,7 @@ struct Entry {
 pub struct Neighbors {
     slots: Box<[Option<Entry>]>,
     mask: usize,
+    version: u64,
 }
 
 /// What [`Neighbors::learn`] did.
@@ -53,6 +54,7 @@ impl Neighbors {
         Neighbors {
             slots: vec![None; n].into_boxed_slice(),
             mask: n - 1,
+            version: 0,
         }
     }
 
@@ -78,6 +80,14 @@ impl Neighbors {
         prefetch_index::prefetch_index(&self.slots, slot_of(u32::from(ip), self.mask));
     }
 
+    /// A number that changes whenever what [`Neighbors::get`] returns may have changed: a new
+    /// entry, a changed MAC, an entry replaced (a refresh of a known entry leaves it alone). A
+    /// caller that caches MACs from this table re-reads them when it changes.
+    #[inline(always)]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Record that `ip` is at `mac` on port `port`, at `now`.
     pub fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, port: u8, now: Time) -> Learned {
         let key = u32::from(ip);
@@ -95,6 +105,7 @@ impl Neighbors {
                     }
                     let old = e.mac;
                     e.mac = mac;
+                    self.version += 1;
                     return Learned::Changed { old };
                 }
                 Some(e) => {
@@ -115,6 +126,7 @@ impl Neighbors {
             port,
             seen_ms: now.millis(),
         });
+        self.version += 1;
         Learned::New
     }
 

@@ -386,6 +386,10 @@ pub struct Context {
     /// address, in an attached network or in a private destination (false: none of the four
     /// scans can match, so the fast path skips them).
     special_first: [bool; 256],
+    /// Each gateway's next-hop MAC as [`Context::gateway_mac`] gave it when the neighbour table
+    /// was at version `gw_macs_version` (the fast path reads this instead of probing the table).
+    gw_macs: Vec<Option<MacAddr>>,
+    gw_macs_version: u64,
     /// Whether [`Context::process_batch`] tries the established-flow fast path first.
     fast_path: bool,
 }
@@ -569,6 +573,9 @@ impl Context {
             private4,
             gw_ext,
             special_first,
+            gw_macs: Vec::new(),
+            // (Not a version the neighbour table has yet: the first use fills the cache.)
+            gw_macs_version: u64::MAX,
             fast_path: true,
         })
     }
@@ -590,6 +597,16 @@ impl Context {
     pub fn gateway_mac(&self, g: GatewayId) -> Option<MacAddr> {
         let spec = self.cfg.gateways.get(g.index())?;
         spec.mac.or_else(|| self.neighbors.get(spec.next_hop))
+    }
+
+    /// Re-read every gateway's MAC into the fast path's cache (`gw_macs`).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn refresh_gateway_macs(&mut self) {
+        self.gw_macs = (0..self.cfg.gateways.len())
+            .map(|g| self.gateway_mac(GatewayId(g as u8)))
+            .collect();
+        self.gw_macs_version = self.neighbors.version();
     }
 
     #[inline]

@@ -1031,3 +1031,23 @@ proptest! {
         prop_assert_eq!(fa, fb);
     }
 }
+
+/// The slot's small counters fold into the 64-bit totals when either would overflow: past 65,535
+/// packets, and past 4 GiB, the totals stay exact.
+#[test]
+fn counters_survive_the_fold() {
+    let mut t = table(two_gw((1, 1)));
+    let (h, _) = t.insert(tcp(40000, 443), T0, true, SYN).unwrap();
+    let back = t.lookup(&reply_of(&t, h)).unwrap();
+    // 70,000 small packets out (the packet counter folds once), 100,000 of 65,000 bytes back
+    // (6.5 GB: the byte counter folds every ~66,000 packets).
+    for _ in 0..70_000 {
+        t.touch(h, T0, 40);
+    }
+    for _ in 0..100_000 {
+        t.touch(back, T0, 65_000);
+    }
+    let info = t.iter().next().unwrap();
+    assert_eq!(info.counters.packets, [70_000, 100_000]);
+    assert_eq!(info.counters.bytes, [70_000 * 40, 100_000 * 65_000]);
+}

@@ -38,6 +38,9 @@ impl Context {
         if ff.icmp != IcmpQuery::None || !matches!(ff.key.proto, proto::TCP | proto::UDP) {
             return None;
         }
+        if self.gw_macs_version != self.neighbors.version() {
+            self.refresh_gateway_macs();
+        }
         let port = self.link_port[usize::from(link)];
         if port == NO_PORT {
             return None;
@@ -71,7 +74,7 @@ impl Context {
                 }
                 let g = gw?;
                 let out = self.cfg.gateways.get(g.index())?.port;
-                let mac = self.gateway_mac(g)?;
+                let mac = self.gw_macs.get(g.index()).copied().flatten()?;
                 let nat = flow.nat().map(|(a, p)| (ipv4_of(a), p));
                 (out, mac, Some(nat.unwrap_or((src, key.sport))), None)
             }

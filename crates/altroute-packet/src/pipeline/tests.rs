@@ -24,6 +24,11 @@ pub(crate) const T: Time = Time::from_secs(100);
 /// A two-WAN router (LAN 10.0.0.1/24, isp1 192.0.2.1, isp2 198.51.100.1), weighted `weights`,
 /// with a port forward of TCP 8080 to 10.0.0.3:80 (also used by `offload/tests.rs`).
 pub(crate) fn ctx(weights: (u32, u32), lan_vlan: Option<u16>) -> Context {
+    ctx_gw_macs(weights, lan_vlan, [Some(G1_MAC), Some(G2_MAC)])
+}
+
+/// [`ctx`] with the gateways' MACs configured (`Some`) or to be learned (`None`).
+fn ctx_gw_macs(weights: (u32, u32), lan_vlan: Option<u16>, macs: [Option<MacAddr>; 2]) -> Context {
     let table = FlowTable::new(TableConfig {
         gateways: vec![
             Gateway::new("isp1", Some(Ipv4Addr::from(EXT1).into())).weight(weights.0),
@@ -66,12 +71,12 @@ pub(crate) fn ctx(weights: (u32, u32), lan_vlan: Option<u16>) -> Context {
             GatewaySpec {
                 port: PortId(1),
                 next_hop: Ipv4Addr::new(192, 0, 2, 2),
-                mac: Some(G1_MAC),
+                mac: macs[0],
             },
             GatewaySpec {
                 port: PortId(2),
                 next_hop: Ipv4Addr::new(198, 51, 100, 2),
-                mac: Some(G2_MAC),
+                mac: macs[1],
             },
         ],
         port_forwards: vec![PortForward {
@@ -994,4 +999,31 @@ fn special_first_octets_cover_every_checked_address() {
         !c.special_first[203],
         "documentation range 203.0.113.0/24 is not special"
     );
+}
+
+/// A gateway whose MAC is learned, not configured, and then changes (new hardware): the fast
+/// path's cached gateway MACs follow the neighbour table at once.
+#[test]
+fn fast_path_follows_a_learned_gateway_mac() {
+    let mut c = ctx_gw_macs((1, 0), None, [None, None]);
+    let g1 = Ipv4Addr::new(192, 0, 2, 2);
+    c.neighbors.learn(g1, G1_MAC, 1, T);
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(&mut c, &syn, 0);
+    assert_eq!(&out[..6], &G1_MAC.0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    let synack = tcp_frame(G2_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60);
+    run(&mut c, &synack, 1);
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(&mut c, &ack, 0); // established now
+    let frames = [(ack.clone(), 0u8), (ack.clone(), 0)];
+    let (_, outs) = run_batch(&mut c, &frames, T);
+    assert_eq!(c.counters.fast_path, 2);
+    assert!(outs.iter().all(|o| o[..6] == G1_MAC.0));
+    let moved = MacAddr([2, 0, 0, 0, 0x99, 0x99]);
+    c.neighbors.learn(g1, moved, 1, T);
+    let (_, outs) = run_batch(&mut c, &frames, T);
+    assert_eq!(c.counters.fast_path, 4);
+    assert!(outs.iter().all(|o| o[..6] == moved.0), "{:02x?}", outs[0]);
 }

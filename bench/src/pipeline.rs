@@ -366,6 +366,41 @@ impl<'a> Replay<'a> {
         first
     }
 
+    /// [`Replay::run`] timing only the pipeline: the wall-clock time spent inside
+    /// `process_batch`, read around each batch, is returned with the number forwarded. The refill
+    /// before each batch is not timed, so the frames are in the cache when the pipeline reads
+    /// them, as an RX ring's frames are right after the kernel copied them in; the flows they
+    /// visit still span the whole table. The two clock readings per batch (about 25 ns on this
+    /// machine's TSC clock, under 1 ns per frame at batch 32) are included.
+    pub fn run_ring(
+        &mut self,
+        ctx: &mut Context,
+        t: &Trace,
+        b: usize,
+        frames: usize,
+        now: Time,
+    ) -> (usize, std::time::Duration) {
+        let (mut fwd, mut busy) = (0, std::time::Duration::ZERO);
+        let mut left = frames;
+        while left > 0 {
+            let n = b.min(left);
+            let first = self.reset_batch(t, n);
+            let t0 = std::time::Instant::now();
+            ctx.process_batch(
+                &mut self.pkts[first..first + n],
+                now,
+                &mut self.verdicts[..n],
+            );
+            busy += t0.elapsed();
+            fwd += self.verdicts[..n]
+                .iter()
+                .filter(|v| matches!(v, Verdict::Forward { .. }))
+                .count();
+            left -= n;
+        }
+        (fwd, busy)
+    }
+
     /// Replay `frames` frames of `t` through `ctx` in batches of `b` at time `now`; returns how
     /// many were forwarded.
     pub fn run(

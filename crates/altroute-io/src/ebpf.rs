@@ -1,6 +1,8 @@
 //! eBPF for the kernel-side fast path of established flows: a small assembler ([`asm`]), thin
 //! safe wrappers over `bpf(2)` ([`sys`]: hash maps, program loading with the verifier log, tcx
-//! links, `SO_ATTACH_BPF`) and the two offload programs with their map ([`offload`]).
+//! links, `SO_ATTACH_BPF`) and the two offload programs with their map ([`offload`]): the tc
+//! program, and the socket filter an `ETH_P_ALL` tap needs (it sees frames before tc ingress;
+//! EtherType-bound sockets get them after, so redirected frames never reach those).
 //!
 //! The programs are built by Rust functions and assembled here by hand — no clang, no ELF, no
 //! BTF, no aya/libbpf — so the repository needs no C or BPF toolchain. The kernel's verifier is

@@ -4,9 +4,19 @@
 //!
 //! # Ports and rings
 //!
-//! A [`Port`] is one `AF_PACKET`/`SOCK_RAW` socket bound to one interface with `ETH_P_ALL`,
-//! promiscuous, ignoring the frames it (or any local socket) transmits. Frames arrive in a
-//! `PACKET_MMAP` ring shared with the kernel:
+//! A [`Port`] is the `AF_PACKET`/`SOCK_RAW` sockets of one interface, promiscuous, ignoring the
+//! frames it (or any local socket) transmits. [`PortConfig::bind`] says which frames they get:
+//!
+//! * [`RxBind::All`] (default): one socket bound to `ETH_P_ALL`. The kernel treats it as a *tap*
+//!   and hands it every frame, VLAN tags intact, *before* tc ingress.
+//! * [`RxBind::EtherTypes`] ([`RxBind::ip`]: IPv4, ARP, IPv6; the router's choice): one socket
+//!   and ring per EtherType, the first one sized by [`PortConfig::rx`] and transmitting, the
+//!   others small. The kernel delivers to them *after* tc ingress, so a frame a tc program
+//!   redirects never reaches them. It has erased VLAN tags by then, so these sockets skip the
+//!   frames it marks for another host (which include every frame with a VLAN id) and see frames
+//!   for the interface's own MAC, broadcast and multicast only.
+//!
+//! Frames arrive in `PACKET_MMAP` rings shared with the kernel:
 //!
 //! * **TPACKET_V2** ([`RxMode::V2`], default): fixed slots, each handed to user space as soon as
 //!   the kernel filled it. Slots are sized by [`RingGeometry`] to hold a whole 64 KiB GSO frame
@@ -22,8 +32,8 @@
 //!   when full or when its retire timer fires, which saves memory and syscalls under load and
 //!   adds up to `retire_ms` of latency when quiet.
 //!
-//! [`Port::rx_batch`] walks the ready frames (polling with a timeout when there are none) and
-//! returns an [`RxBatch`]: mutable views ([`RxFrame`]) **into the ring slots themselves**. The
+//! [`Port::rx_batch`] walks the ready frames of its rings (polling all its sockets with a timeout
+//! when there are none) and returns an [`RxBatch`]: mutable views ([`RxFrame`]) **into the ring slots themselves**. The
 //! pipeline edits frames in place; each has headroom before its MAC header (`PACKET_RESERVE`),
 //! so an 802.1Q tag can be pushed by moving the MAC addresses left ([`RxFrame::push_vlan`]), and
 //! tail room up to the end of its slot, so a frame can grow ([`RxFrame::frame_and_tail_mut`],
@@ -35,8 +45,9 @@
 //! Dropping the batch hands its slots back to the kernel.
 //!
 //! Frames that could not be used are counted, never returned: our own transmissions seen again
-//! (`PACKET_OUTGOING`), truncated frames, transmit failures (`EAGAIN`/`ENOBUFS` included) and the
-//! kernel's ring drops all show up in [`PortStats`].
+//! (`PACKET_OUTGOING`), other hosts' frames on an EtherType-bound port, truncated frames,
+//! transmit failures (`EAGAIN`/`ENOBUFS` included) and the kernel's ring drops all show up in
+//! [`PortStats`].
 //!
 //! # The vnet header
 //!
@@ -53,7 +64,8 @@
 //!
 //! Several worker threads can each open a port on the same interface with the same
 //! [`Fanout::group`]; the kernel then delivers each frame to exactly one of them (members are
-//! numbered in join order). [`FanoutMode::Hash`] spreads by flow hash; [`FanoutMode::Cbpf`] runs
+//! numbered in join order). A group takes one protocol only, so an EtherType-bound port's
+//! sockets join groups `group`, `group + 1`, ... (one per EtherType). [`FanoutMode::Hash`] spreads by flow hash; [`FanoutMode::Cbpf`] runs
 //! a classic BPF program whose return value (modulo the member count) picks the worker.
 //! [`Steering`] builds the router's program: `worker = (port / BLOCK) % N`, where `port` is the
 //! TCP/UDP source port on a LAN interface or destination port on a WAN interface (ICMP echo
@@ -65,8 +77,9 @@
 //! # Kernel offload of established flows
 //!
 //! [`ebpf`] assembles and loads a tc (tcx ingress) program that forwards offloaded flows inside
-//! the kernel (GSO super-frames whole, no copies) and a socket filter that keeps those frames
-//! out of the AF_PACKET rings; user space installs one map entry per flow and direction.
+//! the kernel (GSO super-frames whole, no copies); user space installs one map entry per flow
+//! and direction. EtherType-bound ports never see those frames; for an `ETH_P_ALL` tap, which
+//! sees them first, a socket filter doing the same lookup keeps them out of its ring.
 //!
 //! # Also here
 //!
@@ -96,8 +109,9 @@ pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, Vla
 pub use geometry::{RingGeometry, RingVersion};
 pub use pnet_port::PnetPort;
 pub use port::{
-    DEFAULT_RING_BYTES, DEFAULT_SPILL_FRAMES, DEFAULT_SPILL_RCVBUF, Fanout, FanoutMode,
-    GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver, RxMode, Sender, TxMode, wait_any,
+    AUX_RING_BYTES, DEFAULT_RING_BYTES, DEFAULT_SPILL_FRAMES, DEFAULT_SPILL_RCVBUF, ETH_P_ARP,
+    ETH_P_IP, ETH_P_IPV6, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
+    RxBind, RxMode, Sender, TxMode, wait_any,
 };
 pub use thread::{Notifier, wait_ports};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

@@ -1,5 +1,6 @@
-//! [`Port`]: one AF_PACKET `SOCK_RAW` socket on one interface, with an RX ring and a batched
-//! transmit path. See the crate documentation for the design.
+//! [`Port`]: the AF_PACKET `SOCK_RAW` sockets of one interface (one, or one per bound
+//! EtherType), with their RX rings and a batched transmit path. See the crate documentation for
+//! the design.
 
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -10,13 +11,57 @@ use crate::error::IoError;
 use crate::frame::{RxBatch, TxFrame, TxOutcome};
 use crate::geometry::{RingGeometry, RingVersion};
 use crate::ring::{
-    Mapping, RingState, RxCore, RxCounters, RxParams, SlotMap, Spill, TxCore, TxCounters, TxKind,
+    MAX_RINGS, Mapping, RingState, RxCore, RxCounters, RxParams, RxRing, RxRings, SlotMap, Spill,
+    TxCore, TxCounters, TxKind,
 };
 use crate::sys;
 use crate::vnet::VNET_HDR_LEN;
 
 /// Ring memory used by `RxMode::V2 { frames: 0 }` (the default).
 pub const DEFAULT_RING_BYTES: usize = 16 << 20;
+
+/// Ring memory of each receive-only socket of [`RxBind::EtherTypes`] (at least 16 slots).
+pub const AUX_RING_BYTES: usize = 1 << 20;
+
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETH_P_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// Which frames a receiving port's sockets are bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RxBind {
+    /// One socket bound to `ETH_P_ALL`. The kernel treats it as a tap: it gets every frame of
+    /// the interface, VLAN-tagged ones with their tag, *before* tc ingress runs (so also the
+    /// frames a tc program then redirects, unless a socket filter drops them).
+    All,
+    /// One socket and ring per EtherType (at most 8). The first socket's ring is sized by
+    /// [`PortConfig::rx`] and it transmits; the others are receive-only with a plain V2 ring of
+    /// [`AUX_RING_BYTES`]. [`Port::rx_batch`] drains them all (starting with a different ring
+    /// each batch). The kernel delivers to these sockets *after* tc ingress (and netfilter's
+    /// netdev ingress hook), so a frame that a tc program redirects or drops never reaches them.
+    ///
+    /// The kernel has erased 802.1Q/802.1ad tags by then (no `TP_STATUS_VLAN_VALID`, no tag in
+    /// the bytes) and marks a frame whose VLAN id is not 0 and has no kernel VLAN device
+    /// `PACKET_OTHERHOST`. So that such a frame cannot pass for an untagged one, these sockets
+    /// skip every `PACKET_OTHERHOST` frame (counted in [`PortStats::otherhost_skipped`]): they
+    /// receive untagged (or priority-tagged, VLAN id 0, tag erased) frames for the interface's
+    /// own MAC address, broadcast and multicast only. Use [`RxBind::All`] for VLAN trunks and for
+    /// frames to other MAC addresses. Outgoing frames are never delivered to them.
+    ///
+    /// With [`PortConfig::fanout`], socket `k` (in this order) joins group `group + k`, so a
+    /// port uses as many consecutive group ids as it binds EtherTypes.
+    EtherTypes(Vec<u16>),
+}
+
+impl RxBind {
+    /// The router's set: IPv4 (first: its ring is the big one), ARP and IPv6.
+    pub fn ip() -> RxBind {
+        RxBind::EtherTypes(vec![ETH_P_IP, ETH_P_ARP, ETH_P_IPV6])
+    }
+}
 
 /// Largest frame a vnet port must take whole: a 64 KiB IP packet plus Ethernet and one VLAN tag.
 pub const GSO_MAX_FRAME: usize = 65535 + 18;
@@ -63,7 +108,8 @@ pub enum RxMode {
         /// Receive buffer for queued spilled frames, bytes.
         rcvbuf: usize,
     },
-    /// Transmit only: the socket is bound without a protocol and receives nothing.
+    /// Transmit only: one socket bound without a protocol, receiving nothing ([`RxBind`] does
+    /// not apply).
     None,
 }
 
@@ -127,7 +173,9 @@ pub struct Fanout {
 pub struct PortConfig {
     /// Interface name.
     pub iface: String,
-    /// Receive ring.
+    /// What the receiving sockets are bound to.
+    pub bind: RxBind,
+    /// Receive ring (of the first socket with [`RxBind::EtherTypes`]).
     pub rx: RxMode,
     /// Transmit path.
     pub tx: TxMode,
@@ -141,7 +189,7 @@ pub struct PortConfig {
     pub reinsert_vlan: bool,
     /// Join `PACKET_MR_PROMISC` (receive frames for any MAC).
     pub promiscuous: bool,
-    /// Fanout group to join.
+    /// Fanout group to join (one per socket with [`RxBind::EtherTypes`]: `group`, `group + 1`, ...).
     pub fanout: Option<Fanout>,
     /// Ask the kernel not to deliver frames sent from this host (`PACKET_IGNORE_OUTGOING`, or
     /// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` in a group). Outgoing frames that arrive anyway are
@@ -160,13 +208,14 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
-    /// Defaults: V2 ring of [`DEFAULT_RING_BYTES`], sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
+    /// Defaults: one `ETH_P_ALL` socket ([`RxBind::All`]), V2 ring of [`DEFAULT_RING_BYTES`], sendmmsg, plain mode, 32 bytes headroom, VLAN tags put
     /// back, promiscuous, no fanout, non-blocking transmit (a full queue drops and counts rather
     /// than stalling the worker; measured as fast as blocking) with a 4 MiB send buffer, batches
     /// of 64.
     pub fn new(iface: impl Into<String>) -> PortConfig {
         PortConfig {
             iface: iface.into(),
+            bind: RxBind::All,
             rx: RxMode::V2 { frames: 0 },
             tx: TxMode::Sendmmsg,
             vnet_hdr: false,
@@ -215,6 +264,9 @@ pub struct PortStats {
     pub vlan_reinserted: u64,
     /// [`RxMode::V2Spill`]: frames larger than a slot read whole from the socket queue.
     pub spilled: u64,
+    /// [`RxBind::EtherTypes`]: `PACKET_OTHERHOST` frames skipped (for another MAC address, or
+    /// tagged with a VLAN id the kernel erased).
+    pub otherhost_skipped: u64,
 }
 
 impl PortStats {
@@ -231,6 +283,7 @@ impl PortStats {
             truncated: rx.truncated,
             vlan_reinserted: rx.vlan_reinserted,
             spilled: rx.spilled,
+            otherhost_skipped: rx.otherhost_skipped,
             ..PortStats::default()
         }
     }
@@ -243,7 +296,6 @@ pub struct Receiver {
     ring_drops: u64,
     ring_packets: u64,
     ring_freezes: u64,
-    fd: c_int,
 }
 
 /// The transmit half of a [`Port`].
@@ -251,7 +303,8 @@ pub struct Sender {
     core: TxCore,
 }
 
-/// One AF_PACKET socket bound to one interface.
+/// The AF_PACKET socket(s) of one interface: one with [`RxBind::All`] or a transmit-only port,
+/// one per EtherType with [`RxBind::EtherTypes`].
 ///
 /// Frames come from [`Port::rx_batch`] as in-place views into the RX ring and are sent with
 /// [`Port::send`] (or another port's). Use [`Port::split_mut`] to receive and send on the same
@@ -263,6 +316,9 @@ pub struct Port {
     tx_geometry: Option<RingGeometry>,
     _map: Option<Mapping>,
     fd: OwnedFd,
+    /// The receive-only sockets of the other EtherTypes ([`RxBind::EtherTypes`]), with their
+    /// ring mappings (unmapped before the socket closes).
+    _aux: Vec<(Option<Mapping>, OwnedFd)>,
 }
 
 // SAFETY: the raw pointers inside a Port point into its own mmap'ed rings and its own
@@ -280,10 +336,10 @@ fn drop_all_filter() -> [crate::bpf::BpfInsn; 1] {
 }
 
 impl Port {
-    /// Opens and configures the socket: vnet header, ring version, reserve, rings and mapping
-    /// (in the order the kernel requires), ignore-outgoing, bind to `ETH_P_ALL`, promiscuous
-    /// membership, fanout. A fanout member drops everything until it has joined the group, so no
-    /// frame is seen twice during start-up.
+    /// Opens and configures the socket(s), each: vnet header, ring version, reserve, rings and
+    /// mapping (in the order the kernel requires), ignore-outgoing, bind (to `ETH_P_ALL` or one
+    /// EtherType), promiscuous membership, fanout. A fanout member drops everything until it has
+    /// joined the group, so no frame is seen twice during start-up.
     pub fn open(cfg: &PortConfig) -> Result<Port, IoError> {
         let name = cfg.iface.as_str();
         if cfg.batch_max == 0 {
@@ -304,402 +360,87 @@ impl Port {
             None if cfg.vnet_hdr => GSO_MAX_FRAME,
             None => (crate::host::mtu(name)? as usize + 18).max(1518),
         };
-        let fd = sys::socket(
-            name,
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            0,
-            "socket(AF_PACKET, SOCK_RAW)",
-        )?;
         let receiving = cfg.rx != RxMode::None;
-
-        if cfg.fanout.is_some() {
-            let f = drop_all_filter();
-            let prog = sys::SockFprog {
-                len: 1,
-                filter: f.as_ptr(),
-            };
-            sys::setsockopt(
-                &fd,
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &prog,
-                name,
-                "setsockopt(SO_ATTACH_FILTER)",
-            )?;
-        }
-        if cfg.vnet_hdr {
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_VNET_HDR,
-                &1 as &c_int,
-                name,
-                "setsockopt(PACKET_VNET_HDR)",
-            )?;
-        }
-        let version = match cfg.rx {
-            RxMode::V3 { .. } => RingVersion::V3,
-            _ => RingVersion::V2,
+        let protocols: &[u16] = match (&cfg.bind, receiving) {
+            (_, false) => &[0],
+            (RxBind::All, true) => &[sys::ETH_P_ALL],
+            (RxBind::EtherTypes(t), true) => t,
         };
-        let v: c_int = match version {
-            RingVersion::V2 => sys::TPACKET_V2,
-            RingVersion::V3 => sys::TPACKET_V3,
-        };
-        sys::setsockopt(
-            &fd,
-            libc::SOL_PACKET,
-            sys::PACKET_VERSION,
-            &v,
-            name,
-            "setsockopt(PACKET_VERSION)",
+        if protocols.is_empty() || protocols.len() > MAX_RINGS {
+            return Err(IoError::config(
+                name,
+                format!("a port binds 1 to {MAX_RINGS} EtherTypes"),
+            ));
+        }
+        if receiving
+            && matches!(cfg.bind, RxBind::EtherTypes(_))
+            && protocols
+                .iter()
+                .enumerate()
+                .any(|(i, p)| *p == 0 || *p == sys::ETH_P_ALL || protocols[..i].contains(p))
+        {
+            return Err(IoError::config(
+                name,
+                "RxBind::EtherTypes takes distinct EtherTypes (not 0 or ETH_P_ALL)",
+            ));
+        }
+        let group = |k: usize| cfg.fanout.as_ref().map(|f| f.group.wrapping_add(k as u16));
+        let mut main = open_socket(
+            cfg,
+            &SockSpec {
+                ifindex,
+                max_frame,
+                protocol: protocols[0],
+                rx: &cfg.rx,
+                transmit: true,
+                group: group(0),
+            },
         )?;
-        // The kernel leaves 14 bytes before the MAC header on its own (see geometry), plus the
-        // vnet header once it has been parsed.
+        // The other EtherTypes: receive-only sockets with a small plain V2 ring each.
         let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
         let reserve = cfg.headroom.saturating_sub(14 + vnet_len);
-        let reserve_c =
-            c_int::try_from(reserve).map_err(|_| IoError::config(name, "headroom too large"))?;
-        if receiving {
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_RESERVE,
-                &reserve_c,
-                name,
-                "setsockopt(PACKET_RESERVE)",
-            )?;
-        }
-
-        if matches!(cfg.tx, TxMode::Ring { .. }) {
-            // Drop malformed TX ring frames instead of stopping the ring; must precede the rings.
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_LOSS,
-                &1 as &c_int,
-                name,
-                "setsockopt(PACKET_LOSS)",
-            )?;
-        }
-        let mut spill = None;
-        let geometry = match &cfg.rx {
-            RxMode::V2Spill {
-                frames,
-                slot_frame,
-                spill_frames,
-                rcvbuf,
-            } => {
-                let slot_frame = match *slot_frame {
-                    0 => (crate::host::mtu(name)? as usize + 18).max(1518),
-                    s => s,
-                }
-                .min(max_frame);
-                let g = RingGeometry::v2(reserve, cfg.vnet_hdr, slot_frame, *frames)
-                    .map_err(|e| IoError::config(name, e))?;
-                if g.max_frame(reserve, cfg.vnet_hdr) < max_frame {
-                    sys::setsockopt(
-                        &fd,
-                        libc::SOL_PACKET,
-                        sys::PACKET_COPY_THRESH,
-                        &1 as &c_int,
-                        name,
-                        "setsockopt(PACKET_COPY_THRESH)",
-                    )?;
-                    let sz = c_int::try_from(*rcvbuf).unwrap_or(c_int::MAX);
-                    if sys::setsockopt(
-                        &fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVBUFFORCE,
-                        &sz,
-                        name,
-                        "setsockopt(SO_RCVBUFFORCE)",
-                    )
-                    .is_err()
-                    {
-                        sys::setsockopt(
-                            &fd,
-                            libc::SOL_SOCKET,
-                            libc::SO_RCVBUF,
-                            &sz,
-                            name,
-                            "setsockopt(SO_RCVBUF)",
-                        )?;
-                    }
-                    spill = Some(Spill::new(
-                        *spill_frames as usize,
-                        cfg.headroom,
-                        vnet_len,
-                        max_frame,
-                        name,
-                    )?);
-                }
-                Some(g)
-            }
-            RxMode::V2 { frames } => {
-                let frames = if *frames == 0 {
-                    let slot =
-                        RingGeometry::min_slot(RingVersion::V2, reserve, cfg.vnet_hdr, max_frame);
-                    u32::try_from(DEFAULT_RING_BYTES / slot.max(1))
-                        .unwrap_or(u32::MAX)
-                        .max(64)
-                } else {
-                    *frames
-                };
-                Some(
-                    RingGeometry::v2(reserve, cfg.vnet_hdr, max_frame, frames)
-                        .map_err(|e| IoError::config(name, e))?,
-                )
-            }
-            RxMode::V3 {
-                block_size, blocks, ..
-            } => Some(
-                RingGeometry::v3(reserve, cfg.vnet_hdr, max_frame, *block_size, *blocks)
-                    .map_err(|e| IoError::config(name, e))?,
-            ),
-            RxMode::None => None,
+        let slot = RingGeometry::min_slot(RingVersion::V2, reserve, cfg.vnet_hdr, max_frame);
+        let aux_rx = RxMode::V2 {
+            frames: u32::try_from(AUX_RING_BYTES / slot.max(1))
+                .unwrap_or(u32::MAX)
+                .max(16),
         };
-        let tx_geometry = match &cfg.tx {
-            TxMode::Ring { frames } => {
-                // TX slots: tpacket2_hdr, then data at tp_hdrlen - sizeof(sockaddr_ll).
-                let slot = sys::tpacket_align(
-                    sys::TPACKET2_HDRLEN - sys::SOCKADDR_LL_LEN + vnet_len + max_frame,
-                );
-                Some(RingGeometry::v2_slots(slot, *frames).map_err(|e| IoError::config(name, e))?)
-            }
-            TxMode::Sendmmsg => None,
-        };
-        if let Some(g) = geometry {
-            let retire = match cfg.rx {
-                RxMode::V3 { retire_ms, .. } => retire_ms,
-                _ => 0,
-            };
-            let req = g.to_req(retire);
-            if version == RingVersion::V3 {
-                sys::setsockopt(
-                    &fd,
-                    libc::SOL_PACKET,
-                    sys::PACKET_RX_RING,
-                    &req,
-                    name,
-                    "setsockopt(PACKET_RX_RING)",
-                )?;
-            } else {
-                // V2 takes the 16-byte `tpacket_req`.
-                let r: [u32; 4] = [
-                    req.tp_block_size,
-                    req.tp_block_nr,
-                    req.tp_frame_size,
-                    req.tp_frame_nr,
-                ];
-                sys::setsockopt(
-                    &fd,
-                    libc::SOL_PACKET,
-                    sys::PACKET_RX_RING,
-                    &r,
-                    name,
-                    "setsockopt(PACKET_RX_RING)",
-                )?;
-            }
+        let mut aux = Vec::new();
+        for (k, &protocol) in protocols.iter().enumerate().skip(1) {
+            aux.push(open_socket(
+                cfg,
+                &SockSpec {
+                    ifindex,
+                    max_frame,
+                    protocol,
+                    rx: &aux_rx,
+                    transmit: false,
+                    group: group(k),
+                },
+            )?);
         }
-        if let Some(g) = tx_geometry {
-            let r: [u32; 4] = [g.block_size, g.block_nr, g.frame_size, g.frame_nr];
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_TX_RING,
-                &r,
-                name,
-                "setsockopt(PACKET_TX_RING)",
-            )?;
-        }
-        let rx_bytes = geometry.map_or(0, |g| g.ring_bytes());
-        let tx_bytes = tx_geometry.map_or(0, |g| g.ring_bytes());
-        let map = if rx_bytes + tx_bytes > 0 {
-            Some(Mapping::new(fd.as_raw_fd(), rx_bytes + tx_bytes, name)?)
-        } else {
-            None
-        };
-
-        if cfg.qdisc_bypass {
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_QDISC_BYPASS,
-                &1 as &c_int,
-                name,
-                "setsockopt(PACKET_QDISC_BYPASS)",
-            )?;
-        }
-        if receiving && cfg.ignore_outgoing {
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_IGNORE_OUTGOING,
-                &1 as &c_int,
-                name,
-                "setsockopt(PACKET_IGNORE_OUTGOING)",
-            )?;
-        }
-        if let Some(sz) = cfg.sndbuf {
-            let sz = c_int::try_from(sz).unwrap_or(c_int::MAX);
-            if sys::setsockopt(
-                &fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                &sz,
-                name,
-                "setsockopt(SO_SNDBUFFORCE)",
-            )
-            .is_err()
-            {
-                sys::setsockopt(
-                    &fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    &sz,
-                    name,
-                    "setsockopt(SO_SNDBUF)",
-                )?;
-            }
-        }
-
-        if cfg.tx_blocking {
-            // Bound every blocking transmit: a stuck queue costs at most this, then drops.
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: TX_BLOCK_MAX_US,
-            };
-            sys::setsockopt(
-                &fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                &tv,
-                name,
-                "setsockopt(SO_SNDTIMEO)",
-            )?;
-        }
-
-        // Bind: with ETH_P_ALL the socket starts receiving; a transmit-only port binds with
-        // protocol 0 so it never does.
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = if receiving { sys::ETH_P_ALL.to_be() } else { 0 };
-        sll.sll_ifindex = ifindex as c_int;
-        // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sys::last_err(name, "bind(AF_PACKET, ETH_P_ALL)"));
-        }
-        if receiving && cfg.promiscuous {
-            let mreq = sys::PacketMreq {
-                mr_ifindex: ifindex as c_int,
-                mr_type: sys::PACKET_MR_PROMISC,
-                ..Default::default()
-            };
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_ADD_MEMBERSHIP,
-                &mreq,
-                name,
-                "setsockopt(PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC)",
-            )?;
-        }
-        if let Some(f) = &cfg.fanout {
-            let ty = match f.mode {
-                FanoutMode::Hash => sys::PACKET_FANOUT_HASH,
-                FanoutMode::Cbpf(_) => sys::PACKET_FANOUT_CBPF,
-            };
-            let mut flags = 0;
-            if cfg.ignore_outgoing {
-                flags |= sys::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
-            }
-            if f.defrag {
-                flags |= sys::PACKET_FANOUT_FLAG_DEFRAG;
-            }
-            let arg: u32 = u32::from(f.group) | ((ty | flags) << 16);
-            sys::setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                sys::PACKET_FANOUT,
-                &arg,
-                name,
-                "setsockopt(PACKET_FANOUT)",
-            )?;
-            if let FanoutMode::Cbpf(p) = &f.mode {
-                let prog = sys::SockFprog {
-                    len: p.insns().len() as u16,
-                    filter: p.insns().as_ptr(),
-                };
-                sys::setsockopt(
-                    &fd,
-                    libc::SOL_PACKET,
-                    sys::PACKET_FANOUT_DATA,
-                    &prog,
-                    name,
-                    "setsockopt(PACKET_FANOUT_DATA)",
-                )?;
-            }
-            sys::setsockopt(
-                &fd,
-                libc::SOL_SOCKET,
-                libc::SO_DETACH_FILTER,
-                &0 as &c_int,
-                name,
-                "setsockopt(SO_DETACH_FILTER)",
-            )?;
-        }
-
-        let raw = fd.as_raw_fd();
-        let base = map.as_ref().map_or(std::ptr::null_mut(), |m| m.base());
-        let ring = match geometry {
-            Some(g) if g.version == RingVersion::V2 => RingState::V2 {
-                base,
-                slots: SlotMap::new(&g),
-                head: 0,
-                held_from: 0,
-                held: 0,
-                spill,
-            },
-            Some(g) => RingState::V3 {
-                base,
-                block_size: g.block_size as usize,
-                block_nr: g.block_nr as usize,
-                cur: 0,
-                cursor: None,
-                done: Vec::with_capacity(g.block_nr as usize),
-            },
-            None => RingState::Owned,
-        };
+        let rings = RxRings(
+            std::iter::once(&mut main)
+                .chain(&mut aux)
+                .filter_map(|s| {
+                    let fd = s.fd.as_raw_fd();
+                    s.ring.take().map(|state| RxRing { state, fd })
+                })
+                .collect(),
+        );
         let core = receiving.then(|| RxCore {
             descs: Vec::with_capacity(cfg.batch_max),
-            ring,
+            rings,
             counters: RxCounters::default(),
             params: RxParams {
                 vnet: cfg.vnet_hdr,
                 reinsert_vlan: cfg.reinsert_vlan,
                 batch_max: cfg.batch_max,
+                skip_otherhost: matches!(cfg.bind, RxBind::EtherTypes(_)),
             },
-            fd: raw,
+            next: 0,
         });
-        let kind = match tx_geometry {
-            Some(g) => TxKind::Ring {
-                // SAFETY: the TX ring follows the RX ring in the same mapping.
-                base: unsafe { base.add(rx_bytes) },
-                slots: SlotMap::new(&g),
-                head: 0,
-                last: None,
-            },
-            None => TxKind::mmsg(),
-        };
+        let raw = main.fd.as_raw_fd();
         let mut port = Port {
             rx: Receiver {
                 core,
@@ -707,7 +448,6 @@ impl Port {
                 ring_drops: 0,
                 ring_packets: 0,
                 ring_freezes: 0,
-                fd: raw,
             },
             tx: Sender {
                 core: TxCore {
@@ -719,14 +459,15 @@ impl Port {
                         libc::MSG_DONTWAIT
                     },
                     blocking: cfg.tx_blocking,
-                    kind,
+                    kind: main.tx_kind,
                     counters: TxCounters::default(),
                 },
             },
-            geometry,
-            tx_geometry,
-            _map: map,
-            fd,
+            geometry: main.geometry,
+            tx_geometry: main.tx_geometry,
+            _map: main.map,
+            fd: main.fd,
+            _aux: aux.into_iter().map(|s| (s.map, s.fd)).collect(),
         };
         if receiving {
             // Reading PACKET_STATISTICS resets the kernel's counters: start from zero.
@@ -738,8 +479,9 @@ impl Port {
         Ok(port)
     }
 
-    pub(crate) fn raw_fd(&self) -> c_int {
-        self.fd.as_raw_fd()
+    /// Every socket of the port (the transmitting one first), for `poll`.
+    pub(crate) fn raw_fds(&self) -> impl Iterator<Item = c_int> + '_ {
+        std::iter::once(self.fd.as_raw_fd()).chain(self._aux.iter().map(|(_, fd)| fd.as_raw_fd()))
     }
 
     /// The interface name.
@@ -803,6 +545,434 @@ impl Port {
     }
 }
 
+/// One socket of a port: what [`open_socket`] sets up.
+struct SockSpec<'a> {
+    ifindex: u32,
+    /// Largest frame a slot must hold whole.
+    max_frame: usize,
+    /// Bound protocol in host order (0: receive nothing).
+    protocol: u16,
+    rx: &'a RxMode,
+    /// Whether this socket transmits (the TX ring, send buffer, qdisc bypass, blocking).
+    transmit: bool,
+    /// Fanout group to join (with `cfg.fanout`'s mode).
+    group: Option<u16>,
+}
+
+/// An open, bound socket with its rings mapped.
+struct Sock {
+    fd: OwnedFd,
+    map: Option<Mapping>,
+    geometry: Option<RingGeometry>,
+    tx_geometry: Option<RingGeometry>,
+    /// The RX ring walk (`None`: not receiving).
+    ring: Option<RingState>,
+    tx_kind: TxKind,
+}
+
+/// Opens and configures one socket of a port: vnet header, ring version, reserve, rings and
+/// mapping (in the order the kernel requires), ignore-outgoing, bind, promiscuous membership,
+/// fanout.
+fn open_socket(cfg: &PortConfig, spec: &SockSpec<'_>) -> Result<Sock, IoError> {
+    let name = cfg.iface.as_str();
+    let fd = sys::socket(
+        name,
+        libc::AF_PACKET,
+        libc::SOCK_RAW,
+        0,
+        "socket(AF_PACKET, SOCK_RAW)",
+    )?;
+    let receiving = *spec.rx != RxMode::None;
+    let tx_mode = if spec.transmit {
+        &cfg.tx
+    } else {
+        &TxMode::Sendmmsg
+    };
+
+    if spec.group.is_some() {
+        let f = drop_all_filter();
+        let prog = sys::SockFprog {
+            len: 1,
+            filter: f.as_ptr(),
+        };
+        sys::setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog,
+            name,
+            "setsockopt(SO_ATTACH_FILTER)",
+        )?;
+    }
+    if cfg.vnet_hdr {
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_VNET_HDR,
+            &1 as &c_int,
+            name,
+            "setsockopt(PACKET_VNET_HDR)",
+        )?;
+    }
+    let version = match spec.rx {
+        RxMode::V3 { .. } => RingVersion::V3,
+        _ => RingVersion::V2,
+    };
+    let v: c_int = match version {
+        RingVersion::V2 => sys::TPACKET_V2,
+        RingVersion::V3 => sys::TPACKET_V3,
+    };
+    sys::setsockopt(
+        &fd,
+        libc::SOL_PACKET,
+        sys::PACKET_VERSION,
+        &v,
+        name,
+        "setsockopt(PACKET_VERSION)",
+    )?;
+    // The kernel leaves 14 bytes before the MAC header on its own (see geometry), plus the
+    // vnet header once it has been parsed.
+    let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
+    let reserve = cfg.headroom.saturating_sub(14 + vnet_len);
+    let reserve_c =
+        c_int::try_from(reserve).map_err(|_| IoError::config(name, "headroom too large"))?;
+    if receiving {
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_RESERVE,
+            &reserve_c,
+            name,
+            "setsockopt(PACKET_RESERVE)",
+        )?;
+    }
+
+    if matches!(tx_mode, TxMode::Ring { .. }) {
+        // Drop malformed TX ring frames instead of stopping the ring; must precede the rings.
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_LOSS,
+            &1 as &c_int,
+            name,
+            "setsockopt(PACKET_LOSS)",
+        )?;
+    }
+    let mut spill = None;
+    let geometry = match spec.rx {
+        RxMode::V2Spill {
+            frames,
+            slot_frame,
+            spill_frames,
+            rcvbuf,
+        } => {
+            let slot_frame = match *slot_frame {
+                0 => (crate::host::mtu(name)? as usize + 18).max(1518),
+                s => s,
+            }
+            .min(spec.max_frame);
+            let g = RingGeometry::v2(reserve, cfg.vnet_hdr, slot_frame, *frames)
+                .map_err(|e| IoError::config(name, e))?;
+            if g.max_frame(reserve, cfg.vnet_hdr) < spec.max_frame {
+                sys::setsockopt(
+                    &fd,
+                    libc::SOL_PACKET,
+                    sys::PACKET_COPY_THRESH,
+                    &1 as &c_int,
+                    name,
+                    "setsockopt(PACKET_COPY_THRESH)",
+                )?;
+                let sz = c_int::try_from(*rcvbuf).unwrap_or(c_int::MAX);
+                if sys::setsockopt(
+                    &fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &sz,
+                    name,
+                    "setsockopt(SO_RCVBUFFORCE)",
+                )
+                .is_err()
+                {
+                    sys::setsockopt(
+                        &fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUF,
+                        &sz,
+                        name,
+                        "setsockopt(SO_RCVBUF)",
+                    )?;
+                }
+                spill = Some(Spill::new(
+                    *spill_frames as usize,
+                    cfg.headroom,
+                    vnet_len,
+                    spec.max_frame,
+                    name,
+                )?);
+            }
+            Some(g)
+        }
+        RxMode::V2 { frames } => {
+            let frames = if *frames == 0 {
+                let slot =
+                    RingGeometry::min_slot(RingVersion::V2, reserve, cfg.vnet_hdr, spec.max_frame);
+                u32::try_from(DEFAULT_RING_BYTES / slot.max(1))
+                    .unwrap_or(u32::MAX)
+                    .max(64)
+            } else {
+                *frames
+            };
+            Some(
+                RingGeometry::v2(reserve, cfg.vnet_hdr, spec.max_frame, frames)
+                    .map_err(|e| IoError::config(name, e))?,
+            )
+        }
+        RxMode::V3 {
+            block_size, blocks, ..
+        } => Some(
+            RingGeometry::v3(reserve, cfg.vnet_hdr, spec.max_frame, *block_size, *blocks)
+                .map_err(|e| IoError::config(name, e))?,
+        ),
+        RxMode::None => None,
+    };
+    let tx_geometry = match tx_mode {
+        TxMode::Ring { frames } => {
+            // TX slots: tpacket2_hdr, then data at tp_hdrlen - sizeof(sockaddr_ll).
+            let slot = sys::tpacket_align(
+                sys::TPACKET2_HDRLEN - sys::SOCKADDR_LL_LEN + vnet_len + spec.max_frame,
+            );
+            Some(RingGeometry::v2_slots(slot, *frames).map_err(|e| IoError::config(name, e))?)
+        }
+        TxMode::Sendmmsg => None,
+    };
+    if let Some(g) = geometry {
+        let retire = match spec.rx {
+            RxMode::V3 { retire_ms, .. } => *retire_ms,
+            _ => 0,
+        };
+        let req = g.to_req(retire);
+        if version == RingVersion::V3 {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_RX_RING,
+                &req,
+                name,
+                "setsockopt(PACKET_RX_RING)",
+            )?;
+        } else {
+            // V2 takes the 16-byte `tpacket_req`.
+            let r: [u32; 4] = [
+                req.tp_block_size,
+                req.tp_block_nr,
+                req.tp_frame_size,
+                req.tp_frame_nr,
+            ];
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_RX_RING,
+                &r,
+                name,
+                "setsockopt(PACKET_RX_RING)",
+            )?;
+        }
+    }
+    if let Some(g) = tx_geometry {
+        let r: [u32; 4] = [g.block_size, g.block_nr, g.frame_size, g.frame_nr];
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_TX_RING,
+            &r,
+            name,
+            "setsockopt(PACKET_TX_RING)",
+        )?;
+    }
+    let rx_bytes = geometry.map_or(0, |g| g.ring_bytes());
+    let tx_bytes = tx_geometry.map_or(0, |g| g.ring_bytes());
+    let map = if rx_bytes + tx_bytes > 0 {
+        Some(Mapping::new(fd.as_raw_fd(), rx_bytes + tx_bytes, name)?)
+    } else {
+        None
+    };
+
+    if spec.transmit && cfg.qdisc_bypass {
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_QDISC_BYPASS,
+            &1 as &c_int,
+            name,
+            "setsockopt(PACKET_QDISC_BYPASS)",
+        )?;
+    }
+    if receiving && cfg.ignore_outgoing {
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_IGNORE_OUTGOING,
+            &1 as &c_int,
+            name,
+            "setsockopt(PACKET_IGNORE_OUTGOING)",
+        )?;
+    }
+    if let Some(sz) = cfg.sndbuf.filter(|_| spec.transmit) {
+        let sz = c_int::try_from(sz).unwrap_or(c_int::MAX);
+        if sys::setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &sz,
+            name,
+            "setsockopt(SO_SNDBUFFORCE)",
+        )
+        .is_err()
+        {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &sz,
+                name,
+                "setsockopt(SO_SNDBUF)",
+            )?;
+        }
+    }
+
+    if spec.transmit && cfg.tx_blocking {
+        // Bound every blocking transmit: a stuck queue costs at most this, then drops.
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: TX_BLOCK_MAX_US,
+        };
+        sys::setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv,
+            name,
+            "setsockopt(SO_SNDTIMEO)",
+        )?;
+    }
+
+    // Bind: with a protocol the socket starts receiving; a transmit-only port binds with
+    // protocol 0 so it never does.
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = spec.protocol.to_be();
+    sll.sll_ifindex = spec.ifindex as c_int;
+    // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(sys::last_err(name, "bind(AF_PACKET)"));
+    }
+    if receiving && cfg.promiscuous {
+        let mreq = sys::PacketMreq {
+            mr_ifindex: spec.ifindex as c_int,
+            mr_type: sys::PACKET_MR_PROMISC,
+            ..Default::default()
+        };
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+            name,
+            "setsockopt(PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC)",
+        )?;
+    }
+    if let (Some(f), Some(group)) = (&cfg.fanout, spec.group) {
+        let ty = match f.mode {
+            FanoutMode::Hash => sys::PACKET_FANOUT_HASH,
+            FanoutMode::Cbpf(_) => sys::PACKET_FANOUT_CBPF,
+        };
+        let mut flags = 0;
+        if cfg.ignore_outgoing {
+            flags |= sys::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        }
+        if f.defrag {
+            flags |= sys::PACKET_FANOUT_FLAG_DEFRAG;
+        }
+        let arg: u32 = u32::from(group) | ((ty | flags) << 16);
+        sys::setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            sys::PACKET_FANOUT,
+            &arg,
+            name,
+            "setsockopt(PACKET_FANOUT)",
+        )?;
+        if let FanoutMode::Cbpf(p) = &f.mode {
+            let prog = sys::SockFprog {
+                len: p.insns().len() as u16,
+                filter: p.insns().as_ptr(),
+            };
+            sys::setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                sys::PACKET_FANOUT_DATA,
+                &prog,
+                name,
+                "setsockopt(PACKET_FANOUT_DATA)",
+            )?;
+        }
+        sys::setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_FILTER,
+            &0 as &c_int,
+            name,
+            "setsockopt(SO_DETACH_FILTER)",
+        )?;
+    }
+    let base = map.as_ref().map_or(std::ptr::null_mut(), |m| m.base());
+    let ring = match geometry {
+        Some(g) if g.version == RingVersion::V2 => Some(RingState::V2 {
+            base,
+            slots: SlotMap::new(&g),
+            head: 0,
+            held_from: 0,
+            held: 0,
+            spill,
+        }),
+        Some(g) => Some(RingState::V3 {
+            base,
+            block_size: g.block_size as usize,
+            block_nr: g.block_nr as usize,
+            cur: 0,
+            cursor: None,
+            done: Vec::with_capacity(g.block_nr as usize),
+        }),
+        None => None,
+    };
+    let tx_kind = match tx_geometry {
+        Some(g) => TxKind::Ring {
+            // SAFETY: the TX ring follows the RX ring in the same mapping.
+            base: unsafe { base.add(rx_bytes) },
+            slots: SlotMap::new(&g),
+            head: 0,
+            last: None,
+        },
+        None => TxKind::mmsg(),
+    };
+    Ok(Sock {
+        fd,
+        map,
+        geometry,
+        tx_geometry,
+        ring,
+        tx_kind,
+    })
+}
+
 impl Receiver {
     /// See [`Port::rx_batch`].
     pub fn rx_batch(&mut self, max: usize, timeout: Duration) -> Result<RxBatch<'_>, IoError> {
@@ -821,16 +991,21 @@ impl Receiver {
     }
 
     fn refresh_ring_stats(&mut self) -> Result<(), IoError> {
-        let s: sys::TpacketStatsV3 = sys::getsockopt(
-            self.fd,
-            libc::SOL_PACKET,
-            sys::PACKET_STATISTICS,
-            &self.iface,
-            "getsockopt(PACKET_STATISTICS)",
-        )?;
-        self.ring_drops += u64::from(s.tp_drops);
-        self.ring_packets += u64::from(s.tp_packets);
-        self.ring_freezes += u64::from(s.tp_freeze_q_cnt);
+        let Some(core) = &self.core else {
+            return Ok(());
+        };
+        for r in &core.rings.0 {
+            let s: sys::TpacketStatsV3 = sys::getsockopt(
+                r.fd,
+                libc::SOL_PACKET,
+                sys::PACKET_STATISTICS,
+                &self.iface,
+                "getsockopt(PACKET_STATISTICS)",
+            )?;
+            self.ring_drops += u64::from(s.tp_drops);
+            self.ring_packets += u64::from(s.tp_packets);
+            self.ring_freezes += u64::from(s.tp_freeze_q_cnt);
+        }
         Ok(())
     }
 }
@@ -847,6 +1022,7 @@ impl Sender {
     }
 }
 
+/// The port's first socket: the one that transmits, and with [`RxBind::All`] the only one.
 impl AsFd for Port {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -854,8 +1030,9 @@ impl AsFd for Port {
 }
 
 /// Waits until at least one of `ports` has a frame ready (or `timeout` passes); returns how many
-/// are ready. For a worker that serves several ports from one thread; polls the first 16.
+/// sockets are ready. For a worker that serves several ports from one thread; polls the first
+/// [`POLL_MAX`](crate::thread::POLL_MAX) sockets (a port has one per bound EtherType).
 pub fn wait_any(ports: &[&Port], timeout: Duration) -> Result<usize, IoError> {
     let name = ports.first().map_or("(none)", |p| p.iface());
-    crate::thread::poll_readable(ports.iter().map(|p| p.raw_fd()), name, timeout)
+    crate::thread::poll_readable(ports.iter().flat_map(|p| p.raw_fds()), name, timeout)
 }

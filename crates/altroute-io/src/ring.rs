@@ -1,6 +1,7 @@
-//! The mmap'ed rings: walking the TPACKET_V2 / V3 RX ring into batches of in-place frames and
-//! handing slots back (with the spill buffers for frames larger than a V2 slot), and the two
-//! transmit paths (sendmmsg from caller memory, or copying into a TPACKET_V2 TX ring).
+//! The mmap'ed rings: walking a port's TPACKET_V2 / V3 RX rings (one per receiving socket) into
+//! batches of in-place frames and handing slots back (with the spill buffers for frames larger
+//! than a V2 slot), and the two transmit paths (sendmmsg from caller memory, or copying into a
+//! TPACKET_V2 TX ring).
 
 use std::ffi::c_int;
 use std::os::fd::RawFd;
@@ -178,7 +179,11 @@ pub(crate) struct RxCounters {
     pub truncated: u64,
     pub vlan_reinserted: u64,
     pub spilled: u64,
+    pub otherhost_skipped: u64,
 }
+
+/// Most rings (sockets) one port receives from.
+pub(crate) const MAX_RINGS: usize = 8;
 
 /// Counters of the transmit side.
 #[derive(Clone, Copy, Debug, Default)]
@@ -196,6 +201,8 @@ pub(crate) struct RxParams {
     pub vnet: bool,
     pub reinsert_vlan: bool,
     pub batch_max: usize,
+    /// Skip `PACKET_OTHERHOST` frames (EtherType-bound sockets, see `crate::RxBind`).
+    pub skip_otherhost: bool,
 }
 
 /// Which ring, and where the walk is.
@@ -271,13 +278,32 @@ impl Release for RingState {
     }
 }
 
-/// The receive side of a port: descriptors of the current batch plus the ring walk.
+/// One receiving socket's ring and where its walk is.
+pub(crate) struct RxRing {
+    pub state: RingState,
+    /// The socket (spilled frames are read from its queue).
+    pub fd: RawFd,
+}
+
+/// The rings of a port; what a batch hands back when it is dropped.
+pub(crate) struct RxRings(pub Vec<RxRing>);
+
+impl Release for RxRings {
+    fn release(&mut self) {
+        for r in &mut self.0 {
+            r.state.release();
+        }
+    }
+}
+
+/// The receive side of a port: descriptors of the current batch plus the walk over its rings.
 pub(crate) struct RxCore {
     pub descs: Vec<Desc>,
-    pub ring: RingState,
+    pub rings: RxRings,
     pub counters: RxCounters,
     pub params: RxParams,
-    pub fd: RawFd,
+    /// The ring the next batch starts with: it rotates, so a busy ring cannot starve the others.
+    pub next: usize,
 }
 
 /// Per-frame header fields common to V2 and V3.
@@ -293,7 +319,8 @@ struct Hdr {
 }
 
 impl RxCore {
-    /// Walks ready frames into `descs` (at most `max`), polling up to `timeout_ms` if none is ready.
+    /// Walks ready frames of every ring into `descs` (at most `max`), polling all the rings'
+    /// sockets up to `timeout_ms` if none is ready.
     pub(crate) fn batch(
         &mut self,
         max: usize,
@@ -306,16 +333,22 @@ impl RxCore {
         self.walk(max);
         if self.descs.is_empty() && !self.has_held() && timeout_ms != 0 {
             let mut pfd = [libc::pollfd {
-                fd: self.fd,
+                fd: -1,
                 events: libc::POLLIN,
                 revents: 0,
-            }];
-            sys::poll_in(&mut pfd, timeout_ms, iface)?;
-            if pfd[0].revents & libc::POLLERR != 0 {
+            }; MAX_RINGS];
+            let mut n = 0;
+            for (p, r) in pfd.iter_mut().zip(&self.rings.0) {
+                p.fd = r.fd;
+                n += 1;
+            }
+            let pfd = &mut pfd[..n];
+            sys::poll_in(pfd, timeout_ms, iface)?;
+            for p in pfd.iter().filter(|p| p.revents & libc::POLLERR != 0) {
                 // A pending socket error, e.g. ENETDOWN when the link went down: report it once
                 // (reading SO_ERROR clears it) and let the caller carry on.
                 let err: c_int = sys::getsockopt(
-                    self.fd,
+                    p.fd,
                     libc::SOL_SOCKET,
                     libc::SO_ERROR,
                     iface,
@@ -332,25 +365,51 @@ impl RxCore {
             self.walk(max);
         }
         self.fill_spilled();
+        self.next = (self.next + 1) % self.rings.0.len().max(1);
         Ok(RxBatch {
             descs: &mut self.descs,
-            owner: &mut self.ring,
+            owner: &mut self.rings,
         })
     }
 
     fn has_held(&self) -> bool {
-        match &self.ring {
+        self.rings.0.iter().any(|r| match &r.state {
             RingState::V2 { held, .. } => *held > 0,
             RingState::V3 { done, .. } => !done.is_empty(),
             RingState::Owned => false,
-        }
+        })
     }
 
+    /// Walks the rings in turn, starting with `next`, until `max` frames are taken.
     fn walk(&mut self, max: usize) {
-        let params = self.params;
-        let counters = &mut self.counters;
-        let descs = &mut self.descs;
-        match &mut self.ring {
+        let n = self.rings.0.len();
+        for k in 0..n {
+            if self.descs.len() >= max {
+                break;
+            }
+            if let Some(r) = self.rings.0.get_mut((self.next + k) % n) {
+                walk_ring(
+                    &mut r.state,
+                    &mut self.descs,
+                    &mut self.counters,
+                    self.params,
+                    max,
+                );
+            }
+        }
+    }
+}
+
+/// Walks one ring's ready frames into `descs` until it holds `max`.
+fn walk_ring(
+    ring: &mut RingState,
+    descs: &mut Vec<Desc>,
+    counters: &mut RxCounters,
+    params: RxParams,
+    max: usize,
+) {
+    {
+        match ring {
             RingState::V2 {
                 base,
                 slots,
@@ -392,7 +451,15 @@ impl RxCore {
                             // queued frame must be read even if this one is then skipped).
                             // SAFETY: the slot is user-owned and `frame_size` bytes long.
                             let d = unsafe {
-                                take_spilled(slot, slots.frame_size, hdr_al, &hdr, sp, counters)
+                                take_spilled(
+                                    slot,
+                                    slots.frame_size,
+                                    hdr_al,
+                                    &hdr,
+                                    sp,
+                                    params,
+                                    counters,
+                                )
                             };
                             sp.pending.push(descs.len());
                             sp.used += 1;
@@ -494,101 +561,115 @@ impl RxCore {
 }
 
 impl RxCore {
-    /// Reads the frames the walk reserved spill buffers for, one `recvmmsg` for all, and
-    /// completes their descriptors; descriptors that stay empty (skipped, or nothing queued) are
-    /// removed from the batch.
+    /// Reads the frames the walk reserved spill buffers for (one `recvmmsg` per ring for all of
+    /// them) and completes their descriptors; descriptors that stay empty (skipped, or nothing
+    /// queued) are removed from the batch.
     fn fill_spilled(&mut self) {
-        let RingState::V2 {
-            spill: Some(sp), ..
-        } = &mut self.ring
-        else {
-            return;
-        };
-        if sp.pending.is_empty() {
-            return;
+        let mut any = false;
+        for r in &mut self.rings.0 {
+            any |= fill_spilled_ring(r, &mut self.descs, self.params, &mut self.counters);
         }
-        let n = sp.pending.len();
-        for i in 0..n {
-            let b = sp.buf(i);
-            sp.iovs[i] = libc::iovec {
-                // SAFETY: `head >= vnet_len` (see `Spill::new`): inside buffer `i`.
-                iov_base: unsafe { b.add(sp.head - sp.vnet_len) }.cast(),
-                iov_len: sp.buf_size - sp.head + sp.vnet_len,
-            };
-            let h = &mut sp.hdrs[i];
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            // SAFETY: `i < n <= iovs.len()`.
-            h.msg_hdr.msg_iov = unsafe { sp.iovs.as_mut_ptr().add(i) };
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+        if any {
+            self.descs.retain(|d| d.cap != 0);
         }
-        let mut got = 0usize;
-        while got < n {
-            // SAFETY: `hdrs[got..n]` are initialised mmsghdrs whose single iovec each covers the
-            // tail of a distinct spill buffer, owned by this core and not viewed by anyone until
-            // the batch is returned; the kernel writes at most `iov_len` bytes there and
-            // `msg_len`/`msg_flags` in the headers.
-            let r = unsafe {
-                libc::recvmmsg(
-                    self.fd,
-                    sp.hdrs[got..].as_mut_ptr(),
-                    (n - got) as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r > 0 {
-                got += r as usize;
-                continue;
-            }
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            // Nothing queued although the slot said so: cannot happen unless another reader
-            // shares the socket; the frames are counted as truncated below.
-            break;
-        }
-        let params = self.params;
-        let c = &mut self.counters;
-        for (i, &di) in sp.pending.iter().enumerate() {
-            let Some(d) = self.descs.get_mut(di) else {
-                continue;
-            };
-            if d.cap == 0 {
-                continue; // skipped by the walk (counted there); its queued copy is consumed
-            }
-            let h = &sp.hdrs[i];
-            let m = h.msg_len as usize;
-            if i >= got
-                || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0
-                || m < sp.vnet_len
-                || m - sp.vnet_len != d.meta.wire_len as usize
-            {
-                c.truncated += 1;
-                d.cap = 0;
-                continue;
-            }
-            d.end = d.start + (m - sp.vnet_len);
-            if sp.vnet_len > 0 {
-                // SAFETY: the vnet header was written just before the MAC header, inside the
-                // buffer (`head >= vnet_len`), which this descriptor owns.
-                let b = unsafe {
-                    std::slice::from_raw_parts(d.ptr.add(d.start - sp.vnet_len), sp.vnet_len)
-                };
-                d.vnet = VnetHdr::parse(b);
-            }
-            reinsert_vlan(d, params, c);
-            c.frames += 1;
-            c.bytes += u64::from(d.meta.wire_len);
-            c.spilled += 1;
-        }
-        self.descs.retain(|d| d.cap != 0);
         // `used`/`pending` are reset when the batch is released.
     }
+}
+
+/// [`RxCore::fill_spilled`] for one ring; `false` if it had nothing spilled.
+fn fill_spilled_ring(
+    r: &mut RxRing,
+    descs: &mut [Desc],
+    params: RxParams,
+    c: &mut RxCounters,
+) -> bool {
+    let RingState::V2 {
+        spill: Some(sp), ..
+    } = &mut r.state
+    else {
+        return false;
+    };
+    if sp.pending.is_empty() {
+        return false;
+    }
+    let n = sp.pending.len();
+    for i in 0..n {
+        let b = sp.buf(i);
+        sp.iovs[i] = libc::iovec {
+            // SAFETY: `head >= vnet_len` (see `Spill::new`): inside buffer `i`.
+            iov_base: unsafe { b.add(sp.head - sp.vnet_len) }.cast(),
+            iov_len: sp.buf_size - sp.head + sp.vnet_len,
+        };
+        let h = &mut sp.hdrs[i];
+        h.msg_hdr.msg_name = std::ptr::null_mut();
+        h.msg_hdr.msg_namelen = 0;
+        // SAFETY: `i < n <= iovs.len()`.
+        h.msg_hdr.msg_iov = unsafe { sp.iovs.as_mut_ptr().add(i) };
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = std::ptr::null_mut();
+        h.msg_hdr.msg_controllen = 0;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+    }
+    let mut got = 0usize;
+    while got < n {
+        // SAFETY: `hdrs[got..n]` are initialised mmsghdrs whose single iovec each covers the
+        // tail of a distinct spill buffer, owned by this core and not viewed by anyone until
+        // the batch is returned; the kernel writes at most `iov_len` bytes there and
+        // `msg_len`/`msg_flags` in the headers.
+        let r = unsafe {
+            libc::recvmmsg(
+                r.fd,
+                sp.hdrs[got..].as_mut_ptr(),
+                (n - got) as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r > 0 {
+            got += r as usize;
+            continue;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // Nothing queued although the slot said so: cannot happen unless another reader
+        // shares the socket; the frames are counted as truncated below.
+        break;
+    }
+    for (i, &di) in sp.pending.iter().enumerate() {
+        let Some(d) = descs.get_mut(di) else {
+            continue;
+        };
+        if d.cap == 0 {
+            continue; // skipped by the walk (counted there); its queued copy is consumed
+        }
+        let h = &sp.hdrs[i];
+        let m = h.msg_len as usize;
+        if i >= got
+            || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+            || m < sp.vnet_len
+            || m - sp.vnet_len != d.meta.wire_len as usize
+        {
+            c.truncated += 1;
+            d.cap = 0;
+            continue;
+        }
+        d.end = d.start + (m - sp.vnet_len);
+        if sp.vnet_len > 0 {
+            // SAFETY: the vnet header was written just before the MAC header, inside the
+            // buffer (`head >= vnet_len`), which this descriptor owns.
+            let b = unsafe {
+                std::slice::from_raw_parts(d.ptr.add(d.start - sp.vnet_len), sp.vnet_len)
+            };
+            d.vnet = VnetHdr::parse(b);
+        }
+        reinsert_vlan(d, params, c);
+        c.frames += 1;
+        c.bytes += u64::from(d.meta.wire_len);
+        c.spilled += 1;
+    }
+    true
 }
 
 /// A `TP_STATUS_COPY` slot: the descriptor of a spill buffer, to be filled from the socket
@@ -602,6 +683,7 @@ unsafe fn take_spilled(
     hdr_al: usize,
     h: &Hdr,
     sp: &Spill,
+    params: RxParams,
     c: &mut RxCounters,
 ) -> Desc {
     let mut d = Desc {
@@ -622,6 +704,11 @@ unsafe fn take_spilled(
     let pkttype = unsafe { p.add(hdr_al + 10).read() };
     if pkttype == sys::PACKET_OUTGOING {
         c.outgoing_skipped += 1;
+        d.cap = 0;
+        return d;
+    }
+    if pkttype == sys::PACKET_OTHERHOST && params.skip_otherhost {
+        c.otherhost_skipped += 1;
         d.cap = 0;
         return d;
     }
@@ -686,6 +773,10 @@ unsafe fn take(
     let pkttype = unsafe { p.add(hdr_al + 10).read() };
     if pkttype == sys::PACKET_OUTGOING {
         c.outgoing_skipped += 1;
+        return None;
+    }
+    if pkttype == sys::PACKET_OTHERHOST && params.skip_otherhost {
+        c.otherhost_skipped += 1;
         return None;
     }
     let head = hdr_al + sys::SOCKADDR_LL_LEN; // headroom starts after sockaddr_ll

@@ -65,23 +65,23 @@ impl Notifier {
 }
 
 /// Waits until one of `ports` has a frame ready, `notifier` was notified, or `timeout` passes.
-/// Returns the number of ready descriptors. Serves up to 15 ports; more are not polled.
+/// Returns the number of ready descriptors. Polls the notifier and the first [`POLL_MAX`] - 1
+/// sockets of the ports (a port has one per bound EtherType); further ones are not polled.
 pub fn wait_ports(
     ports: &[Port],
     notifier: Option<&Notifier>,
     timeout: Duration,
 ) -> Result<usize, IoError> {
-    let fds = ports
-        .iter()
-        .take(POLL_MAX - 1)
-        .map(Port::raw_fd)
-        .chain(notifier.map(|n| n.fd.as_raw_fd()));
+    let fds = notifier
+        .map(|n| n.fd.as_raw_fd())
+        .into_iter()
+        .chain(ports.iter().flat_map(Port::raw_fds));
     let name = ports.first().map_or("(none)", |p| p.iface());
     poll_readable(fds, name, timeout)
 }
 
 /// At most this many descriptors are polled at once (a fixed array on the stack).
-pub(crate) const POLL_MAX: usize = 16;
+pub const POLL_MAX: usize = 64;
 
 /// `poll` for input on the first [`POLL_MAX`] of `fds`; `name` says where in an error. Returns
 /// the number of ready descriptors.

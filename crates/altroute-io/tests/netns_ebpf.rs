@@ -3,7 +3,10 @@
 //! by the kernel (fields and checksums checked on the far side) without reaching the packet
 //! socket, while frames that do not match (other port, SYN) reach it and are not forwarded. The
 //! same for UDP, with a checksum (updated, valid after the rewrite) and without one (zero: stays
-//! zero).
+//! zero). And without any socket filter: a port bound to IPv4, ARP and IPv6 (`RxBind::ip`) gets
+//! frames after tc ingress, so the offloaded ones never reach it (the kernel does not even count
+//! them for it) while ARP, IPv6 and other IPv4 frames do; an `ETH_P_ALL` tap on the same link
+//! still sees the offloaded frames (it runs before tc ingress).
 
 mod common;
 
@@ -13,8 +16,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey};
-use altroute_io::{Port, PortConfig, host};
-use common::{in_ns, ipv4_header, lab_or_skip, mac_of, send_raw, spawn_in};
+use altroute_io::{Port, PortConfig, RxBind, host};
+use common::{
+    arp_request, in_ns, ipv4_header, ipv6_frame, lab_or_skip, mac_of, send_raw, spawn_in,
+};
 
 fn sum(bytes: &[u8]) -> u32 {
     bytes
@@ -111,6 +116,54 @@ fn diff(old: &[u8], new: &[u8]) -> u32 {
     neg + sum(new)
 }
 
+/// Addresses of the c - r - s lab: client, server, NAT address; r's in and out ports and the
+/// MACs on the out link.
+struct Topo {
+    cli: Ipv4Addr,
+    srv: Ipv4Addr,
+    nat: Ipv4Addr,
+    in_ifindex: u32,
+    out_ifindex: u32,
+    out_mac: [u8; 6],
+    s_mac: [u8; 6],
+}
+
+impl Topo {
+    /// The offload entry of `cli:sport -> srv:80`, which leaves as `nat:sport + 21000`.
+    fn entry(&self, sport: u16, proto: u8) -> (OffloadKey, OffloadAction) {
+        let (old, new) = (
+            [self.cli.octets(), self.srv.octets()].concat(),
+            [self.nat.octets(), self.srv.octets()].concat(),
+        );
+        let nport = sport + 21000;
+        let old_p = [sport.to_be_bytes(), 80u16.to_be_bytes()].concat();
+        let new_p = [nport.to_be_bytes(), 80u16.to_be_bytes()].concat();
+        (
+            OffloadKey {
+                ifindex: self.in_ifindex,
+                saddr: self.cli,
+                daddr: self.srv,
+                sport,
+                dport: 80,
+                proto,
+            },
+            OffloadAction {
+                saddr: self.nat,
+                daddr: self.srv,
+                sport: nport,
+                dport: 80,
+                out_ifindex: self.out_ifindex,
+                dst_mac: self.s_mac,
+                src_mac: self.out_mac,
+                l3_diff: diff(&old, &new) + 0xfeff,
+                l4_addr_diff: diff(&old, &new),
+                l4_port_diff: diff(&old_p, &new_p),
+                max_len: 1500,
+            },
+        )
+    }
+}
+
 #[test]
 fn offload_programs_load_attach_and_forward() {
     let Some(mut lab) = lab_or_skip("netns_ebpf", &[]) else {
@@ -142,40 +195,20 @@ fn offload_programs_load_attach_and_forward() {
         off.filter
             .attach_socket(port.as_fd())
             .expect("attach filter");
-        let (old, new) = (
-            [cli.octets(), srv.octets()].concat(),
-            [nat.octets(), srv.octets()].concat(),
-        );
-        // `sport` leaves as `sport + 21000`.
-        let entry = |sport: u16, proto: u8| {
-            let nport = sport + 21000;
-            let old_p = [sport.to_be_bytes(), 80u16.to_be_bytes()].concat();
-            let new_p = [nport.to_be_bytes(), 80u16.to_be_bytes()].concat();
-            (
-                OffloadKey {
-                    ifindex: r0.ifindex,
-                    saddr: cli,
-                    daddr: srv,
-                    sport,
-                    dport: 80,
-                    proto,
-                },
-                OffloadAction {
-                    saddr: nat,
-                    daddr: srv,
-                    sport: nport,
-                    dport: 80,
-                    out_ifindex: r1.ifindex,
-                    dst_mac: s_mac,
-                    src_mac: r1.mac.expect("r1 mac"),
-                    l3_diff: diff(&old, &new) + 0xfeff,
-                    l4_addr_diff: diff(&old, &new),
-                    l4_port_diff: diff(&old_p, &new_p),
-                    max_len: 1500,
-                },
-            )
+        let topo = Topo {
+            cli,
+            srv,
+            nat,
+            in_ifindex: r0.ifindex,
+            out_ifindex: r1.ifindex,
+            out_mac: r1.mac.expect("r1 mac"),
+            s_mac,
         };
-        let entries = [entry(40000, 6), entry(40002, 17), entry(40003, 17)];
+        let entries = [
+            topo.entry(40000, 6),
+            topo.entry(40002, 17),
+            topo.entry(40003, 17),
+        ];
         for (k, a) in &entries {
             off.map.insert(k, a).expect("insert");
         }
@@ -287,4 +320,133 @@ fn offload_programs_load_attach_and_forward() {
         "{}",
         seen.len()
     );
+}
+
+#[test]
+fn offloaded_frames_never_reach_an_ethertype_bound_port() {
+    let Some(mut lab) = lab_or_skip("ebpf_bind", &[]) else {
+        return;
+    };
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    let s = lab.ns("s");
+    lab.veth(&c, "c0", &r, "r0");
+    lab.veth(&r, "r1", &s, "s0");
+    let (cli, srv) = (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(203, 0, 113, 10));
+    let nat = Ipv4Addr::new(192, 0, 2, 1);
+    let s_mac = in_ns(&s, || mac_of("s0"));
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let router = spawn_in(&r, move || {
+        let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
+        let (r0, r1) = (
+            host::inspect("r0").expect("r0"),
+            host::inspect("r1").expect("r1"),
+        );
+        let links = [
+            off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
+            off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
+        ];
+        let mut bound = Port::open(&PortConfig {
+            bind: RxBind::ip(),
+            ..PortConfig::new("r0")
+        })
+        .expect("open r0 (IPv4, ARP, IPv6)");
+        // No socket filter anywhere.
+        let mut tap = Port::open(&PortConfig::new("r0")).expect("open r0 (ETH_P_ALL)");
+        let topo = Topo {
+            cli,
+            srv,
+            nat,
+            in_ifindex: r0.ifindex,
+            out_ifindex: r1.ifindex,
+            out_mac: r1.mac.expect("r1 mac"),
+            s_mac,
+        };
+        let entries = [topo.entry(40000, 6), topo.entry(40002, 17)];
+        for (k, a) in &entries {
+            off.map.insert(k, a).expect("insert");
+        }
+        ready_tx.send(r0.mac.expect("r0 mac")).expect("ready");
+        let (mut seen, mut tapped) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        let mut last = false;
+        while !last && start.elapsed() < Duration::from_secs(10) {
+            last = done_rx.try_recv().is_ok();
+            for (p, out) in [(&mut bound, &mut seen), (&mut tap, &mut tapped)] {
+                let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx r0");
+                for f in b.iter_mut() {
+                    out.push(f.data().to_vec());
+                }
+            }
+        }
+        let stats = entries.map(|(k, _)| off.map.stats(&k).expect("stats").expect("entry"));
+        let bound_stats = bound.stats().expect("port stats");
+        drop(links);
+        (seen, tapped, stats, bound_stats)
+    });
+    let r0_mac = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("router ready");
+    let (srx_tx, srx_rx) = mpsc::channel();
+    let server = spawn_in(&s, move || {
+        let mut p = Port::open(&PortConfig::new("s0")).expect("open s0");
+        srx_tx.send(()).expect("ready");
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx s0");
+            for f in b.iter_mut() {
+                if f.data().get(12..14) == Some(&[0x08, 0x00]) {
+                    got.push(f.data().to_vec());
+                }
+            }
+        }
+        got
+    });
+    srx_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server ready");
+    let c_mac = in_ns(&c, || mac_of("c0"));
+    let hit = tcp_frame(r0_mac, c_mac, (cli, srv, 40000, 80), 0x10);
+    let udp = udp_frame(r0_mac, c_mac, (cli, srv, 40002, 80), true);
+    let other = tcp_frame(r0_mac, c_mac, (cli, srv, 40001, 80), 0x10);
+    let arp = arp_request(c_mac);
+    let v6 = ipv6_frame(r0_mac, c_mac, 7);
+    let frames = [
+        hit.clone(),
+        hit.clone(),
+        hit.clone(),
+        udp.clone(),
+        udp.clone(),
+        other.clone(),
+        arp.clone(),
+        v6.clone(),
+    ];
+    in_ns(&c, send_raw(frames.to_vec()));
+    let got = server.join().expect("server");
+    done_tx.send(()).expect("done");
+    let (seen, tapped, stats, bound_stats) = router.join().expect("router");
+
+    assert_eq!(got.len(), 5, "the offloaded frames were forwarded");
+    assert_eq!(stats.map(|s| s.packets), [3, 2]);
+    assert!(got.iter().all(|f| checksums_ok(f) && f[0..6] == s_mac));
+    for f in [&hit, &udp] {
+        assert!(
+            !seen.contains(f),
+            "an offloaded frame reached the bound port"
+        );
+        assert!(tapped.contains(f), "the tap sees it before tc ingress");
+    }
+    for (f, what) in [(&other, "other IPv4"), (&arp, "ARP"), (&v6, "IPv6")] {
+        assert!(seen.contains(f), "{what} reached the bound port");
+    }
+    // The kernel never delivered the offloaded frames to the bound sockets at all.
+    assert_eq!(
+        bound_stats.ring_packets,
+        bound_stats.rx_frames + bound_stats.otherhost_skipped,
+        "{bound_stats:?}"
+    );
+    assert_eq!(bound_stats.rx_frames, seen.len() as u64);
 }

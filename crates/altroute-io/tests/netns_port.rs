@@ -1,14 +1,18 @@
 //! Single-port behaviour in a namespace: VLAN tags the kernel strips come back in the frame
 //! (V2 and V3, plain and vnet), the headroom is usable, host inspection reports what `ip` set,
-//! and errors name the interface and the operation.
+//! and errors name the interface and the operation. A port bound to IPv4, ARP and IPv6
+//! (`RxBind::ip`) gets those three, untagged, for its own MAC, and skips (counts) the frames the
+//! kernel marks for another host, which includes every frame tagged with a VLAN id.
 
 mod common;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use altroute_io::{FrameMeta, Port, PortConfig, PortStats, RxMode, TxFrame, VlanTag, host};
-use common::{in_ns, lab_or_skip, mac_of, send_raw, spawn_in, udp_frame, udp_seq};
+use altroute_io::{FrameMeta, Port, PortConfig, PortStats, RxBind, RxMode, TxFrame, VlanTag, host};
+use common::{
+    arp_request, in_ns, ipv6_frame, lab_or_skip, mac_of, send_raw, spawn_in, udp_frame, udp_seq,
+};
 
 /// Frames received on r0 while `frames` are sent from c0: (bytes, vlan meta, reinserted, headroom).
 type Got = Vec<(Vec<u8>, Option<VlanTag>, bool, usize)>;
@@ -497,4 +501,94 @@ fn outgoing_frames_are_dropped_defensively() {
     });
     assert_eq!(seen, 0, "own frames never reach the caller");
     assert_eq!(stats.outgoing_skipped, 20, "{stats:?}");
+}
+
+#[test]
+fn ethertype_bound_port_gets_ip_arp_ipv6_for_its_mac_and_skips_vlans() {
+    let Some(mut lab) = lab_or_skip("bind", &[]) else {
+        return;
+    };
+    let c = lab.ns("c");
+    let r = lab.ns("r");
+    lab.veth(&c, "c0", &r, "r0");
+    let r_mac = in_ns(&r, || mac_of("r0"));
+    let c_mac = in_ns(&c, || mac_of("c0"));
+    let udp = |dst, vlan, seq| udp_frame(dst, c_mac, vlan, 1111, 2222, seq, 100);
+    let foreign = [0x02, 0, 0, 0, 0, 9];
+    let frames = vec![
+        udp(r_mac, None, 1),
+        udp(r_mac, Some(0x2007), 2), // VLAN 7: the kernel erases the tag, marks it OTHERHOST
+        udp(r_mac, Some(0x2000), 3), // priority tag (VLAN 0): erased, delivered
+        udp(foreign, None, 4),       // another host's frame
+        arp_request(c_mac),
+        ipv6_frame(r_mac, c_mac, 5),
+    ];
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let rx = spawn_in(&r, move || {
+        // Several workers' ports: each EtherType joins its own group (group, group + 1, ...).
+        let cfg = |bind| PortConfig {
+            bind,
+            fanout: Some(altroute_io::Fanout {
+                group: 0x4a00,
+                mode: altroute_io::FanoutMode::Hash,
+                defrag: false,
+            }),
+            ..PortConfig::new("r0")
+        };
+        let mut ports = [
+            Port::open(&cfg(RxBind::ip())).expect("open r0"),
+            Port::open(&cfg(RxBind::ip())).expect("open r0 again"),
+        ];
+        // A port bound differently cannot join the same groups.
+        assert!(Port::open(&cfg(RxBind::All)).is_err());
+        ready_tx.send(()).expect("ready");
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while done_rx.try_recv().is_err() && start.elapsed() < Duration::from_secs(10) {
+            for p in &mut ports {
+                let mut b = p.rx_batch(16, Duration::from_millis(10)).expect("rx");
+                for f in b.iter_mut() {
+                    got.push((f.data().to_vec(), *f.meta()));
+                }
+            }
+        }
+        // Drain what is left.
+        for p in &mut ports {
+            let mut b = p.rx_batch(16, Duration::from_millis(50)).expect("rx");
+            for f in b.iter_mut() {
+                got.push((f.data().to_vec(), *f.meta()));
+            }
+        }
+        let stats = ports.map(|mut p| p.stats().expect("stats"));
+        (got, stats)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("rx ready");
+    in_ns(&c, send_raw(frames.clone()));
+    std::thread::sleep(Duration::from_millis(300));
+    done_tx.send(()).expect("done");
+    let (got, stats) = rx.join().expect("rx thread");
+    let mut seqs: Vec<u32> = got.iter().filter_map(|(f, _)| udp_seq(f)).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        vec![1, 3],
+        "untagged and priority-tagged IPv4 for our MAC"
+    );
+    let frame3 = got
+        .iter()
+        .find(|(f, _)| udp_seq(f) == Some(3))
+        .expect("seq 3");
+    assert_eq!(frame3.0, udp(r_mac, None, 3), "the priority tag is gone");
+    assert!(got.iter().all(|(_, m)| m.vlan.is_none()));
+    assert!(got.iter().any(|(f, _)| *f == frames[4]), "ARP arrived");
+    assert!(got.iter().any(|(f, _)| *f == frames[5]), "IPv6 arrived");
+    let skipped: u64 = stats.iter().map(|s| s.otherhost_skipped).sum();
+    assert_eq!(skipped, 2, "{stats:?}");
+    let rx_frames: u64 = stats.iter().map(|s| s.rx_frames).sum();
+    let packets: u64 = stats.iter().map(|s| s.ring_packets).sum();
+    assert_eq!(rx_frames, got.len() as u64);
+    assert_eq!(packets, rx_frames + skipped, "{stats:?}");
 }

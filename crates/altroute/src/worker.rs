@@ -1,7 +1,8 @@
-//! One datapath worker thread: its AF_PACKET sockets (one per link, in the links' fanout groups),
+//! One datapath worker thread: its ports (one per link: sockets bound to IPv4, ARP and IPv6, or one
+//! `ETH_P_ALL` tap, in the links' fanout groups),
 //! its pipeline [`Context`] with its own flow table, and the loop that moves frames.
 //!
-//! The loop, per round: apply control messages; for each link, take a batch from its RX ring,
+//! The loop, per round: apply control messages; for each link, take a batch from its RX rings,
 //! run every frame through the pipeline in place, then transmit the frames grouped by out link
 //! (one `sendmmsg` per link) straight from the ring slots; hand the ring slots back. Nothing on
 //! this path allocates, locks or logs. Frames for the control plane (probe replies, ARP) are

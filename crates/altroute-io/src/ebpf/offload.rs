@@ -1,6 +1,8 @@
 //! The established-flow offload: a tc (tcx ingress) program that forwards a flow's frames in the
-//! kernel, a socket filter that keeps those frames out of the AF_PACKET rings, and the map that
-//! both read and user space writes (one entry per flow and direction).
+//! kernel, a socket filter that keeps those frames out of an `ETH_P_ALL` tap's ring (a tap gets
+//! every frame before tc ingress; sockets bound to an EtherType get frames after it, so the ones
+//! the tc program redirects never reach them and need no filter), and the map that both read and
+//! user space writes (one entry per flow and direction).
 //!
 //! Match (both programs, the same predicate): `pkt_type` host, no VLAN (metadata or ethertype),
 //! IPv4 with IHL 5, not a fragment, TTL > 1, TCP without SYN/FIN/RST or UDP, at least 54 bytes
@@ -14,8 +16,9 @@
 //! 6 of UDP, and for UDP both replaces carry `BPF_F_MARK_MANGLED_0`: a zero checksum ("none")
 //! stays zero and a result of zero is written as `0xffff`), stamps last-seen and adds to the entry's
 //! packet and byte counters (atomic), and `bpf_redirect`s to the out port's egress: GSO
-//! super-frames stay whole and are never copied. Anything else: `TC_ACT_OK` (the silent kernel
-//! drops it; user space had its copy through the AF_PACKET tap, which runs before tc ingress).
+//! super-frames stay whole and are never copied. Anything else: `TC_ACT_OK`: the kernel goes on to
+//! deliver it to the EtherType-bound AF_PACKET sockets (user space; an `ETH_P_ALL` tap had its
+//! copy before tc ingress) and to its own stack, which, silent, drops it.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -470,7 +473,8 @@ pub struct Offload {
     pub map: OffloadMap,
     /// The tc program (attach with [`Program::attach_tcx_ingress`] on every router port).
     pub tc: Program,
-    /// The socket filter (attach with [`Program::attach_socket`] on every RX socket).
+    /// The socket filter (attach with [`Program::attach_socket`] on every `ETH_P_ALL` RX socket
+    /// of a port the tc program is attached to; EtherType-bound sockets need none).
     pub filter: Program,
 }
 

@@ -241,6 +241,36 @@ pub fn udp_seq(frame: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+/// A broadcast ARP request from `src` (10.77.0.1) for 10.77.0.2.
+pub fn arp_request(src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[10, 77, 0, 1]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 77, 0, 2]);
+    f.resize(60, 0);
+    f
+}
+
+/// An Ethernet/IPv6/UDP frame (2001:db8::1 to 2001:db8::2, checksum not computed) with `seq` in
+/// its payload.
+pub fn ipv6_frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 12, 17, 64]);
+    for last in [1u8, 2] {
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        f.extend_from_slice(&[0; 11]);
+        f.push(last);
+    }
+    f.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0, 12, 0, 0]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f
+}
+
 /// The MAC address of `iface` in the calling thread's namespace.
 pub fn mac_of(iface: &str) -> [u8; 6] {
     altroute_io::host::inspect(iface)

@@ -1,7 +1,7 @@
 //! `altroute run --config FILE`: the router. Checks that the kernel is silent on the ports, opens
-//! one AF_PACKET socket per link and worker (fanout-steered so both directions of a connection
-//! reach the worker that owns it), starts the workers and runs the control loop until SIGINT or
-//! SIGTERM.
+//! one port per link and worker (AF_PACKET sockets bound to IPv4, ARP and IPv6, or one
+//! `ETH_P_ALL` tap on a VLAN trunk; fanout-steered so both directions of a connection reach the
+//! worker that owns it), starts the workers and runs the control loop until SIGINT or SIGTERM.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -14,7 +14,9 @@ use altroute::config::{self, Config};
 use altroute::worker::{self, WorkerSetup};
 use altroute::{build, control, kernel};
 use altroute_flow::FlowTable;
-use altroute_io::{Fanout, FanoutMode, OtherTraffic, Port, PortConfig, RxMode, Side, Steering};
+use altroute_io::{
+    Fanout, FanoutMode, OtherTraffic, Port, PortConfig, RxBind, RxMode, Side, Steering,
+};
 use altroute_packet::pipeline::Context;
 use altroute_packet::wire::MacAddr;
 use anyhow::{Context as _, anyhow, bail};
@@ -75,16 +77,17 @@ pub struct Args {
     #[arg(long)]
     sndbuf_kib: Option<usize>,
     /// Drop every received frame at the netdev ingress hook of the router's ports (an nftables
-    /// table, removed on exit): packet sockets see each frame before that hook, so the router
-    /// still gets everything, but the silent kernel no longer parses and routes (then drops) each
-    /// frame itself. Needs `nft`.
+    /// table, removed on exit), so the silent kernel no longer parses and routes (then drops) each
+    /// frame itself. EtherType-bound packet sockets get frames after that hook, so with it every
+    /// link receives through one ETH_P_ALL tap per worker instead (taps see each frame before
+    /// the hook; with the offload, through its socket filter). Needs `nft`.
     #[arg(long)]
     kernel_ingress_drop: bool,
 }
 
 /// An nftables netdev ingress chain dropping everything on the router's ports, removed when
-/// dropped. Packet sockets see a frame before the netdev ingress hook; the kernel's IP stack
-/// after it.
+/// dropped. ETH_P_ALL taps see a frame before the netdev ingress hook; EtherType-bound packet
+/// sockets and the kernel's IP stack after it.
 struct IngressDrop {
     table: Option<String>,
 }
@@ -156,6 +159,30 @@ fn load_offload(links: &[String], ifindex: &[u32]) -> anyhow::Result<KernelOfflo
         _links: attached,
         ifindex: ifindex.to_vec(),
     })
+}
+
+/// How each link's sockets are bound (`link_mac[i]`: the MAC of link `i`). EtherType-bound
+/// sockets (IPv4, ARP, IPv6) get frames after tc ingress, so frames the offload redirects never
+/// reach them; but by then the kernel has erased VLAN tags, they only get frames for the
+/// interface's own MAC, and the nftables drop of `--kernel-ingress-drop` has run. A link with a
+/// VLAN port, a port MAC other than the interface's, or that drop keeps one `ETH_P_ALL` tap
+/// instead (with the offload's socket filter).
+fn link_binds(
+    cfg: &Config,
+    ports: &[altroute_packet::pipeline::PortSpec],
+    link_mac: &[Option<MacAddr>],
+    ingress_drop: bool,
+) -> Vec<RxBind> {
+    (0..link_mac.len())
+        .map(|li| {
+            let tap = ingress_drop
+                || cfg.ports.iter().zip(ports).any(|(c, p)| {
+                    usize::from(p.link) == li
+                        && (c.vlan.is_some() || link_mac.get(li) != Some(&Some(p.mac)))
+                });
+            if tap { RxBind::All } else { RxBind::ip() }
+        })
+        .collect()
 }
 
 /// Map entries (two per offloaded flow).
@@ -310,6 +337,17 @@ impl Args {
         let mut to_workers = Vec::new();
         let mut setups = Vec::new();
         let group_base = (std::process::id() as u16) & 0x7f00;
+        let link_bind = link_binds(&cfg, &pipeline.ports, &link_mac, self.kernel_ingress_drop);
+        for (l, b) in links.iter().zip(&link_bind) {
+            log::debug!(
+                "{l}: {}",
+                if *b == RxBind::All {
+                    "one ETH_P_ALL socket per worker"
+                } else {
+                    "IPv4, ARP and IPv6 sockets per worker"
+                }
+            );
+        }
         let steering: Vec<Steering> = link_side
             .iter()
             .map(|&side| {
@@ -338,6 +376,7 @@ impl Args {
             let mut ports = Vec::new();
             for (li, l) in links.iter().enumerate() {
                 let mut pc = PortConfig::new(l.clone());
+                pc.bind = link_bind[li].clone();
                 pc.rx = rx.clone();
                 pc.vnet_hdr = vnet;
                 pc.batch_max = batch;
@@ -347,7 +386,8 @@ impl Args {
                 }
                 if workers > 1 {
                     pc.fanout = Some(Fanout {
-                        group: group_base + li as u16,
+                        // Room for one group per bound EtherType.
+                        group: group_base + 4 * li as u16,
                         mode: if handoff {
                             FanoutMode::Hash
                         } else {
@@ -358,7 +398,8 @@ impl Args {
                 }
                 let port =
                     Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?;
-                if let Some(o) = &offload {
+                // A tap sees frames before the tc program redirects them: the filter drops them.
+                if let (Some(o), RxBind::All) = (&offload, &pc.bind) {
                     use std::os::fd::AsFd as _;
                     o.progs
                         .filter
@@ -469,5 +510,37 @@ impl Args {
         } else {
             ExitCode::SUCCESS
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_with_a_vlan_or_foreign_mac_port_keep_a_tap() {
+        let cfg = Config::from_str_named(
+            "ports:\n  - {name: lan, role: lan, interface: r-lan, addresses: [10.0.0.1/24]}\n  - {name: lan2, role: lan, interface: r-lan2, mac: '02:00:00:00:00:99', addresses: [10.0.1.1/24]}\n  - {name: wan1, role: wan, interface: r-wan1, addresses: [192.0.2.1/24]}\n  - {name: wan1v, role: wan, interface: r-wan1, vlan: 7, addresses: [198.51.100.1/24]}\n  - {name: wan2, role: wan, interface: r-wan2, addresses: [203.0.113.1/24]}\ngateways:\n  - {name: isp1, port: wan1, via: 192.0.2.2}\n",
+            "t",
+        )
+        .expect("config");
+        let links = build::links(&cfg);
+        let mac = |i: u8| Some(MacAddr([2, 0, 0, 0, 0, i]));
+        let link_mac: Vec<Option<MacAddr>> = (1..=links.len() as u8).map(mac).collect();
+        let pipeline = build::pipeline_config(&cfg, &links, &|l: &str| {
+            links.iter().position(|x| x == l).and_then(|i| link_mac[i])
+        })
+        .expect("pipeline");
+        let want = |l: &str| {
+            if matches!(l, "r-lan2" | "r-wan1") {
+                RxBind::All
+            } else {
+                RxBind::ip()
+            }
+        };
+        let got = link_binds(&cfg, &pipeline.ports, &link_mac, false);
+        assert_eq!(got, links.iter().map(|l| want(l)).collect::<Vec<_>>());
+        let got = link_binds(&cfg, &pipeline.ports, &link_mac, true);
+        assert!(got.iter().all(|b| *b == RxBind::All), "{got:?}");
     }
 }

@@ -110,8 +110,9 @@
 //! IPv4 with DF and equal sizes, leave as one UDP GSO frame that the kernel segments back into
 //! the same datagrams; only their IPv4 identification is renumbered), `offload` (`off|tc`,
 //! default `tc`: established TCP and answered UDP flows that carried a few packets are forwarded
-//! by a tc (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied, and an
-//! eBPF socket filter keeps their frames out of the AF_PACKET rings; the flow table stays the
+//! by a tc (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied; their
+//! frames never reach the IPv4/ARP/IPv6-bound AF_PACKET sockets (an eBPF socket filter keeps
+//! them out of the `ETH_P_ALL` tap a link with a VLAN port uses); the flow table stays the
 //! authority; falls back to plain AF_PACKET with a warning if the programs cannot be loaded).
 //!
 //! ## `logging:`

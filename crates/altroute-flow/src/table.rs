@@ -1783,6 +1783,23 @@ impl FlowTable {
         }
     }
 
+    /// Part of an incremental sweep over the live flows: those in the `max` slots from slot
+    /// `from` on, in slot order, and the slot the next call continues from (0 once the sweep has
+    /// passed the last slot, so successive calls wrap around). For periodic control-plane work
+    /// that must not hold up the packet path when the table is large (one [`FlowTable::iter`]
+    /// over a million flows takes milliseconds). A flow created behind the cursor is seen on the
+    /// next round.
+    pub fn scan(&self, from: u32, max: usize) -> (impl Iterator<Item = FlowInfo> + '_, u32) {
+        let len = self.slots.len();
+        let start = (from as usize).min(len);
+        let end = start.saturating_add(max).min(len);
+        let next = if end >= len { 0 } else { end as u32 };
+        let flows = (start..end)
+            .filter(|&i| self.slots[i].has(LIVE))
+            .map(|i| self.info(i));
+        (flows, next)
+    }
+
     /// Every live flow, in slot order (for the control plane: snapshots, listings, metrics).
     pub fn iter(&self) -> impl Iterator<Item = FlowInfo> + '_ {
         self.slots

@@ -16,9 +16,12 @@
 //!
 //! Gateway state changes and neighbour changes flush all of the worker's entries at once (the
 //! frames come back to user space, which offloads again as appropriate). Map updates are per
-//! flow, never per packet. The table scan of step 3 is O(flows); it runs only in ticks in which
-//! the pipeline's fast path forwarded frames (the frames of an established flow that is not
-//! offloaded yet go through it), so a worker whose traffic is all offloaded or idle skips it.
+//! flow, never per packet. Step 3 looks for candidates with an incremental sweep of the flow
+//! table ([`FlowTable::scan`](altroute_flow::FlowTable::scan)), at most [`SCAN_SLOTS`] slots per
+//! tick, so a tick costs the same at a million flows as at a hundred (a full sweep then takes
+//! 100 ms per 16k slots); and it runs only in ticks in which the pipeline's fast path forwarded
+//! frames (the frames of an established flow that is not offloaded yet go through it), so a
+//! worker whose traffic is all offloaded or idle skips it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +37,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const MIN_PACKETS: u64 = 8;
 /// Installs per tick at most (bounds the syscalls of one tick).
 const MAX_INSTALLS: usize = 512;
+/// Flow-table slots the candidate sweep looks at per tick (bounds the time of one tick).
+pub const SCAN_SLOTS: usize = 16_384;
 
 /// Offload counters of one worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,6 +74,8 @@ pub struct WorkerOffload {
     neighbor_changes: u64,
     /// `Counters::fast_path` at the last candidate scan.
     fast_path_seen: u64,
+    /// Where the candidate sweep continues.
+    scan_from: u32,
 }
 
 impl WorkerOffload {
@@ -81,6 +88,7 @@ impl WorkerOffload {
             counters: OffloadCounters::default(),
             neighbor_changes: 0,
             fast_path_seen: 0,
+            scan_from: 0,
         }
     }
 
@@ -250,9 +258,8 @@ impl WorkerOffload {
             return;
         }
         self.fast_path_seen = ctx.counters.fast_path;
-        let candidates: Vec<(FlowId, FlowKey)> = ctx
-            .table
-            .iter()
+        let (flows, next) = ctx.table.scan(self.scan_from, SCAN_SLOTS);
+        let candidates: Vec<(FlowId, FlowKey)> = flows
             .filter(|f| {
                 let established = match f.key.proto {
                     proto::TCP => f.tcp == TcpState::Established,
@@ -266,6 +273,11 @@ impl WorkerOffload {
             .map(|f| (f.id, f.key))
             .take(MAX_INSTALLS)
             .collect();
+        // When MAX_INSTALLS cut the step short, the next tick goes on after the last flow taken.
+        self.scan_from = match candidates.last() {
+            Some((id, _)) if candidates.len() == MAX_INSTALLS => id.0.saturating_add(1),
+            _ => next,
+        };
         for (id, key) in candidates {
             if let Some(r) = ctx.offload_records(id) {
                 self.install(id, key, r);

@@ -1,10 +1,13 @@
 //! Kernel offload of established flows (`datapath.offload: tc`) end to end in the netns lab
-//! (root + netns): real TCP through the router with the tc program and the socket filter loaded.
+//! (root + netns): real TCP through the router with the tc program attached and the workers'
+//! sockets bound to IPv4, ARP and IPv6 (no VLAN port in the lab: no `ETH_P_ALL` tap, no socket
+//! filter attached).
 //!
 //! - A connection carries a little data in user space, then gets offloaded (status file
 //!   `offload.active`); a bulk transfer both ways then arrives intact (every byte checked)
 //!   while the workers' receive counter (`rx_frames`) hardly moves: the kernel forwarded the
-//!   bulk (`offload.kernel_frames`) and the socket filter kept it out of the AF_PACKET rings.
+//!   bulk (`offload.kernel_frames`), and EtherType-bound sockets only get frames after tc
+//!   ingress, so the redirected ones never reached the AF_PACKET rings.
 //! - Closing the connection (FIN, which the programs leave to user space) removes the entries.
 //! - With software checksums (on veth a partial checksum is otherwise trusted end to end, so a
 //!   wrong pseudo-header diff would pass unnoticed): the router's egress ports segment and
@@ -324,7 +327,7 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
         assert!(kernel > 1000, "the kernel forwarded only {kernel} frames");
         // User space still receives the health probes' replies and ARP (~50 frames/s in this
         // lab), but hardly any frame of the offloaded connection: those would go through the
-        // fast path (and be forwarded twice, had the socket filter let them through).
+        // fast path (and be forwarded twice, had they reached the rings).
         assert!(
             fast < 100,
             "user space still saw {fast} frames of established flows (kernel {kernel})"

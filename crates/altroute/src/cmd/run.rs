@@ -338,16 +338,13 @@ impl Args {
         let mut setups = Vec::new();
         let group_base = (std::process::id() as u16) & 0x7f00;
         let link_bind = link_binds(&cfg, &pipeline.ports, &link_mac, self.kernel_ingress_drop);
-        for (l, b) in links.iter().zip(&link_bind) {
-            log::debug!(
-                "{l}: {}",
-                if *b == RxBind::All {
-                    "one ETH_P_ALL socket per worker"
-                } else {
-                    "IPv4, ARP and IPv6 sockets per worker"
-                }
-            );
-        }
+        // The links that keep a tap, for the start-up line.
+        let taps: Vec<&str> = links
+            .iter()
+            .zip(&link_bind)
+            .filter(|(_, b)| **b == RxBind::All)
+            .map(|(l, _)| l.as_str())
+            .collect();
         let steering: Vec<Steering> = link_side
             .iter()
             .map(|&side| {
@@ -435,9 +432,10 @@ impl Args {
         }
         drop(ev_tx);
         info!(
-            "altroute running: {} port(s) on {} link(s), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
+            "altroute running: {} port(s) on {} link(s) (ETH_P_ALL taps: {:?}, the others bound to IPv4, ARP and IPv6), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
             cfg.ports.len(),
             links.len(),
+            taps,
             cfg.gateways.len(),
             if vnet { "on" } else { "off" },
             if workers < 2 {

@@ -15,8 +15,9 @@
 #   altroute-v3       the same with `datapath: rx_ring: v3` (TPACKET_V3 blocks)
 #   altroute-nocoal   the same with `datapath: udp_coalesce: false` (no UDP GSO merging at transmit)
 #   altroute-offload  the same with `datapath: offload: tc` (established TCP and answered UDP flows
-#                     forwarded by a tc eBPF program in the kernel; an eBPF socket filter keeps
-#                     their frames out of the AF_PACKET rings; the default since it was measured)
+#                     forwarded by a tc eBPF program in the kernel; the packet sockets are bound
+#                     to IPv4, ARP and IPv6, which the kernel serves after tc, so redirected frames
+#                     never reach them; the default since it was measured)
 #   altroute-nooffload  the same with `datapath: offload: off` (every frame through user space)
 #   altroute-w1       the same with `--workers 1`
 #   altroute-w2       the same with `--workers 2`

@@ -109,7 +109,14 @@ impl Context {
         // Committed: nothing below hands the packet back to the full path (the full path would
         // do the same from here on, including a drop when a VLAN tag does not fit).
         self.table.touch(hit, now, ip_len);
-        window.rewrite(meta.partial.is_some(), snat, dnat);
+        // One arm per direction, so each gets a rewrite specialised for it (no runtime `Option`s
+        // in the checksum arithmetic).
+        let partial = meta.partial.is_some();
+        match (snat, dnat) {
+            (Some(to), None) => window.rewrite(partial, Some(to), None),
+            (None, Some(to)) => window.rewrite(partial, None, Some(to)),
+            _ => window.rewrite(partial, snat, dnat),
+        }
         if let Some(c) = self.counters.rx_frames.get_mut(usize::from(port)) {
             *c += 1;
         }

@@ -794,6 +794,25 @@ fn status_json(
             .sum::<u64>()
             .to_string(),
     );
+    // Receive-side losses and skips, all workers and links: frames the kernel dropped because a
+    // worker's ring was full (or cut short), and frames for other MACs an EtherType-bound port
+    // skipped.
+    s.push_str(",\n  \"ring_drops\": ");
+    s.push_str(
+        &stats
+            .values()
+            .map(|w| w.ring_drops.iter().sum::<u64>())
+            .sum::<u64>()
+            .to_string(),
+    );
+    s.push_str(",\n  \"otherhost_skipped\": ");
+    s.push_str(
+        &stats
+            .values()
+            .map(|w| w.otherhost_skipped.iter().sum::<u64>())
+            .sum::<u64>()
+            .to_string(),
+    );
     // Kernel offload of established flows (`datapath.offload: tc`), all workers.
     let off = |f: fn(&crate::worker::OffloadCounters) -> u64| -> u64 {
         stats.values().map(|w| f(&w.offload)).sum()
@@ -943,6 +962,8 @@ mod tests {
         assert_eq!(v["transitions"][0]["reason"], "operator: disabled");
         assert_eq!(v["fast_path_frames"], 0);
         assert_eq!(v["udp_coalesced"], 0);
+        assert_eq!(v["ring_drops"], 0);
+        assert_eq!(v["otherhost_skipped"], 0);
         let empty = status_json(&[], &HashMap::new(), &VecDeque::new(), Time::from_millis(1));
         serde_json::from_str::<serde_json::Value>(&empty)
             .unwrap_or_else(|e| panic!("{e}: {empty}"));

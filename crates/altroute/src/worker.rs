@@ -101,6 +101,10 @@ pub struct WorkerStats {
     /// was full, or they arrived cut short (a frame too big for a slot that found the spill
     /// queue full).
     pub ring_drops: Vec<u64>,
+    /// Per link: frames for another MAC address (or with a VLAN tag the kernel erased) that an
+    /// EtherType-bound port skipped (`PortStats::otherhost_skipped`; an `ETH_P_ALL` tap passes
+    /// them to the pipeline, which counts them as `not_for_us` drops instead).
+    pub otherhost_skipped: Vec<u64>,
     /// Datagrams merged into UDP GSO frames at transmit (see the `coalesce` module).
     pub coalesced: u64,
     /// Kernel offload of established flows (zero when off).
@@ -405,6 +409,7 @@ struct Scratch {
     handed_out: Vec<Out>,
     hstats: HandoffStats,
     ring_drops: Vec<u64>,
+    otherhost_skipped: Vec<u64>,
     /// Datagrams merged into UDP GSO frames at transmit.
     coalesced: u64,
     pending: Vec<Pending>,
@@ -429,6 +434,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         handed_out: Vec::with_capacity(w.batch),
         hstats: HandoffStats::default(),
         ring_drops: vec![0u64; links],
+        otherhost_skipped: vec![0u64; links],
         coalesced: 0,
         pending: Vec::with_capacity(w.batch),
         pkts: Vec::with_capacity(w.batch),
@@ -507,9 +513,15 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         }
         if clock.duration_since(last_stats) >= Duration::from_secs(1) {
             last_stats = clock;
-            for (d, p) in s.ring_drops.iter_mut().zip(w.ports.iter_mut()) {
+            for ((d, o), p) in s
+                .ring_drops
+                .iter_mut()
+                .zip(s.otherhost_skipped.iter_mut())
+                .zip(w.ports.iter_mut())
+            {
                 if let Ok(st) = p.stats() {
                     *d = st.ring_drops + st.truncated;
+                    *o = st.otherhost_skipped;
                 }
             }
             let _ = w.tx.try_send(FromWorker::Stats(Box::new(stats(&w, &s))));
@@ -966,6 +978,7 @@ fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
         tx_failed: s.tx_failed.to_vec(),
         handoff: s.hstats,
         ring_drops: s.ring_drops.clone(),
+        otherhost_skipped: s.otherhost_skipped.clone(),
         coalesced: s.coalesced,
         offload: w.offload.as_ref().map(|o| o.counters()).unwrap_or_default(),
         failures: (0..w.ctx.table.gateways().len())

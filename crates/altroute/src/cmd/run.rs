@@ -487,7 +487,7 @@ impl Args {
         }
         for s in &last {
             info!(
-                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, tx failed {:?}, offload {:?}, udp coalesced {}",
+                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, other-host frames skipped {:?}, tx failed {:?}, offload {:?}, udp coalesced {}",
                 s.worker,
                 s.flows,
                 s.table.created,
@@ -497,6 +497,7 @@ impl Args {
                 s.handoff.handed_in,
                 s.handoff.dropped,
                 s.ring_drops,
+                s.otherhost_skipped,
                 s.tx_failed,
                 s.offload,
                 s.coalesced

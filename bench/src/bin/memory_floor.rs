@@ -15,7 +15,8 @@
 //! `prefetch` pipelines the accesses with prefetches as `Context::process_batch` does, instead of
 //! touching them first; `noframes` leaves out the frame copy, so the figure is the flow state's
 //! alone, as for frames already in the cache (`pipeline_ring`). At 64k flows on this machine the
-//! copy from the streamed trace is most of the floor: 28–31 ns per packet with it, 6 without.
+//! copy from the streamed trace is most of the floor: 29–33 ns per packet with it, 4–6 without
+//! (`bench/RESULTS.md`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

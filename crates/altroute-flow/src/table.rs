@@ -676,8 +676,8 @@ impl FlowTable {
         ]
     }
 
-    /// Bytes of memory the table's structures hold now (slab and counters as allocated, index,
-    /// wheel, free list; the NAT pools' fixed 1.4 MiB per address are included).
+    /// Bytes of memory the table's structures hold now (slots, links and counters as allocated,
+    /// index, wheel, free list; the NAT pools' fixed 1.4 MiB per address are included).
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * 64
             + self.links.capacity() * 16
@@ -834,7 +834,8 @@ impl FlowTable {
     }
 
     /// The middle stage of a pipelined lookup (see [`FlowTable::lookup_start`]): read the home
-    /// bucket, remember the first entry whose tag matches and prefetch its slot and counters.
+    /// bucket, remember the first entry whose tag matches and prefetch its slot (the one line a
+    /// forwarded packet then reads and writes: the counters are in it).
     #[inline(always)]
     pub fn lookup_advance(&self, p: &mut PendingLookup) {
         if p.hash == 0 {
@@ -1305,20 +1306,22 @@ impl FlowTable {
         if let Some(c) = self.acct.get_mut(i) {
             *c = Counters::default();
         }
+        // Counted and linked first, so that a failed index insert is undone by `unlink` like any
+        // flow (removing an index entry that is not there changes nothing).
+        if gw.0 != NO_GW {
+            self.gw_link(i, gw.0);
+        }
+        self.live += 1;
         let ok = self.index.insert(key.hash64(), id << 1)
             && self.index.insert(reply.hash64(), (id << 1) | 1);
         if !ok {
-            self.remove(FlowId(id), now);
+            self.unlink(FlowId(id), now);
             return Err(InsertError::TableFull {
                 max: self.cfg.max_flows,
             });
         }
-        if gw.0 != NO_GW {
-            self.gw_link(i, gw.0);
-        }
         let deadline = u64::from(secs) + u64::from(self.timeout_of(&self.slots[i]));
         self.schedule(id, self.slots[i].generation, deadline);
-        self.live += 1;
         self.stats.created += 1;
         self.epoch += 1;
         Ok(Hit {

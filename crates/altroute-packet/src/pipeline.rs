@@ -552,6 +552,7 @@ impl Context {
                     .map(|a| (a, g.port, GatewayId(i as u8)))
             })
             .collect();
+        let n_gateways = cfg.gateways.len();
         Ok(Context {
             cfg,
             table,
@@ -573,7 +574,7 @@ impl Context {
             private4,
             gw_ext,
             special_first,
-            gw_macs: Vec::new(),
+            gw_macs: vec![None; n_gateways],
             // (Not a version the neighbour table has yet: the first use fills the cache.)
             gw_macs_version: u64::MAX,
             fast_path: true,
@@ -603,9 +604,13 @@ impl Context {
     #[cold]
     #[inline(never)]
     pub(super) fn refresh_gateway_macs(&mut self) {
-        self.gw_macs = (0..self.cfg.gateways.len())
-            .map(|g| self.gateway_mac(GatewayId(g as u8)))
-            .collect();
+        // In place: the cache is sized once in `new`, so a refresh allocates nothing.
+        for g in 0..self.gw_macs.len() {
+            let mac = self.gateway_mac(GatewayId(g as u8));
+            if let Some(m) = self.gw_macs.get_mut(g) {
+                *m = mac;
+            }
+        }
         self.gw_macs_version = self.neighbors.version();
     }
 

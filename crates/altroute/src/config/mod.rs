@@ -112,7 +112,8 @@
 //! default `tc`: established TCP and answered UDP flows that carried a few packets are forwarded
 //! by a tc (tcx ingress) eBPF program in the kernel, GSO super-frames whole and uncopied; their
 //! frames never reach the IPv4/ARP/IPv6-bound AF_PACKET sockets (an eBPF socket filter keeps
-//! them out of the `ETH_P_ALL` tap a link with a VLAN port uses); the flow table stays the
+//! them out of the `ETH_P_ALL` tap that a link keeps when it carries a VLAN port or a port MAC
+//! other than the interface's, and every link with `--kernel-ingress-drop`); the flow table stays the
 //! authority; falls back to plain AF_PACKET with a warning if the programs cannot be loaded).
 //!
 //! ## `logging:`

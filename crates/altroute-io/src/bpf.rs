@@ -73,6 +73,8 @@ pub mod op {
     pub const SKF_AD_OFF: i32 = -0x1000;
     /// `SKF_AD_PROTOCOL`.
     pub const SKF_AD_PROTOCOL: i32 = 0;
+    /// `SKF_AD_PKTTYPE`: `skb->pkt_type` (`PACKET_HOST`, `PACKET_OTHERHOST`, ...).
+    pub const SKF_AD_PKTTYPE: i32 = 4;
     /// `SKF_AD_RXHASH`.
     pub const SKF_AD_RXHASH: i32 = 32;
     /// `SKF_NET_OFF`: loads relative to the network header.

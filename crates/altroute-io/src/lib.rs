@@ -12,9 +12,14 @@
 //! * [`RxBind::EtherTypes`] ([`RxBind::ip`]: IPv4, ARP, IPv6; the router's choice): one socket
 //!   and ring per EtherType, the first one sized by [`PortConfig::rx`] and transmitting, the
 //!   others small. The kernel delivers to them *after* tc ingress, so a frame a tc program
-//!   redirects never reaches them. It has erased VLAN tags by then, so these sockets skip the
-//!   frames it marks for another host (which include every frame with a VLAN id) and see frames
-//!   for the interface's own MAC, broadcast and multicast only.
+//!   redirects never reaches them. It has erased VLAN tags by then, so these sockets drop the
+//!   frames it marks for another host (which include every frame with a VLAN id) in a classic
+//!   BPF socket filter, before they take a ring slot, and see frames for the interface's own
+//!   MAC, broadcast and multicast only. The transmitting socket is bound to the first
+//!   EtherType; a frame of another EtherType is sent with an address (`ETH_P_ALL`) that makes
+//!   the kernel take `skb->protocol` from the frame instead of the binding (so taps, tc,
+//!   nftables and drivers see ARP as ARP, IPv6 as IPv6), while frames of the first EtherType
+//!   keep the address-less fast path.
 //!
 //! Frames arrive in `PACKET_MMAP` rings shared with the kernel:
 //!
@@ -45,7 +50,8 @@
 //! Dropping the batch hands its slots back to the kernel.
 //!
 //! Frames that could not be used are counted, never returned: our own transmissions seen again
-//! (`PACKET_OUTGOING`), other hosts' frames on an EtherType-bound port, truncated frames,
+//! (`PACKET_OUTGOING`), other hosts' frames that got past an EtherType-bound port's filter,
+//! truncated frames,
 //! transmit failures (`EAGAIN`/`ENOBUFS` included) and the kernel's ring drops all show up in
 //! [`PortStats`].
 //!

@@ -45,11 +45,19 @@ pub enum RxBind {
     ///
     /// The kernel has erased 802.1Q/802.1ad tags by then (no `TP_STATUS_VLAN_VALID`, no tag in
     /// the bytes) and marks a frame whose VLAN id is not 0 and has no kernel VLAN device
-    /// `PACKET_OTHERHOST`. So that such a frame cannot pass for an untagged one, these sockets
-    /// skip every `PACKET_OTHERHOST` frame (counted in [`PortStats::otherhost_skipped`]): they
-    /// receive untagged (or priority-tagged, VLAN id 0, tag erased) frames for the interface's
-    /// own MAC address, broadcast and multicast only. Use [`RxBind::All`] for VLAN trunks and for
-    /// frames to other MAC addresses. Outgoing frames are never delivered to them.
+    /// `PACKET_OTHERHOST`. So that such a frame cannot pass for an untagged one, every one of
+    /// these sockets carries a classic BPF socket filter that drops `PACKET_OTHERHOST` frames
+    /// (`SKF_AD_PKTTYPE`) before they take a ring slot or a copy; the ring walk skips any that
+    /// get through anyway (counted in [`PortStats::otherhost_skipped`]). They receive untagged
+    /// (or priority-tagged, VLAN id 0, tag erased) frames for the interface's own MAC address,
+    /// broadcast and multicast only. Use [`RxBind::All`] for VLAN trunks and for frames to other
+    /// MAC addresses. Outgoing frames are never delivered to them. Attaching another socket
+    /// filter to the port's socket (e.g. an eBPF one) replaces this one.
+    ///
+    /// The first socket transmits. The kernel gives a frame sent without an address the
+    /// socket's bound protocol as `skb->protocol`, so frames of another EtherType than the first
+    /// are sent with an `ETH_P_ALL` address (the kernel then reads the EtherType from the frame):
+    /// per message with sendmmsg, on every kick of the TX ring.
     ///
     /// With [`PortConfig::fanout`], socket `k` (in this order) joins group `group + k`, so a
     /// port uses as many consecutive group ids as it binds EtherTypes.
@@ -254,7 +262,8 @@ pub struct PortStats {
     pub outgoing_skipped: u64,
     /// Frames the kernel dropped because the ring was full (`PACKET_STATISTICS` `tp_drops`).
     pub ring_drops: u64,
-    /// Frames the kernel delivered to the socket (`tp_packets`, includes drops).
+    /// Frames the kernel delivered to the socket (`tp_packets`, includes drops; not the
+    /// frames a socket filter dropped).
     pub ring_packets: u64,
     /// V3 only: times the ring was frozen full (`tp_freeze_q_cnt`).
     pub ring_freezes: u64,
@@ -264,8 +273,12 @@ pub struct PortStats {
     pub vlan_reinserted: u64,
     /// [`RxMode::V2Spill`]: frames larger than a slot read whole from the socket queue.
     pub spilled: u64,
-    /// [`RxBind::EtherTypes`]: `PACKET_OTHERHOST` frames skipped (for another MAC address, or
-    /// tagged with a VLAN id the kernel erased).
+    /// [`RxBind::EtherTypes`]: `PACKET_OTHERHOST` frames (for another MAC address, or tagged
+    /// with a VLAN id the kernel erased) that reached a ring and were skipped there. The
+    /// sockets' filter drops such frames in the kernel first, so this stays 0 unless a frame
+    /// slipped past it (a different filter attached to the socket). Frames the filter drops are
+    /// not counted anywhere: the kernel counts neither `ring_packets` (`tp_packets`) nor
+    /// `ring_drops` (`tp_drops`) for them.
     pub otherhost_skipped: u64,
 }
 
@@ -335,6 +348,56 @@ fn drop_all_filter() -> [crate::bpf::BpfInsn; 1] {
     }]
 }
 
+/// The socket filter of an EtherType-bound socket: drops `PACKET_OTHERHOST` frames (for another
+/// MAC address, or tagged with a VLAN id the kernel erased) before they take a ring slot, keeps
+/// the rest whole.
+fn drop_otherhost_filter() -> [crate::bpf::BpfInsn; 4] {
+    use crate::bpf::{BpfInsn, op};
+    [
+        // A = skb->pkt_type
+        BpfInsn {
+            code: op::LD | op::W | op::ABS,
+            jt: 0,
+            jf: 0,
+            k: (op::SKF_AD_OFF + op::SKF_AD_PKTTYPE) as u32,
+        },
+        BpfInsn {
+            code: op::JMP | op::JEQ | op::K,
+            jt: 0,
+            jf: 1,
+            k: u32::from(sys::PACKET_OTHERHOST),
+        },
+        BpfInsn {
+            code: op::RET | op::K,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        BpfInsn {
+            code: op::RET | op::K,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+    ]
+}
+
+/// Attaches (or replaces) the classic BPF socket filter of `fd`.
+fn attach_filter(fd: &OwnedFd, insns: &[crate::bpf::BpfInsn], name: &str) -> Result<(), IoError> {
+    let prog = sys::SockFprog {
+        len: insns.len() as u16,
+        filter: insns.as_ptr(),
+    };
+    sys::setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &prog,
+        name,
+        "setsockopt(SO_ATTACH_FILTER)",
+    )
+}
+
 impl Port {
     /// Opens and configures the socket(s), each: vnet header, ring version, reserve, rings and
     /// mapping (in the order the kernel requires), ignore-outgoing, bind (to `ETH_P_ALL` or one
@@ -384,6 +447,9 @@ impl Port {
                 "RxBind::EtherTypes takes distinct EtherTypes (not 0 or ETH_P_ALL)",
             ));
         }
+        // Sockets bound to one EtherType: they drop other hosts' frames in a socket filter and
+        // name the frame's own protocol when they send another EtherType.
+        let bound_by_type = receiving && matches!(cfg.bind, RxBind::EtherTypes(_));
         let group = |k: usize| cfg.fanout.as_ref().map(|f| f.group.wrapping_add(k as u16));
         let mut main = open_socket(
             cfg,
@@ -394,6 +460,7 @@ impl Port {
                 rx: &cfg.rx,
                 transmit: true,
                 group: group(0),
+                drop_otherhost: bound_by_type,
             },
         )?;
         // The other EtherTypes: receive-only sockets with a small plain V2 ring each.
@@ -416,6 +483,7 @@ impl Port {
                     rx: &aux_rx,
                     transmit: false,
                     group: group(k),
+                    drop_otherhost: bound_by_type,
                 },
             )?);
         }
@@ -436,7 +504,7 @@ impl Port {
                 vnet: cfg.vnet_hdr,
                 reinsert_vlan: cfg.reinsert_vlan,
                 batch_max: cfg.batch_max,
-                skip_otherhost: matches!(cfg.bind, RxBind::EtherTypes(_)),
+                skip_otherhost: bound_by_type,
             },
             next: 0,
         });
@@ -461,6 +529,8 @@ impl Port {
                     blocking: cfg.tx_blocking,
                     kind: main.tx_kind,
                     counters: TxCounters::default(),
+                    bound: protocols[0].to_be_bytes(),
+                    retag: bound_by_type.then(|| crate::ring::retag_addr(ifindex as c_int)),
                 },
             },
             geometry: main.geometry,
@@ -557,6 +627,8 @@ struct SockSpec<'a> {
     transmit: bool,
     /// Fanout group to join (with `cfg.fanout`'s mode).
     group: Option<u16>,
+    /// Attach [`drop_otherhost_filter`] (a socket bound to one EtherType).
+    drop_otherhost: bool,
 }
 
 /// An open, bound socket with its rings mapped.
@@ -590,19 +662,11 @@ fn open_socket(cfg: &PortConfig, spec: &SockSpec<'_>) -> Result<Sock, IoError> {
     };
 
     if spec.group.is_some() {
-        let f = drop_all_filter();
-        let prog = sys::SockFprog {
-            len: 1,
-            filter: f.as_ptr(),
-        };
-        sys::setsockopt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &prog,
-            name,
-            "setsockopt(SO_ATTACH_FILTER)",
-        )?;
+        // Nothing until the socket has joined its group (then the final filter, if any).
+        attach_filter(&fd, &drop_all_filter(), name)?;
+    } else if spec.drop_otherhost {
+        // Before bind: no other host's frame ever reaches the ring.
+        attach_filter(&fd, &drop_otherhost_filter(), name)?;
     }
     if cfg.vnet_hdr {
         sys::setsockopt(
@@ -924,14 +988,19 @@ fn open_socket(cfg: &PortConfig, spec: &SockSpec<'_>) -> Result<Sock, IoError> {
                 "setsockopt(PACKET_FANOUT_DATA)",
             )?;
         }
-        sys::setsockopt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_DETACH_FILTER,
-            &0 as &c_int,
-            name,
-            "setsockopt(SO_DETACH_FILTER)",
-        )?;
+        if spec.drop_otherhost {
+            // Replaces the drop-all filter in one step.
+            attach_filter(&fd, &drop_otherhost_filter(), name)?;
+        } else {
+            sys::setsockopt(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                &0 as &c_int,
+                name,
+                "setsockopt(SO_DETACH_FILTER)",
+            )?;
+        }
     }
     let base = map.as_ref().map_or(std::ptr::null_mut(), |m| m.base());
     let ring = match geometry {

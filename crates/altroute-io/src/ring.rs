@@ -617,7 +617,7 @@ fn fill_spilled_ring(
         // tail of a distinct spill buffer, owned by this core and not viewed by anyone until
         // the batch is returned; the kernel writes at most `iov_len` bytes there and
         // `msg_len`/`msg_flags` in the headers.
-        let r = unsafe {
+        let res = unsafe {
             libc::recvmmsg(
                 r.fd,
                 sp.hdrs[got..].as_mut_ptr(),
@@ -626,11 +626,11 @@ fn fill_spilled_ring(
                 std::ptr::null_mut(),
             )
         };
-        if r > 0 {
-            got += r as usize;
+        if res > 0 {
+            got += res as usize;
             continue;
         }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        if res < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
         // Nothing queued although the slot said so: cannot happen unless another reader
@@ -829,6 +829,26 @@ pub(crate) struct TxCore {
     pub blocking: bool,
     pub kind: TxKind,
     pub counters: TxCounters,
+    /// The protocol the socket is bound to, as the two EtherType bytes of a frame.
+    pub bound: [u8; 2],
+    /// `Some` on a socket bound to one EtherType: the address (`ETH_P_ALL`, the interface)
+    /// given to the kernel with every frame of another EtherType, so that it takes the frame's
+    /// own EtherType as `skb->protocol` instead of the bound one (`packet_snd`/`tpacket_snd`
+    /// only parse the frame when the protocol is 0 or `ETH_P_ALL`). sendmmsg passes it per
+    /// message (frames of the bound EtherType go without, the kernel's fast path); the TX ring
+    /// takes one address per `send`, so every kick passes it.
+    pub retag: Option<libc::sockaddr_ll>,
+}
+
+/// The address a [`TxCore`] of a socket bound to one EtherType sends other frames to: the
+/// interface with `ETH_P_ALL`, which makes the kernel set `skb->protocol` from the frame.
+pub(crate) fn retag_addr(ifindex: c_int) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = sys::ETH_P_ALL.to_be();
+    sll.sll_ifindex = ifindex;
+    sll
 }
 
 pub(crate) enum TxKind {
@@ -870,6 +890,13 @@ impl TxCore {
                 vnets,
                 lens,
             } => {
+                // Frames of another EtherType than the bound one name the interface with
+                // ETH_P_ALL (see `retag`); the kernel only reads the address.
+                let retag = self.retag.as_ref().map(|a| {
+                    (a as *const libc::sockaddr_ll)
+                        .cast_mut()
+                        .cast::<libc::c_void>()
+                });
                 let mut n = 0;
                 for f in frames {
                     let i = n;
@@ -889,8 +916,16 @@ impl TxCore {
                     };
                     cnt += 1;
                     let h = &mut hdrs[i];
-                    h.msg_hdr.msg_name = std::ptr::null_mut();
-                    h.msg_hdr.msg_namelen = 0;
+                    match retag {
+                        Some(a) if f.data.get(12..14) != Some(&self.bound[..]) => {
+                            h.msg_hdr.msg_name = a;
+                            h.msg_hdr.msg_namelen = sys::SOCKADDR_LL_LEN as libc::socklen_t;
+                        }
+                        _ => {
+                            h.msg_hdr.msg_name = std::ptr::null_mut();
+                            h.msg_hdr.msg_namelen = 0;
+                        }
+                    }
                     h.msg_hdr.msg_iov = iov;
                     h.msg_hdr.msg_iovlen = cnt as _;
                     h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -950,7 +985,12 @@ impl TxCore {
                     let mut s = st.load(Ordering::Acquire);
                     if s != sys::TP_STATUS_AVAILABLE && s != sys::TP_STATUS_WRONG_FORMAT {
                         // Ring full: push out what is queued and wait for a free slot.
-                        kick(self.fd, libc::MSG_DONTWAIT, &mut self.counters);
+                        kick(
+                            self.fd,
+                            libc::MSG_DONTWAIT,
+                            self.retag.as_ref(),
+                            &mut self.counters,
+                        );
                         let tries = if self.blocking { 20 } else { 1 };
                         for _ in 0..tries {
                             s = st.load(Ordering::Acquire);
@@ -1029,18 +1069,32 @@ impl TxCore {
         if st.load(Ordering::Acquire) != sys::TP_STATUS_SEND_REQUEST {
             return;
         }
-        kick(self.fd, libc::MSG_DONTWAIT, &mut self.counters);
+        kick(
+            self.fd,
+            libc::MSG_DONTWAIT,
+            self.retag.as_ref(),
+            &mut self.counters,
+        );
         if self.blocking && st.load(Ordering::Acquire) == sys::TP_STATUS_SEND_REQUEST {
-            kick(self.fd, 0, &mut self.counters);
+            kick(self.fd, 0, self.retag.as_ref(), &mut self.counters);
         }
     }
 }
 
-/// Asks the kernel to transmit every `TP_STATUS_SEND_REQUEST` slot of the TX ring.
-fn kick(fd: RawFd, flags: c_int, c: &mut TxCounters) {
+/// Asks the kernel to transmit every `TP_STATUS_SEND_REQUEST` slot of the TX ring, with
+/// `addr` as the destination of all of them (see [`TxCore::retag`]).
+fn kick(fd: RawFd, flags: c_int, addr: Option<&libc::sockaddr_ll>, c: &mut TxCounters) {
+    let (name, name_len) = match addr {
+        Some(a) => (
+            (a as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            sys::SOCKADDR_LL_LEN as libc::socklen_t,
+        ),
+        None => (std::ptr::null(), 0),
+    };
     loop {
-        // SAFETY: a zero-length send on a TX-ring socket only triggers the ring walk.
-        let r = unsafe { libc::send(fd, std::ptr::null(), 0, flags) };
+        // SAFETY: a zero-length send on a TX-ring socket only triggers the ring walk; `name` is
+        // null or a valid sockaddr_ll of `name_len` bytes that outlives the call.
+        let r = unsafe { libc::sendto(fd, std::ptr::null(), 0, flags, name, name_len) };
         if r >= 0 {
             return;
         }
@@ -1068,8 +1122,9 @@ fn flush_mmsg(
     let mut off = 0;
     while off < n {
         // SAFETY: `hdrs[off..n]` are initialised mmsghdrs whose iovecs point to caller frames and
-        // vnet buffers that stay borrowed for the duration of `send`; the kernel only reads them
-        // (and writes `msg_len`).
+        // vnet buffers, and whose `msg_name` is null or the core's `retag` address (a
+        // `sockaddr_ll` of `msg_namelen` bytes), all borrowed for the duration of `send`; the
+        // kernel only reads them (and writes `msg_len`).
         let r = unsafe { libc::sendmmsg(fd, hdrs[off..].as_mut_ptr(), (n - off) as u32, flags) };
         if r > 0 {
             let r = r as usize;

@@ -58,7 +58,10 @@ use altroute_bench::{BenchClock, Rng, lan_keys};
 use altroute_flow::FlowKey;
 use altroute_packet::checksum::{self, Delta};
 use altroute_packet::pipeline::Context;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 
 const SIZES: [(usize, &str); 3] = [(1 << 10, "1k"), (1 << 16, "64k"), (1 << 20, "1M")];
 const BATCHES: [usize; 4] = [32, 64, 128, 256];
@@ -89,13 +92,19 @@ fn steady_with(n: usize, accounting: bool) -> (Context, Trace) {
     (ctx, trace)
 }
 
-fn pipeline_steady(c: &mut Criterion) {
-    let clock = BenchClock::from_env();
-    let mut g = c.benchmark_group("pipeline_steady");
+/// A group of replay benches: `PER_ITER` frames per iteration, 20 samples of `secs` seconds.
+fn frames_group<'c>(c: &'c mut Criterion, name: &str, secs: u64) -> BenchmarkGroup<'c, WallTime> {
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(PER_ITER as u64));
     g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(secs))
         .warm_up_time(Duration::from_secs(1));
+    g
+}
+
+fn pipeline_steady(c: &mut Criterion) {
+    let clock = BenchClock::from_env();
+    let mut g = frames_group(c, "pipeline_steady", 3);
     for &(n, name) in &SIZES {
         let (mut ctx, trace) = steady(n);
         let mut ring = vec![0u8; RING * STRIDE];
@@ -113,11 +122,7 @@ fn pipeline_steady(c: &mut Criterion) {
         assert_eq!(expected_drops, 0, "{:?}", ctx.counters.drops);
     }
     g.finish();
-    let mut g = c.benchmark_group("pipeline_ring");
-    g.throughput(Throughput::Elements(PER_ITER as u64));
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    let mut g = frames_group(c, "pipeline_ring", 3);
     for &(n, name) in &SIZES {
         let (mut ctx, trace) = steady(n);
         let mut ring = vec![0u8; RING * STRIDE];
@@ -137,11 +142,7 @@ fn pipeline_steady(c: &mut Criterion) {
     // Batch 32, one setting changed at a time: per-flow accounting off (no counting; since the
     // counters moved into the slot it saves no cache line, only the arithmetic), and the
     // established-flow fast path off (every frame on the full path).
-    let mut g = c.benchmark_group("pipeline_variant");
-    g.throughput(Throughput::Elements(PER_ITER as u64));
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    let mut g = frames_group(c, "pipeline_variant", 3);
     for &(n, name) in &SIZES {
         for variant in ["acct_off", "full_path"] {
             let (mut ctx, trace) = steady_with(n, variant != "acct_off");
@@ -159,11 +160,7 @@ fn pipeline_steady(c: &mut Criterion) {
         }
     }
     g.finish();
-    let mut g = c.benchmark_group("pipeline_reset_only");
-    g.throughput(Throughput::Elements(PER_ITER as u64));
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1));
+    let mut g = frames_group(c, "pipeline_reset_only", 2);
     for &(n, name) in &SIZES {
         let keys = lan_keys(n, 1);
         let mut ctx = context(n as u32);

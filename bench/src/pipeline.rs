@@ -380,24 +380,12 @@ impl<'a> Replay<'a> {
         frames: usize,
         now: Time,
     ) -> (usize, std::time::Duration) {
-        let (mut fwd, mut busy) = (0, std::time::Duration::ZERO);
-        let mut left = frames;
-        while left > 0 {
-            let n = b.min(left);
-            let first = self.reset_batch(t, n);
+        let mut busy = std::time::Duration::ZERO;
+        let fwd = self.replay(t, b, frames, |pkts, verdicts| {
             let t0 = std::time::Instant::now();
-            ctx.process_batch(
-                &mut self.pkts[first..first + n],
-                now,
-                &mut self.verdicts[..n],
-            );
+            ctx.process_batch(pkts, now, verdicts);
             busy += t0.elapsed();
-            fwd += self.verdicts[..n]
-                .iter()
-                .filter(|v| matches!(v, Verdict::Forward { .. }))
-                .count();
-            left -= n;
-        }
+        });
         (fwd, busy)
     }
 
@@ -411,16 +399,26 @@ impl<'a> Replay<'a> {
         frames: usize,
         now: Time,
     ) -> usize {
+        self.replay(t, b, frames, |pkts, verdicts| {
+            ctx.process_batch(pkts, now, verdicts)
+        })
+    }
+
+    /// Refill and `process` batches of `b` until `frames` frames of `t` have gone through;
+    /// returns how many were forwarded.
+    fn replay(
+        &mut self,
+        t: &Trace,
+        b: usize,
+        frames: usize,
+        mut process: impl FnMut(&mut [Packet<'a>], &mut [Verdict]),
+    ) -> usize {
         let mut fwd = 0;
         let mut left = frames;
         while left > 0 {
             let n = b.min(left);
             let first = self.reset_batch(t, n);
-            ctx.process_batch(
-                &mut self.pkts[first..first + n],
-                now,
-                &mut self.verdicts[..n],
-            );
+            process(&mut self.pkts[first..first + n], &mut self.verdicts[..n]);
             fwd += self.verdicts[..n]
                 .iter()
                 .filter(|v| matches!(v, Verdict::Forward { .. }))

@@ -797,22 +797,13 @@ fn status_json(
     // Receive-side losses and skips, all workers and links: frames the kernel dropped because a
     // worker's ring was full (or cut short), and frames for other MACs an EtherType-bound port
     // skipped.
+    let per_link = |f: fn(&WorkerStats) -> &[u64]| -> u64 {
+        stats.values().map(|w| f(w).iter().sum::<u64>()).sum()
+    };
     s.push_str(",\n  \"ring_drops\": ");
-    s.push_str(
-        &stats
-            .values()
-            .map(|w| w.ring_drops.iter().sum::<u64>())
-            .sum::<u64>()
-            .to_string(),
-    );
+    s.push_str(&per_link(|w| &w.ring_drops).to_string());
     s.push_str(",\n  \"otherhost_skipped\": ");
-    s.push_str(
-        &stats
-            .values()
-            .map(|w| w.otherhost_skipped.iter().sum::<u64>())
-            .sum::<u64>()
-            .to_string(),
-    );
+    s.push_str(&per_link(|w| &w.otherhost_skipped).to_string());
     // Kernel offload of established flows (`datapath.offload: tc`), all workers.
     let off = |f: fn(&crate::worker::OffloadCounters) -> u64| -> u64 {
         stats.values().map(|w| f(&w.offload)).sum()

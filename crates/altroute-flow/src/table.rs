@@ -663,8 +663,8 @@ impl FlowTable {
     }
 
     /// The address ranges (start, length in bytes) of the table's four large arrays — flow
-    /// slots, per-flow links, per-flow counters, index buckets — which are allocated at their full size when the
-    /// table is built and never move. For an embedder that wants them backed by huge pages
+    /// slots, per-flow links, per-flow counters, index buckets — which are allocated at their
+    /// full size when the table is built and never move. For an embedder that wants them backed by huge pages
     /// (`madvise`): at 64k–1M flows nearly every lookup misses the TLB on 4 KiB pages. The table
     /// itself does no I/O.
     pub fn memory_regions(&self) -> [(usize, usize); 4] {

@@ -795,8 +795,8 @@ fn status_json(
             .to_string(),
     );
     // Receive-side losses and skips, all workers and links: frames the kernel dropped because a
-    // worker's ring was full (or cut short), and frames for other MACs an EtherType-bound port
-    // skipped.
+    // worker's ring was full (or cut short), and frames for other MACs that got past an
+    // EtherType-bound port's kernel filter and were skipped in user space (normally 0).
     let per_link = |f: fn(&WorkerStats) -> &[u64]| -> u64 {
         stats.values().map(|w| f(w).iter().sum::<u64>()).sum()
     };

@@ -101,9 +101,11 @@ pub struct WorkerStats {
     /// was full, or they arrived cut short (a frame too big for a slot that found the spill
     /// queue full).
     pub ring_drops: Vec<u64>,
-    /// Per link: frames for another MAC address (or with a VLAN tag the kernel erased) that an
-    /// EtherType-bound port skipped (`PortStats::otherhost_skipped`; an `ETH_P_ALL` tap passes
-    /// them to the pipeline, which counts them as `not_for_us` drops instead).
+    /// Per link: frames for another MAC address (or with a VLAN tag the kernel erased) that
+    /// reached an EtherType-bound port's ring and were skipped there
+    /// (`PortStats::otherhost_skipped`). Normally 0: those ports carry a socket filter that drops
+    /// such frames in the kernel, uncounted; this is the second line of defence. An `ETH_P_ALL`
+    /// tap passes them to the pipeline, which counts them as `not_for_us` drops.
     pub otherhost_skipped: Vec<u64>,
     /// Datagrams merged into UDP GSO frames at transmit (see the `coalesce` module).
     pub coalesced: u64,

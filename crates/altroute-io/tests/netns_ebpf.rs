@@ -13,12 +13,13 @@ mod common;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey};
+use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey, TcxLink};
 use altroute_io::{Port, PortConfig, RxBind, host};
 use common::{
-    arp_request, in_ns, ipv4_header, ipv6_frame, lab_or_skip, mac_of, send_raw, spawn_in,
+    Lab, arp_request, in_ns, ipv4_header, ipv6_frame, lab_or_skip, mac_of, send_raw, spawn_in,
 };
 
 fn sum(bytes: &[u8]) -> u32 {
@@ -129,6 +130,19 @@ struct Topo {
 }
 
 impl Topo {
+    /// The lab's topology as the router sees it: in on r0, out on r1 towards s0.
+    fn of(r0: &host::InterfaceInfo, r1: &host::InterfaceInfo, s_mac: [u8; 6]) -> Topo {
+        Topo {
+            cli: CLI,
+            srv: SRV,
+            nat: NAT,
+            in_ifindex: r0.ifindex,
+            out_ifindex: r1.ifindex,
+            out_mac: r1.mac.expect("r1 mac"),
+            s_mac,
+        }
+    }
+
     /// The offload entry of `cli:sport -> srv:80`, which leaves as `nat:sport + 21000`.
     fn entry(&self, sport: u16, proto: u8) -> (OffloadKey, OffloadAction) {
         let (old, new) = (
@@ -164,46 +178,87 @@ impl Topo {
     }
 }
 
-#[test]
-fn offload_programs_load_attach_and_forward() {
-    let Some(mut lab) = lab_or_skip("netns_ebpf", &[]) else {
-        return;
-    };
+/// The addresses of these tests: the client, the server, and the NAT address the offload entries
+/// translate the client to.
+const CLI: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+const SRV: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const NAT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// The lab of these tests: client `c` (c0) – router `r` (r0, r1) – server `s` (s0). Returns the
+/// three namespaces and s0's MAC.
+fn client_router_server(lab: &mut Lab) -> (String, String, String, [u8; 6]) {
     let c = lab.ns("c");
     let r = lab.ns("r");
     let s = lab.ns("s");
     lab.veth(&c, "c0", &r, "r0");
     lab.veth(&r, "r1", &s, "s0");
-    let (cli, srv) = (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(203, 0, 113, 10));
-    let nat = Ipv4Addr::new(192, 0, 2, 1);
     let s_mac = in_ns(&s, || mac_of("s0"));
+    (c, r, s, s_mac)
+}
+
+/// In the router's namespace: load the programs and attach the tc one to tcx ingress of r0 and
+/// r1 (the links detach when dropped).
+fn load_and_attach() -> (
+    Offload,
+    host::InterfaceInfo,
+    host::InterfaceInfo,
+    [TcxLink; 2],
+) {
+    let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
+    let (r0, r1) = (
+        host::inspect("r0").expect("r0"),
+        host::inspect("r1").expect("r1"),
+    );
+    let links = [
+        off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
+        off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
+    ];
+    (off, r0, r1, links)
+}
+
+/// Listen on s0 for 1.5 s, from a thread in namespace `s` that is ready when this returns; the
+/// thread returns the IPv4 frames it saw.
+fn listen_on_s0(s: &str) -> JoinHandle<Vec<Vec<u8>>> {
+    let (srx_tx, srx_rx) = mpsc::channel();
+    let server = spawn_in(s, move || {
+        let mut p = Port::open(&PortConfig::new("s0")).expect("open s0");
+        srx_tx.send(()).expect("ready");
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx s0");
+            for f in b.iter_mut() {
+                if f.data().get(12..14) == Some(&[0x08, 0x00]) {
+                    got.push(f.data().to_vec());
+                }
+            }
+        }
+        got
+    });
+    srx_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server ready");
+    server
+}
+
+#[test]
+fn offload_programs_load_attach_and_forward() {
+    let Some(mut lab) = lab_or_skip("netns_ebpf", &[]) else {
+        return;
+    };
+    let (c, r, s, s_mac) = client_router_server(&mut lab);
+    let (cli, srv, nat) = (CLI, SRV, NAT);
 
     // The router namespace: load, attach, install one entry, watch r0's socket.
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
-        let (r0, r1) = (
-            host::inspect("r0").expect("r0"),
-            host::inspect("r1").expect("r1"),
-        );
-        let links = [
-            off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
-            off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
-        ];
+        let (off, r0, r1, links) = load_and_attach();
         let mut port = Port::open(&PortConfig::new("r0")).expect("open r0");
         off.filter
             .attach_socket(port.as_fd())
             .expect("attach filter");
-        let topo = Topo {
-            cli,
-            srv,
-            nat,
-            in_ifindex: r0.ifindex,
-            out_ifindex: r1.ifindex,
-            out_mac: r1.mac.expect("r1 mac"),
-            s_mac,
-        };
+        let topo = Topo::of(&r0, &r1, s_mac);
         let entries = [
             topo.entry(40000, 6),
             topo.entry(40002, 17),
@@ -236,25 +291,7 @@ fn offload_programs_load_attach_and_forward() {
         .expect("router ready");
 
     // The server side listens on s0.
-    let (srx_tx, srx_rx) = mpsc::channel();
-    let server = spawn_in(&s, move || {
-        let mut p = Port::open(&PortConfig::new("s0")).expect("open s0");
-        srx_tx.send(()).expect("ready");
-        let mut got = Vec::new();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(1500) {
-            let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx s0");
-            for f in b.iter_mut() {
-                if f.data().get(12..14) == Some(&[0x08, 0x00]) {
-                    got.push(f.data().to_vec());
-                }
-            }
-        }
-        got
-    });
-    srx_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server ready");
+    let server = listen_on_s0(&s);
     let c_mac = in_ns(&c, || mac_of("c0"));
     let hit = tcp_frame(r0_mac, c_mac, (cli, srv, 40000, 80), 0x10);
     let other = tcp_frame(r0_mac, c_mac, (cli, srv, 40001, 80), 0x10);
@@ -327,27 +364,13 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
     let Some(mut lab) = lab_or_skip("ebpf_bind", &[]) else {
         return;
     };
-    let c = lab.ns("c");
-    let r = lab.ns("r");
-    let s = lab.ns("s");
-    lab.veth(&c, "c0", &r, "r0");
-    lab.veth(&r, "r1", &s, "s0");
-    let (cli, srv) = (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(203, 0, 113, 10));
-    let nat = Ipv4Addr::new(192, 0, 2, 1);
-    let s_mac = in_ns(&s, || mac_of("s0"));
+    let (c, r, s, s_mac) = client_router_server(&mut lab);
+    let (cli, srv) = (CLI, SRV);
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
-        let (r0, r1) = (
-            host::inspect("r0").expect("r0"),
-            host::inspect("r1").expect("r1"),
-        );
-        let links = [
-            off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
-            off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
-        ];
+        let (off, r0, r1, links) = load_and_attach();
         let mut bound = Port::open(&PortConfig {
             bind: RxBind::ip(),
             ..PortConfig::new("r0")
@@ -355,15 +378,7 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
         .expect("open r0 (IPv4, ARP, IPv6)");
         // No socket filter anywhere.
         let mut tap = Port::open(&PortConfig::new("r0")).expect("open r0 (ETH_P_ALL)");
-        let topo = Topo {
-            cli,
-            srv,
-            nat,
-            in_ifindex: r0.ifindex,
-            out_ifindex: r1.ifindex,
-            out_mac: r1.mac.expect("r1 mac"),
-            s_mac,
-        };
+        let topo = Topo::of(&r0, &r1, s_mac);
         let entries = [topo.entry(40000, 6), topo.entry(40002, 17)];
         for (k, a) in &entries {
             off.map.insert(k, a).expect("insert");
@@ -389,25 +404,7 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
     let r0_mac = ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("router ready");
-    let (srx_tx, srx_rx) = mpsc::channel();
-    let server = spawn_in(&s, move || {
-        let mut p = Port::open(&PortConfig::new("s0")).expect("open s0");
-        srx_tx.send(()).expect("ready");
-        let mut got = Vec::new();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(1500) {
-            let mut b = p.rx_batch(16, Duration::from_millis(20)).expect("rx s0");
-            for f in b.iter_mut() {
-                if f.data().get(12..14) == Some(&[0x08, 0x00]) {
-                    got.push(f.data().to_vec());
-                }
-            }
-        }
-        got
-    });
-    srx_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server ready");
+    let server = listen_on_s0(&s);
     let c_mac = in_ns(&c, || mac_of("c0"));
     let hit = tcp_frame(r0_mac, c_mac, (cli, srv, 40000, 80), 0x10);
     let udp = udp_frame(r0_mac, c_mac, (cli, srv, 40002, 80), true);

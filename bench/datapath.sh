@@ -31,7 +31,8 @@
 #                 (if netsniff-ng is installed): packets/s reaching the internet side, loss %
 #   cps           ab -c 32 (no keep-alive) against nginx in inet: completed connections/s
 # Environment: ROUNDS (3), SECS (5), SYSTEMS, ALTROUTE (target-dp/release/altroute), CONFIG,
-#   ALTROUTE_ARGS (extra `altroute run` arguments for every altroute system), OUT (results dir),
+#   ALTROUTE_ARGS (extra `altroute run` arguments for every altroute system), OUT (results dir:
+#   results.tsv, and each TCP run's iperf3 JSON with per-second intervals, iperf3-tcpN-SYS-R.json),
 #   PREFIX (namespace prefix, default bd<pid>-), FIGS (subset of "tcp1 tcp4 udp64 flood64 cps"). Needs root. Installs nothing: missing tools are
 #   reported and their figures skipped.
 set -uo pipefail
@@ -164,6 +165,7 @@ measure() { # system round
   for n in 1 4; do
     want "tcp$n" || continue
     j=$(nx lan iperf3 -c 203.0.113.10 -t "$SECS" -P "$n" -J 2>/dev/null)
+    printf '%s\n' "$j" >"$OUT/iperf3-tcp$n-$sys-$r.json"
     rec "$sys" "$r" "tcp$n" "$(jq -r '.end.sum_received.bits_per_second / 1e9' <<<"$j" 2>/dev/null || echo nan)" \
       "retr=$(jq -r '.end.sum_sent.retransmits' <<<"$j" 2>/dev/null)"
   done

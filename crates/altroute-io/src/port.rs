@@ -435,8 +435,10 @@ impl Port {
                 format!("a port binds 1 to {MAX_RINGS} EtherTypes"),
             ));
         }
-        if receiving
-            && matches!(cfg.bind, RxBind::EtherTypes(_))
+        // Sockets bound to one EtherType: they drop other hosts' frames in a socket filter and
+        // name the frame's own protocol when they send another EtherType.
+        let bound_by_type = receiving && matches!(cfg.bind, RxBind::EtherTypes(_));
+        if bound_by_type
             && protocols
                 .iter()
                 .enumerate()
@@ -447,9 +449,6 @@ impl Port {
                 "RxBind::EtherTypes takes distinct EtherTypes (not 0 or ETH_P_ALL)",
             ));
         }
-        // Sockets bound to one EtherType: they drop other hosts' frames in a socket filter and
-        // name the frame's own protocol when they send another EtherType.
-        let bound_by_type = receiving && matches!(cfg.bind, RxBind::EtherTypes(_));
         let group = |k: usize| cfg.fanout.as_ref().map(|f| f.group.wrapping_add(k as u16));
         let mut main = open_socket(
             cfg,
@@ -464,9 +463,8 @@ impl Port {
             },
         )?;
         // The other EtherTypes: receive-only sockets with a small plain V2 ring each.
-        let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
-        let reserve = cfg.headroom.saturating_sub(14 + vnet_len);
-        let slot = RingGeometry::min_slot(RingVersion::V2, reserve, cfg.vnet_hdr, max_frame);
+        let slot =
+            RingGeometry::min_slot(RingVersion::V2, rx_reserve(cfg), cfg.vnet_hdr, max_frame);
         let aux_rx = RxMode::V2 {
             frames: u32::try_from(AUX_RING_BYTES / slot.max(1))
                 .unwrap_or(u32::MAX)
@@ -615,6 +613,14 @@ impl Port {
     }
 }
 
+/// The `PACKET_RESERVE` that puts `cfg.headroom` bytes before each received frame: the kernel
+/// leaves 14 bytes before the MAC header on its own (see geometry), plus the vnet header once it
+/// has been parsed.
+fn rx_reserve(cfg: &PortConfig) -> usize {
+    let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
+    cfg.headroom.saturating_sub(14 + vnet_len)
+}
+
 /// One socket of a port: what [`open_socket`] sets up.
 struct SockSpec<'a> {
     ifindex: u32,
@@ -694,10 +700,8 @@ fn open_socket(cfg: &PortConfig, spec: &SockSpec<'_>) -> Result<Sock, IoError> {
         name,
         "setsockopt(PACKET_VERSION)",
     )?;
-    // The kernel leaves 14 bytes before the MAC header on its own (see geometry), plus the
-    // vnet header once it has been parsed.
     let vnet_len = if cfg.vnet_hdr { VNET_HDR_LEN } else { 0 };
-    let reserve = cfg.headroom.saturating_sub(14 + vnet_len);
+    let reserve = rx_reserve(cfg);
     let reserve_c =
         c_int::try_from(reserve).map_err(|_| IoError::config(name, "headroom too large"))?;
     if receiving {

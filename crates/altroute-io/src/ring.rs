@@ -408,155 +408,144 @@ fn walk_ring(
     params: RxParams,
     max: usize,
 ) {
-    {
-        match ring {
-            RingState::V2 {
-                base,
-                slots,
-                head,
-                held,
-                spill,
-                ..
-            } => {
-                while descs.len() < max && *held < slots.frame_nr {
-                    // SAFETY: `head < frame_nr`: a slot start inside the live mapping.
-                    let slot = unsafe { base.add(slots.offset(*head)) };
-                    // SAFETY: slot starts are 16-byte aligned inside the mapping.
-                    let st = unsafe { status(slot) }.load(Ordering::Acquire);
-                    if st & sys::TP_STATUS_USER == 0 {
-                        break;
-                    }
-                    let spilled = st & sys::TP_STATUS_COPY != 0;
-                    if spilled && spill.as_ref().is_some_and(|sp| !sp.free()) {
-                        // Every spill buffer is taken: this slot starts the next batch.
-                        break;
-                    }
-                    // SAFETY: the slot is ours (TP_STATUS_USER, acquired above) and holds a
-                    // `tpacket2_hdr` at its start; `read_unaligned` copies it out.
-                    let h = unsafe { slot.cast::<Tpacket2Hdr>().read_unaligned() };
-                    let hdr = Hdr {
-                        status: st,
-                        len: h.tp_len,
-                        snaplen: h.tp_snaplen,
-                        mac: h.tp_mac,
-                        tci: h.tp_vlan_tci,
-                        tpid: h.tp_vlan_tpid,
-                        sec: h.tp_sec,
-                        nsec: h.tp_nsec,
-                    };
-                    let hdr_al = sys::tpacket_align(size_of::<Tpacket2Hdr>());
-                    match spill.as_mut() {
-                        Some(sp) if spilled => {
-                            // The whole frame waits on the socket queue: reserve a buffer (the
-                            // queued frame must be read even if this one is then skipped).
-                            // SAFETY: the slot is user-owned and `frame_size` bytes long.
-                            let d = unsafe {
-                                take_spilled(
-                                    slot,
-                                    slots.frame_size,
-                                    hdr_al,
-                                    &hdr,
-                                    sp,
-                                    params,
-                                    counters,
-                                )
-                            };
-                            sp.pending.push(descs.len());
-                            sp.used += 1;
-                            descs.push(d);
-                        }
-                        _ => {
-                            // SAFETY: the slot is user-owned and `frame_size` bytes long.
-                            let d = unsafe {
-                                take(slot, slots.frame_size, hdr_al, &hdr, params, counters)
-                            };
-                            if let Some(d) = d {
-                                descs.push(d);
-                            }
-                        }
-                    }
-                    *held += 1;
-                    *head = (*head + 1) % slots.frame_nr;
+    match ring {
+        RingState::V2 {
+            base,
+            slots,
+            head,
+            held,
+            spill,
+            ..
+        } => {
+            while descs.len() < max && *held < slots.frame_nr {
+                // SAFETY: `head < frame_nr`: a slot start inside the live mapping.
+                let slot = unsafe { base.add(slots.offset(*head)) };
+                // SAFETY: slot starts are 16-byte aligned inside the mapping.
+                let st = unsafe { status(slot) }.load(Ordering::Acquire);
+                if st & sys::TP_STATUS_USER == 0 {
+                    break;
                 }
-            }
-            RingState::V3 {
-                base,
-                block_size,
-                block_nr,
-                cur,
-                cursor,
-                done,
-            } => {
-                while descs.len() < max {
-                    // SAFETY: `cur < block_nr`: a block start inside the live mapping.
-                    let blk = unsafe { base.add(*cur * *block_size) };
-                    let (left, off) = match *cursor {
-                        Some(c) => c,
-                        None => {
-                            if done.len() >= *block_nr {
-                                break;
-                            }
-                            // SAFETY: block_status is at offset 8 of the 8-aligned block header.
-                            let st = unsafe { status(blk.add(8)) }.load(Ordering::Acquire);
-                            if st & sys::TP_STATUS_USER == 0 {
-                                break;
-                            }
-                            // SAFETY: the block is ours (acquired above); copy its descriptor.
-                            let bd = unsafe { blk.cast::<TpacketBlockDesc>().read_unaligned() };
-                            (bd.num_pkts, bd.offset_to_first_pkt as usize)
-                        }
-                    };
-                    if left == 0 || off >= *block_size {
-                        done.push(*cur);
-                        *cur = (*cur + 1) % *block_nr;
-                        *cursor = None;
-                        continue;
-                    }
-                    // SAFETY: `off < block_size`, inside the user-owned block.
-                    let pkt = unsafe { blk.add(off) };
-                    let room = *block_size - off;
-                    if room < size_of::<Tpacket3Hdr>() {
-                        done.push(*cur);
-                        *cur = (*cur + 1) % *block_nr;
-                        *cursor = None;
-                        continue;
-                    }
-                    // SAFETY: at least a header's worth of the user-owned block remains.
-                    let h = unsafe { pkt.cast::<Tpacket3Hdr>().read_unaligned() };
-                    let hdr = Hdr {
-                        status: h.tp_status,
-                        len: h.tp_len,
-                        snaplen: h.tp_snaplen,
-                        mac: h.tp_mac,
-                        tci: h.tp_vlan_tci as u16,
-                        tpid: h.tp_vlan_tpid,
-                        sec: h.tp_sec,
-                        nsec: h.tp_nsec,
-                    };
-                    // The frame may extend at most to the next packet (or the block end).
-                    let limit = if h.tp_next_offset == 0 {
-                        room
-                    } else {
-                        (h.tp_next_offset as usize).min(room)
-                    };
-                    let hdr_al = sys::tpacket_align(size_of::<Tpacket3Hdr>());
-                    // SAFETY: `[pkt, pkt + limit)` is inside the user-owned block.
-                    let d = unsafe { take(pkt, limit, hdr_al, &hdr, params, counters) };
-                    if let Some(d) = d {
+                let spilled = st & sys::TP_STATUS_COPY != 0;
+                if spilled && spill.as_ref().is_some_and(|sp| !sp.free()) {
+                    // Every spill buffer is taken: this slot starts the next batch.
+                    break;
+                }
+                // SAFETY: the slot is ours (TP_STATUS_USER, acquired above) and holds a
+                // `tpacket2_hdr` at its start; `read_unaligned` copies it out.
+                let h = unsafe { slot.cast::<Tpacket2Hdr>().read_unaligned() };
+                let hdr = Hdr {
+                    status: st,
+                    len: h.tp_len,
+                    snaplen: h.tp_snaplen,
+                    mac: h.tp_mac,
+                    tci: h.tp_vlan_tci,
+                    tpid: h.tp_vlan_tpid,
+                    sec: h.tp_sec,
+                    nsec: h.tp_nsec,
+                };
+                let hdr_al = sys::tpacket_align(size_of::<Tpacket2Hdr>());
+                match spill.as_mut() {
+                    Some(sp) if spilled => {
+                        // The whole frame waits on the socket queue: reserve a buffer (the
+                        // queued frame must be read even if this one is then skipped).
+                        // SAFETY: the slot is user-owned and `frame_size` bytes long.
+                        let d = unsafe {
+                            take_spilled(slot, slots.frame_size, hdr_al, &hdr, sp, params, counters)
+                        };
+                        sp.pending.push(descs.len());
+                        sp.used += 1;
                         descs.push(d);
                     }
-                    let next = off + h.tp_next_offset as usize;
-                    if left == 1 || h.tp_next_offset == 0 {
-                        done.push(*cur);
-                        *cur = (*cur + 1) % *block_nr;
-                        *cursor = None;
-                    } else {
-                        *cursor = Some((left - 1, next));
+                    _ => {
+                        // SAFETY: the slot is user-owned and `frame_size` bytes long.
+                        let d =
+                            unsafe { take(slot, slots.frame_size, hdr_al, &hdr, params, counters) };
+                        if let Some(d) = d {
+                            descs.push(d);
+                        }
                     }
                 }
+                *held += 1;
+                *head = (*head + 1) % slots.frame_nr;
             }
-            RingState::Owned => {}
         }
+        RingState::V3 {
+            base,
+            block_size,
+            block_nr,
+            cur,
+            cursor,
+            done,
+        } => {
+            while descs.len() < max {
+                // SAFETY: `cur < block_nr`: a block start inside the live mapping.
+                let blk = unsafe { base.add(*cur * *block_size) };
+                let (left, off) = match *cursor {
+                    Some(c) => c,
+                    None => {
+                        if done.len() >= *block_nr {
+                            break;
+                        }
+                        // SAFETY: block_status is at offset 8 of the 8-aligned block header.
+                        let st = unsafe { status(blk.add(8)) }.load(Ordering::Acquire);
+                        if st & sys::TP_STATUS_USER == 0 {
+                            break;
+                        }
+                        // SAFETY: the block is ours (acquired above); copy its descriptor.
+                        let bd = unsafe { blk.cast::<TpacketBlockDesc>().read_unaligned() };
+                        (bd.num_pkts, bd.offset_to_first_pkt as usize)
+                    }
+                };
+                if left == 0 || off >= *block_size {
+                    done.push(*cur);
+                    *cur = (*cur + 1) % *block_nr;
+                    *cursor = None;
+                    continue;
+                }
+                // SAFETY: `off < block_size`, inside the user-owned block.
+                let pkt = unsafe { blk.add(off) };
+                let room = *block_size - off;
+                if room < size_of::<Tpacket3Hdr>() {
+                    done.push(*cur);
+                    *cur = (*cur + 1) % *block_nr;
+                    *cursor = None;
+                    continue;
+                }
+                // SAFETY: at least a header's worth of the user-owned block remains.
+                let h = unsafe { pkt.cast::<Tpacket3Hdr>().read_unaligned() };
+                let hdr = Hdr {
+                    status: h.tp_status,
+                    len: h.tp_len,
+                    snaplen: h.tp_snaplen,
+                    mac: h.tp_mac,
+                    tci: h.tp_vlan_tci as u16,
+                    tpid: h.tp_vlan_tpid,
+                    sec: h.tp_sec,
+                    nsec: h.tp_nsec,
+                };
+                // The frame may extend at most to the next packet (or the block end).
+                let limit = if h.tp_next_offset == 0 {
+                    room
+                } else {
+                    (h.tp_next_offset as usize).min(room)
+                };
+                let hdr_al = sys::tpacket_align(size_of::<Tpacket3Hdr>());
+                // SAFETY: `[pkt, pkt + limit)` is inside the user-owned block.
+                let d = unsafe { take(pkt, limit, hdr_al, &hdr, params, counters) };
+                if let Some(d) = d {
+                    descs.push(d);
+                }
+                let next = off + h.tp_next_offset as usize;
+                if left == 1 || h.tp_next_offset == 0 {
+                    done.push(*cur);
+                    *cur = (*cur + 1) % *block_nr;
+                    *cursor = None;
+                } else {
+                    *cursor = Some((left - 1, next));
+                }
+            }
+        }
+        RingState::Owned => {}
     }
 }
 
@@ -672,6 +661,20 @@ fn fill_spilled_ring(
     true
 }
 
+/// Whether a frame of `pkttype` is skipped rather than handed out: our own outgoing frames, and
+/// on an EtherType-bound socket another host's (counted either way).
+fn skipped(pkttype: u8, params: RxParams, c: &mut RxCounters) -> bool {
+    if pkttype == sys::PACKET_OUTGOING {
+        c.outgoing_skipped += 1;
+        return true;
+    }
+    if pkttype == sys::PACKET_OTHERHOST && params.skip_otherhost {
+        c.otherhost_skipped += 1;
+        return true;
+    }
+    false
+}
+
 /// A `TP_STATUS_COPY` slot: the descriptor of a spill buffer, to be filled from the socket
 /// queue; `cap == 0` marks a frame to skip (counted here) whose queued copy must still be read.
 ///
@@ -702,13 +705,7 @@ unsafe fn take_spilled(
     }
     // SAFETY: checked just above that the byte is inside `[p, p + limit)`.
     let pkttype = unsafe { p.add(hdr_al + 10).read() };
-    if pkttype == sys::PACKET_OUTGOING {
-        c.outgoing_skipped += 1;
-        d.cap = 0;
-        return d;
-    }
-    if pkttype == sys::PACKET_OTHERHOST && params.skip_otherhost {
-        c.otherhost_skipped += 1;
+    if skipped(pkttype, params, c) {
         d.cap = 0;
         return d;
     }
@@ -771,12 +768,7 @@ unsafe fn take(
     }
     // SAFETY: checked just above that the byte is inside `[p, p + limit)`.
     let pkttype = unsafe { p.add(hdr_al + 10).read() };
-    if pkttype == sys::PACKET_OUTGOING {
-        c.outgoing_skipped += 1;
-        return None;
-    }
-    if pkttype == sys::PACKET_OTHERHOST && params.skip_otherhost {
-        c.otherhost_skipped += 1;
+    if skipped(pkttype, params, c) {
         return None;
     }
     let head = hdr_al + sys::SOCKADDR_LL_LEN; // headroom starts after sockaddr_ll

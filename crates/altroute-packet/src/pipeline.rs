@@ -1862,25 +1862,20 @@ fn rewrite_fixed<const N: usize>(
     let old_sport = r16(h, 20);
     let old_dport = r16(h, 22);
     let old_l4_csum = r16(h, csum_at);
-    // RFC 1624 with the ones'-complement terms summed in a u32 and folded once per field: the
-    // same result as `Delta` adding them one at a time with end-around carry (that addition is
-    // associative, and neither way yields 0 unless every term is 0), with fewer folds.
-    let halves = |a: u32| (a >> 16) + (a & 0xffff);
-    let fold = |x: u32| {
-        let x = (x & 0xffff) + (x >> 16);
-        ((x & 0xffff) + (x >> 16)) as u16
-    };
+    // RFC 1624 with the terms summed and folded once per field (`checksum::fold32`): the same
+    // result as `Delta`'s one addition at a time, with fewer folds.
+    use checksum::{diff32_terms, fold32 as fold};
     let (mut addr, mut ports) = (0u32, 0u32);
     let (mut new_src, mut new_dst) = (old_src, old_dst);
     let (mut new_sport, mut new_dport) = (old_sport, old_dport);
     if let Some((a, port)) = snat {
-        addr += halves(!u32::from(old_src)) + halves(u32::from(a));
+        addr += diff32_terms(u32::from(old_src), u32::from(a));
         ports += u32::from(!old_sport) + u32::from(port);
         new_src = a;
         new_sport = port;
     }
     if let Some((a, port)) = dnat {
-        addr += halves(!u32::from(old_dst)) + halves(u32::from(a));
+        addr += diff32_terms(u32::from(old_dst), u32::from(a));
         ports += u32::from(!old_dport) + u32::from(port);
         new_dst = a;
         new_dport = port;

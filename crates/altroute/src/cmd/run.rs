@@ -185,6 +185,10 @@ fn link_binds(
         .collect()
 }
 
+/// Fanout group ids each link reserves: its sockets join one group per bound EtherType
+/// (`RxBind::ip` binds three).
+const GROUPS_PER_LINK: u16 = 4;
+
 /// Map entries (two per offloaded flow).
 const OFFLOAD_MAP_ENTRIES: u32 = 1 << 17;
 
@@ -383,8 +387,7 @@ impl Args {
                 }
                 if workers > 1 {
                     pc.fanout = Some(Fanout {
-                        // Room for one group per bound EtherType.
-                        group: group_base + 4 * li as u16,
+                        group: group_base + GROUPS_PER_LINK * li as u16,
                         mode: if handoff {
                             FanoutMode::Hash
                         } else {

@@ -93,6 +93,76 @@ impl FlowKey {
         self._pad[0] = m;
     }
 
+    /// The key as a table slot stores it: `head` alone identifies an IPv4 key (the first 4 bytes
+    /// of each address, the ports, protocol, family and padding); `tail` holds the other 12 bytes
+    /// of each address, all zero for IPv4, so an IPv4 slot can lend those 24 bytes out.
+    #[inline(always)]
+    pub(crate) fn split(&self) -> ([u8; 16], [u8; 24]) {
+        let mut head = [0u8; 16];
+        head[..4].copy_from_slice(&self.src[..4]);
+        head[4..8].copy_from_slice(&self.dst[..4]);
+        head[8..10].copy_from_slice(&self.sport.to_ne_bytes());
+        head[10..12].copy_from_slice(&self.dport.to_ne_bytes());
+        head[12] = self.proto;
+        head[13] = self.family as u8;
+        head[14..16].copy_from_slice(&self._pad);
+        let mut tail = [0u8; 24];
+        tail[..12].copy_from_slice(&self.src[4..]);
+        tail[12..].copy_from_slice(&self.dst[4..]);
+        (head, tail)
+    }
+
+    /// The `head` half of [`FlowKey::split`] alone (what an IPv4 key is compared by), as two
+    /// native-endian words: [`head_words`] of the head's bytes.
+    #[inline(always)]
+    pub(crate) fn head_words(&self) -> [u64; 2] {
+        let (s, d, p, q) = (
+            self.src,
+            self.dst,
+            self.sport.to_ne_bytes(),
+            self.dport.to_ne_bytes(),
+        );
+        [
+            u64::from_ne_bytes([s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]]),
+            u64::from_ne_bytes([
+                p[0],
+                p[1],
+                q[0],
+                q[1],
+                self.proto,
+                self.family as u8,
+                self._pad[0],
+                self._pad[1],
+            ]),
+        ]
+    }
+
+    /// The key [`FlowKey::split`] gave `head` and `tail` for; an IPv4 head ignores `tail`.
+    #[inline]
+    pub(crate) fn join(head: &[u8; 16], tail: &[u8; 24]) -> FlowKey {
+        let family = if head[13] == Family::V6 as u8 {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        src[..4].copy_from_slice(&head[..4]);
+        dst[..4].copy_from_slice(&head[4..8]);
+        if family == Family::V6 {
+            src[4..].copy_from_slice(&tail[..12]);
+            dst[4..].copy_from_slice(&tail[12..]);
+        }
+        FlowKey {
+            src,
+            dst,
+            sport: u16::from_ne_bytes([head[8], head[9]]),
+            dport: u16::from_ne_bytes([head[10], head[11]]),
+            proto: head[12],
+            family,
+            _pad: [head[14], head[15]],
+        }
+    }
+
     /// An IPv4 key.
     #[inline]
     pub fn v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Self {
@@ -236,13 +306,39 @@ impl FlowKey {
         w
     }
 
-    /// The 64-bit hash the table and the load balancer use. It is stable across platforms,
+    /// The hash the table's index files the key under: for IPv4 keys a two-word hash of the
+    /// 16 bytes that identify them ([`FlowKey::split`]'s head), cheaper than [`FlowKey::hash64`];
+    /// for IPv6 keys `hash64`. Internal to a table (never persisted, never used to pick a
+    /// gateway), so it may change between releases.
+    #[inline(always)]
+    pub(crate) fn index_hash(&self) -> u64 {
+        if self.family == Family::V4 {
+            let [a, b] = self.head_words();
+            crate::hash::hash2(a, b)
+        } else {
+            self.hash64()
+        }
+    }
+
+    /// The 64-bit hash the load balancer uses. It is stable across platforms,
     /// processes and releases (unlike `std` or `ahash` hashers), so every worker and every restart
     /// sends a flow the same way.
     #[inline]
     pub fn hash64(&self) -> u64 {
         crate::hash::hash_words(&self.words(), 0)
     }
+}
+
+/// A key head's 16 bytes ([`FlowKey::split`]) as two native-endian words.
+#[inline(always)]
+pub(crate) fn head_words(h: &[u8; 16]) -> [u64; 2] {
+    let (a, b) = h.split_at(8);
+    let w = |x: &[u8]| {
+        let mut o = [0u8; 8];
+        o.copy_from_slice(x);
+        u64::from_ne_bytes(o)
+    };
+    [w(a), w(b)]
 }
 
 #[inline]

@@ -88,7 +88,8 @@ pub use policy::{
 pub use prefix::Prefix;
 pub use table::{
     Counters, Dir, DownAction, Explanation, Failback, FlowId, FlowInfo, FlowRef, FlowTable, Hit,
-    InsertError, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, TableConfig, TableStats, Update,
+    InsertError, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig, TableStats,
+    Update,
 };
 pub use tcp::TcpState;
 pub use time::Time;

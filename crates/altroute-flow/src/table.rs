@@ -2,7 +2,13 @@
 //!
 //! Layout, for speed at a million flows:
 //! - **Records**: one 64-byte, cache-line-aligned [`Slot`] per connection, in a slab that never
-//!   moves (allocated up to `max_flows`, reused through a free list).
+//!   moves (allocated up to `max_flows`, reused through a free list). The key is stored split
+//!   ([`FlowKey::split`]): 16 bytes identify an IPv4 key and are all a lookup compares; the other
+//!   24 hold the rest of an IPv6 key's addresses or, for IPv4, the owner's **scratch**
+//!   ([`FlowTable::set_scratch`]) — where a packet path keeps what it precomputed for the flow,
+//!   so reading it costs no line beyond the lookup's.
+//! - **Index hash**: IPv4 keys are filed under a two-word hash of those 16 bytes, cheaper than
+//!   [`FlowKey::hash64`] (which the load balancer keeps using: it must never change).
 //! - **Index**: both directions of every connection point at its slot (see [`crate::index`]); the
 //!   original key and the reply key (after translation) are two entries. Endpoint-independent NAT
 //!   mappings are a third kind of entry in the same index, so creating a flow costs no other map.
@@ -28,6 +34,7 @@ use core::net::IpAddr;
 
 use crate::failure::FailureWindow;
 use crate::index::Index;
+use crate::key::head_words;
 use crate::nat::{PortPartition, PortPool};
 use crate::policy::{self, Choice, Inputs, NoGateway, Overrides, Policy, Reason};
 use crate::tcp::{TcpState, flags as tcpf};
@@ -99,7 +106,11 @@ impl PendingLookup {
 /// The hash of `key`, from `p` when `p` carries one.
 #[inline(always)]
 fn key_hash(key: &FlowKey, p: PendingLookup) -> u64 {
-    if p.hash == 0 { key.hash64() } else { p.hash }
+    if p.hash == 0 {
+        key.index_hash()
+    } else {
+        p.hash
+    }
 }
 
 /// How a flow's gateway was chosen (stored in 3 bits of the slot).
@@ -153,7 +164,13 @@ impl ReasonKind {
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Slot {
-    key: FlowKey,
+    /// The key from the inside host, split ([`FlowKey::split`]): `head` alone identifies an IPv4
+    /// key, so the lookup compares 16 bytes.
+    head: [u8; 16],
+    /// IPv6: the other 12 bytes of both addresses. IPv4: the caller's scratch
+    /// ([`FlowTable::set_scratch`]), zero until set, zeroed whenever the flow's translation or
+    /// gateway changes.
+    tail: [u8; 24],
     nat_port: u16,
     nat_addr: u8,
     gateway: u8,
@@ -170,6 +187,9 @@ struct Slot {
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == 64);
+
+/// Bytes of [scratch](FlowTable::set_scratch) per IPv4 flow.
+pub const SCRATCH: usize = 24;
 
 /// The rest of a connection: what only creation, removal and link events touch.
 #[derive(Clone, Copy)]
@@ -189,6 +209,23 @@ const UNLINKED: Links = Links {
 };
 
 impl Slot {
+    #[inline(always)]
+    fn key(&self) -> FlowKey {
+        FlowKey::join(&self.head, &self.tail)
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.head[12]
+    }
+    #[inline(always)]
+    fn is_v4(&self) -> bool {
+        self.head[13] == Family::V4 as u8
+    }
+    fn clear_scratch(&mut self) {
+        if self.is_v4() {
+            self.tail = [0; SCRATCH];
+        }
+    }
     fn tcp(&self) -> TcpState {
         TcpState::from_bits(self.state)
     }
@@ -217,7 +254,8 @@ impl Slot {
 }
 
 const DEAD: Slot = Slot {
-    key: FlowKey::ZERO,
+    head: [0; 16],
+    tail: [0; 24],
     nat_port: 0,
     nat_addr: NO_NAT,
     gateway: NO_GW,
@@ -724,21 +762,27 @@ impl FlowTable {
 
     // ----- lookups (the fast path) -----
 
-    #[inline]
+    #[inline(always)]
     fn reply_matches(&self, s: &Slot, q: &FlowKey) -> bool {
-        if s.nat_addr == NO_NAT {
-            return s.key.reversed() == *q;
+        if !s.is_v4() {
+            return self.reply_key(s) == *q;
         }
-        let ext = match self.ext_bytes.get(usize::from(s.nat_addr)) {
-            Some(e) => e,
-            None => return false,
+        // The reply key's head, built from the slot's: the remote end as source, the external
+        // (or, untranslated, the inside) address and port as destination.
+        let h = &s.head;
+        let (ext, port) = if s.nat_addr == NO_NAT {
+            ([h[0], h[1], h[2], h[3]], [h[8], h[9]])
+        } else {
+            match self.ext_bytes.get(usize::from(s.nat_addr)) {
+                Some(e) => ([e[0], e[1], e[2], e[3]], s.nat_port.to_ne_bytes()),
+                None => return false,
+            }
         };
-        q.proto == s.key.proto
-            && q.family() == s.key.family()
-            && q.sport == s.key.dport
-            && q.dport == s.nat_port
-            && q.src_bytes() == s.key.dst_bytes()
-            && q.dst_bytes() == ext
+        let want = [
+            u64::from_ne_bytes([h[4], h[5], h[6], h[7], ext[0], ext[1], ext[2], ext[3]]),
+            u64::from_ne_bytes([h[10], h[11], port[0], port[1], h[12], h[13], h[14], h[15]]),
+        ];
+        want == q.head_words()
     }
 
     /// Whether index value `v` (not a mapping) is the entry of `key`.
@@ -755,7 +799,7 @@ impl FlowTable {
             return false;
         }
         if v & 1 == 0 {
-            s.key == *key
+            head_words(&s.head) == key.head_words() && (s.is_v4() || s.key() == *key)
         } else {
             self.reply_matches(s, key)
         }
@@ -773,7 +817,7 @@ impl FlowTable {
     /// Find the flow a packet with `key` belongs to, from either side.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        self.lookup_hashed(key, key.hash64())
+        self.lookup_hashed(key, key.index_hash())
     }
 
     /// Look up a batch of keys, writing one result per key into `out` (which must be at least as
@@ -825,7 +869,7 @@ impl FlowTable {
     /// whatever changed in between (a stale candidate is checked, then ignored).
     #[inline(always)]
     pub fn lookup_start(&self, key: &FlowKey) -> PendingLookup {
-        let hash = key.hash64();
+        let hash = key.index_hash();
         self.index.prefetch(hash);
         PendingLookup {
             hash,
@@ -854,7 +898,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn lookup_finish(&self, key: &FlowKey, p: PendingLookup) -> Option<Hit> {
         debug_assert!(
-            p.hash == 0 || p.hash == key.hash64(),
+            p.hash == 0 || p.hash == key.index_hash(),
             "lookup_finish: another key"
         );
         // The candidate is the first lane `find` would try: when it matches, it is the answer
@@ -896,7 +940,7 @@ impl FlowTable {
         if s.flags & (LIVE | REJECT) != LIVE {
             return None;
         }
-        if s.key.proto == proto::TCP
+        if s.proto() == proto::TCP
             && (tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) != 0
                 || s.tcp() != TcpState::Established)
         {
@@ -926,6 +970,32 @@ impl FlowTable {
         }
         if self.cfg.accounting {
             count(s, &mut self.acct, i, hit.dir, bytes);
+        }
+    }
+
+    /// Store `data` in the scratch of IPv4 flow `id`: [`SCRATCH`] bytes of the caller's own,
+    /// kept in the flow's slot (in the room an IPv4 key leaves), so reading them back through
+    /// [`FlowRef::scratch`] costs no memory access beyond the lookup's. A packet path keeps what
+    /// it precomputed for the flow there — its rewrite, checksum deltas, next hops — as VPP's NAT
+    /// keeps them per session. The table never reads it; it zeroes it when the flow is created,
+    /// re-mapped (SYN-retry rotation) or marked for reject, so all-zero must mean "nothing
+    /// stored". Returns `false` (nothing stored) for a flow that is not live or is IPv6.
+    #[inline]
+    pub fn set_scratch(&mut self, id: FlowId, data: [u8; SCRATCH]) -> bool {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(s) if s.has(LIVE) && s.is_v4() => {
+                s.tail = data;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Zero every flow's scratch ([`FlowTable::set_scratch`]): for a new owner of the table, whose
+    /// precomputed data would differ. O(max flows), once.
+    pub fn clear_scratch(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.clear_scratch();
         }
     }
 
@@ -974,7 +1044,7 @@ impl FlowTable {
         if hit.dir == Dir::Reply {
             s.flags |= REPLIED;
         }
-        if s.key.proto != proto::TCP {
+        if s.proto() != proto::TCP {
             return Update::Forward;
         }
         if tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) == 0 && s.tcp() == TcpState::Established
@@ -1092,13 +1162,13 @@ impl FlowTable {
         }
         // Unbind from the old gateway, bind on the new one; on failure, stay.
         self.index
-            .remove(self.reply_key(&s).hash64(), (id.0 << 1) | 1);
-        let new_bind = self.nat_bind(&s.key, to, now);
+            .remove(self.reply_key(&s).index_hash(), (id.0 << 1) | 1);
+        let new_bind = self.nat_bind(&s.key(), to, now);
         let (addr, port) = match new_bind {
             Ok(b) => b,
             Err(_) => {
                 self.index
-                    .insert(self.reply_key(&s).hash64(), (id.0 << 1) | 1);
+                    .insert(self.reply_key(&s).index_hash(), (id.0 << 1) | 1);
                 self.stats.ports_exhausted += 1;
                 return Update::Forward;
             }
@@ -1106,6 +1176,7 @@ impl FlowTable {
         self.nat_unbind(&s, now);
         self.gw_unlink(i);
         let slot = &mut self.slots[i];
+        slot.clear_scratch();
         slot.gateway = to.0;
         slot.nat_addr = addr;
         slot.nat_port = port;
@@ -1115,7 +1186,7 @@ impl FlowTable {
         self.gw_link(i, to.0);
         if !self
             .index
-            .insert(self.reply_key(&snap).hash64(), (id.0 << 1) | 1)
+            .insert(self.reply_key(&snap).index_hash(), (id.0 << 1) | 1)
         {
             // Cannot happen with the index sized for 3 entries per flow; be safe anyway.
             self.remove(id, now);
@@ -1265,8 +1336,10 @@ impl FlowTable {
                 (NO_NAT, key.sport)
             };
         let secs = now.secs32();
+        let (head, tail) = key.split();
         let mut s = Slot {
-            key,
+            head,
+            tail,
             nat_port,
             nat_addr,
             gateway: gw.0,
@@ -1312,8 +1385,8 @@ impl FlowTable {
             self.gw_link(i, gw.0);
         }
         self.live += 1;
-        let ok = self.index.insert(key.hash64(), id << 1)
-            && self.index.insert(reply.hash64(), (id << 1) | 1);
+        let ok = self.index.insert(key.index_hash(), id << 1)
+            && self.index.insert(reply.index_hash(), (id << 1) | 1);
         if !ok {
             self.unlink(FlowId(id), now);
             return Err(InsertError::TableFull {
@@ -1414,7 +1487,7 @@ impl FlowTable {
         };
         let pool = usize::from(a) * 3 + class;
         let mk = self.mapping_key(pool, key);
-        let h = mk.hash64();
+        let h = mk.index_hash();
         let mut inside = [0u8; 4];
         inside.copy_from_slice(&key.src_bytes()[..4]);
         let pools = &self.pools;
@@ -1452,7 +1525,7 @@ impl FlowTable {
         if s.nat_addr == NO_NAT {
             return;
         }
-        let Some(class) = proto_class(s.key.proto) else {
+        let Some(class) = proto_class(s.proto()) else {
             return;
         };
         let pool = usize::from(s.nat_addr) * 3 + class;
@@ -1461,9 +1534,9 @@ impl FlowTable {
             && p.unshare(s.nat_port, until)
             && !p.is_reserved(s.nat_port)
         {
-            let mk = self.mapping_key(pool, &s.key);
+            let mk = self.mapping_key(pool, &s.key());
             self.index.remove(
-                mk.hash64(),
+                mk.index_hash(),
                 MAPPING | (pool as u32) << 16 | u32::from(s.nat_port),
             );
         }
@@ -1512,16 +1585,16 @@ impl FlowTable {
     }
 
     fn reply_key(&self, s: &Slot) -> FlowKey {
+        let key = s.key();
         if s.nat_addr == NO_NAT {
-            return s.key.reversed();
+            return key.reversed();
         }
         let ext = self
             .ext_addrs
             .get(usize::from(s.nat_addr))
             .copied()
-            .unwrap_or(s.key.src_ip());
-        FlowKey::new(s.key.dst_ip(), ext, s.key.proto, s.key.dport, s.nat_port)
-            .unwrap_or(s.key.reversed())
+            .unwrap_or(key.src_ip());
+        FlowKey::new(key.dst_ip(), ext, key.proto, key.dport, s.nat_port).unwrap_or(key.reversed())
     }
 
     fn gw_link(&mut self, i: usize, gw: u8) {
@@ -1577,10 +1650,10 @@ impl FlowTable {
         if !s.has(LIVE) {
             return false;
         }
-        self.index.remove(s.key.hash64(), id.0 << 1);
+        self.index.remove(s.key().index_hash(), id.0 << 1);
         if !s.has(REJECT) {
             self.index
-                .remove(self.reply_key(&s).hash64(), (id.0 << 1) | 1);
+                .remove(self.reply_key(&s).index_hash(), (id.0 << 1) | 1);
             self.nat_unbind(&s, now);
         }
         self.gw_unlink(i);
@@ -1598,7 +1671,7 @@ impl FlowTable {
         if s.has(REJECT) {
             return t.reject_hold;
         }
-        match s.key.proto {
+        match s.proto() {
             proto::TCP => match s.tcp() {
                 TcpState::Established => t.tcp_established,
                 TcpState::SynSent if s.has(INBOUND) => t.tcp_syn_inbound,
@@ -1653,7 +1726,7 @@ impl FlowTable {
                 let deadline = u64::from(s.last_seen) + u64::from(self.timeout_of(&s));
                 if deadline <= target {
                     out.push(self.info(i));
-                    if s.key.proto == proto::TCP
+                    if s.proto() == proto::TCP
                         && s.tcp().is_opening()
                         && !s.has(REPLIED)
                         && !s.has(INBOUND)
@@ -1731,7 +1804,7 @@ impl FlowTable {
                 if !s.has(LIVE) || s.has(REJECT) || s.has(OVERRIDE) || s.has(INBOUND) {
                     continue;
                 }
-                let choice = self.select(&s.key, now);
+                let choice = self.select(&s.key(), now);
                 if choice.is_ok_and(|c| c.gateway == g) {
                     out.push(self.info(i));
                     self.mark_reject(i, now);
@@ -1746,10 +1819,11 @@ impl FlowTable {
     fn mark_reject(&mut self, i: usize, now: Time) {
         let s = self.slots[i];
         self.index
-            .remove(self.reply_key(&s).hash64(), ((i as u32) << 1) | 1);
+            .remove(self.reply_key(&s).index_hash(), ((i as u32) << 1) | 1);
         self.nat_unbind(&s, now);
         self.epoch += 1;
         let slot = &mut self.slots[i];
+        slot.clear_scratch();
         slot.flags |= REJECT;
         slot.nat_addr = NO_NAT;
         slot.last_seen = now.secs32();
@@ -1764,7 +1838,7 @@ impl FlowTable {
         let s = &self.slots[i];
         FlowInfo {
             id: FlowId(i as u32),
-            key: s.key,
+            key: s.key(),
             reply_key: self.reply_key(s),
             gateway: (s.gateway != NO_GW).then_some(GatewayId(s.gateway)),
             nat: (s.nat_addr != NO_NAT)
@@ -1849,8 +1923,8 @@ pub struct FlowRef<'a> {
 impl FlowRef<'_> {
     /// The key from the inside host.
     #[inline]
-    pub fn key(&self) -> &FlowKey {
-        &self.s.key
+    pub fn key(&self) -> FlowKey {
+        self.s.key()
     }
 
     /// The gateway, if the flow goes through one.
@@ -1869,6 +1943,12 @@ impl FlowRef<'_> {
             .ext_bytes
             .get(usize::from(self.s.nat_addr))
             .map(|a| (a, self.s.nat_port))
+    }
+
+    /// The flow's scratch ([`FlowTable::set_scratch`]); `None` for IPv6 flows, which have none.
+    #[inline(always)]
+    pub fn scratch(&self) -> Option<&[u8; SCRATCH]> {
+        self.s.is_v4().then_some(&self.s.tail)
     }
 
     /// Whether it was opened from outside.

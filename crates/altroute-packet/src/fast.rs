@@ -228,6 +228,75 @@ pub fn parse_into(frame: &[u8], opts: FastOptions, out: &mut FastParse) {
     *out = parse_inline(frame, opts);
 }
 
+/// [`parse_into`] with the common case — untagged IPv4 TCP or UDP without options, not a
+/// fragment — decided inline, in one pass over fixed offsets, and everything else (tags, ICMP,
+/// the slow path's frames, every drop) left to [`parse_into`]. Same result as [`parse`] for every
+/// frame: the common case's checks are [`parse`]'s checks for it.
+#[inline(always)]
+pub fn parse_common_into(frame: &[u8], opts: FastOptions, out: &mut FastParse) {
+    if let Some(ff) = common(frame, opts) {
+        *out = FastParse::Fast(ff);
+    } else {
+        parse_into(frame, opts, out);
+    }
+}
+
+/// The common case of [`parse`]; `None` for anything else (which may still be accepted, or
+/// dropped, by [`parse`]).
+#[inline(always)]
+fn common(frame: &[u8], opts: FastOptions) -> Option<FastFrame> {
+    // Ethernet, then the 20-byte IPv4 header and the first 8 bytes of L4 (ports, UDP length).
+    let f = frame.first_chunk::<42>()?;
+    if f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 || f[20] & 0x3f != 0 || f[21] != 0 {
+        return None; // not IPv4, options, or a fragment
+    }
+    let total = u16::from_be_bytes([f[16], f[17]]);
+    let l4_len = usize::from(total).checked_sub(20)?;
+    if 34 + l4_len > frame.len() {
+        return None;
+    }
+    let p = f[23];
+    let flags = match p {
+        proto::TCP => {
+            // The TCP header's first 20 bytes lie inside the IP packet.
+            let t = frame.get(34..54).filter(|_| l4_len >= 20)?;
+            let doff = usize::from(t[12] >> 4) * 4;
+            if doff < 20 || doff > l4_len {
+                return None;
+            }
+            t[13]
+        }
+        proto::UDP => {
+            let len = usize::from(u16::from_be_bytes([f[38], f[39]]));
+            if l4_len < 8 || len < 8 || len > l4_len {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let h = f.last_chunk::<28>()?.first_chunk::<20>()?;
+    if opts.verify_ipv4_checksum && !ipv4_header_ok(h) {
+        return None;
+    }
+    Some(FastFrame {
+        key: FlowKey::v4_raw(
+            [f[26], f[27], f[28], f[29]],
+            [f[30], f[31], f[32], f[33]],
+            p,
+            u16::from_be_bytes([f[34], f[35]]),
+            u16::from_be_bytes([f[36], f[37]]),
+        ),
+        l3_offset: 14,
+        ip_total_len: total,
+        vlan: None,
+        ttl: f[22],
+        proto: p,
+        tcp_flags: TcpFlags(flags),
+        icmp: IcmpQuery::None,
+    })
+}
+
 #[inline(always)]
 fn parse_inline(frame: &[u8], opts: FastOptions) -> FastParse {
     use FastParse::{Drop, Slow};
@@ -472,5 +541,55 @@ mod tests {
         assert_eq!(parse(&ARP_REQ, V), FastParse::Slow(SlowReason::Arp));
         assert_eq!(parse(&IGMP_RA, V), FastParse::Slow(SlowReason::Ipv4Options));
         assert_eq!(parse(&UNREACH, V), FastParse::Slow(SlowReason::IcmpError));
+    }
+
+    /// A UDP datagram 10.0.0.2:5353 -> 203.0.113.10:53 with 4 bytes of payload.
+    fn udp() -> Vec<u8> {
+        let mut f = syn();
+        f.truncate(34);
+        f[23] = proto::UDP;
+        f[16..18].copy_from_slice(&32u16.to_be_bytes());
+        f.extend_from_slice(&[0x14, 0xe9, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    proptest::proptest! {
+        /// The inline common case never disagrees with the full parser: on frames with any byte
+        /// changed, cut short or padded, whatever `common` accepts `parse` accepts as the same
+        /// frame, and `parse_common_into` always gives `parse`'s answer.
+        #[test]
+        fn common_case_agrees_with_parse(
+            tcp in proptest::bool::ANY,
+            at in 0usize..64,
+            xor in proptest::num::u8::ANY,
+            cut in 0usize..80,
+            pad in 0usize..8,
+            verify in proptest::bool::ANY,
+        ) {
+            let mut f = if tcp { syn() } else { udp() };
+            if let Some(b) = f.get_mut(at) {
+                *b ^= xor;
+            }
+            f.resize(f.len() + pad, 0);
+            f.truncate(cut.max(1));
+            let opts = FastOptions { verify_ipv4_checksum: verify };
+            let full = parse(&f, opts);
+            if let Some(ff) = common(&f, opts) {
+                proptest::prop_assert_eq!(FastParse::Fast(ff), full);
+            }
+            let mut out = FastParse::Drop(DropReason::Other);
+            parse_common_into(&f, opts, &mut out);
+            proptest::prop_assert_eq!(out, full);
+        }
+    }
+
+    #[test]
+    fn common_case_takes_tcp_and_udp() {
+        for f in [syn(), udp()] {
+            assert!(common(&f, V).is_some(), "{f:02x?}");
+        }
     }
 }

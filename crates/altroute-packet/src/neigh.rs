@@ -89,11 +89,31 @@ impl Neighbors {
         None
     }
 
-    /// Start loading the home slot of `ip` into the cache (a batch calls this for all its frames
-    /// before handling them). A prefetch never faults and changes nothing.
-    #[inline]
-    pub fn prefetch(&self, ip: Ipv4Addr) {
-        prefetch_index::prefetch_index(&self.slots, slot_of(u32::from(ip), self.mask));
+    /// The slot holding `ip`, for a caller that remembers where a neighbour is and reads it back
+    /// with [`Neighbors::at`] (entries never move; a replaced one shows another address there).
+    pub fn find(&self, ip: Ipv4Addr) -> Option<u32> {
+        let key = u32::from(ip);
+        let start = slot_of(key, self.mask);
+        for i in 0..WINDOW {
+            let at = (start + i) & self.mask;
+            let e = self.slots.get(at)?;
+            if !e.used {
+                return None;
+            }
+            if e.ip == key {
+                return u32::try_from(at).ok();
+            }
+        }
+        None
+    }
+
+    /// The address (as a big-endian number) and MAC in slot `i` ([`Neighbors::find`]), if in use.
+    #[inline(always)]
+    pub fn at(&self, i: u32) -> Option<(u32, MacAddr)> {
+        match self.slots.get(i as usize) {
+            Some(e) if e.used => Some((e.ip, e.mac)),
+            _ => None,
+        }
     }
 
     /// A number that changes whenever what [`Neighbors::get`] returns may have changed: a new

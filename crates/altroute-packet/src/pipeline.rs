@@ -26,8 +26,8 @@
 use core::net::Ipv4Addr;
 
 use altroute_flow::{
-    Dir, FlowKey, FlowTable, GatewayId, GatewaySet, Hit, InsertError, NoGateway, PendingLookup,
-    Prefix, Time, Update, proto,
+    Dir, FlowKey, FlowTable, GatewayId, GatewaySet, Hit, InsertError, MAX_GATEWAYS, NoGateway,
+    PendingLookup, Prefix, Time, Update, proto,
 };
 
 use crate::build::{self, L2};
@@ -386,15 +386,46 @@ pub struct Context {
     /// address, in an attached network or in a private destination (false: none of the four
     /// scans can match, so the fast path skips them).
     special_first: [bool; 256],
-    /// Each gateway's next-hop MAC as [`Context::gateway_mac`] gave it when the neighbour table
-    /// was at version `gw_macs_version` (the fast path reads this instead of probing the table).
-    gw_macs: Vec<Option<MacAddr>>,
+    /// What the fast path reads of each port, by port index (there are at most 64).
+    port_fast: [PortFast; 64],
+    /// Each gateway's port and next-hop MAC as [`Context::gateway_mac`] gave it when the
+    /// neighbour table was at version `gw_macs_version` (the fast path reads this instead of
+    /// probing the table), by gateway index.
+    gw_fast: [GwFast; MAX_GATEWAYS],
     gw_macs_version: u64,
     /// Whether [`Context::process_batch`] tries the established-flow fast path first.
     fast_path: bool,
 }
 
 const NO_PORT: u8 = 0xff;
+
+/// A port as the fast path sees it (copied from its [`PortSpec`]).
+#[derive(Clone, Copy, Debug)]
+struct PortFast {
+    mac: MacAddr,
+    mtu: u16,
+    /// Whether frames leave it with an 802.1Q tag (the fast path leaves those to `finish_l2`).
+    tagged: bool,
+}
+
+const NO_PORT_FAST: PortFast = PortFast {
+    mac: MacAddr([0; 6]),
+    mtu: 0,
+    tagged: false,
+};
+
+/// A gateway as the fast path sees it.
+#[derive(Clone, Copy, Debug)]
+struct GwFast {
+    port: PortId,
+    /// The next hop's MAC, if known.
+    mac: Option<MacAddr>,
+}
+
+const NO_GW_FAST: GwFast = GwFast {
+    port: PortId(NO_PORT),
+    mac: None,
+};
 
 fn mask_of(len: u8) -> u32 {
     if len == 0 {
@@ -552,7 +583,21 @@ impl Context {
                     .map(|a| (a, g.port, GatewayId(i as u8)))
             })
             .collect();
-        let n_gateways = cfg.gateways.len();
+        // What another pipeline precomputed per flow (the fast path's scratch) need not hold
+        // under this configuration.
+        table.clear_scratch();
+        let mut port_fast = [NO_PORT_FAST; 64];
+        for (f, p) in port_fast.iter_mut().zip(&cfg.ports) {
+            *f = PortFast {
+                mac: p.mac,
+                mtu: p.mtu,
+                tagged: p.vlan.is_some(),
+            };
+        }
+        let mut gw_fast = [NO_GW_FAST; MAX_GATEWAYS];
+        for (f, g) in gw_fast.iter_mut().zip(&cfg.gateways) {
+            f.port = g.port;
+        }
         Ok(Context {
             cfg,
             table,
@@ -574,7 +619,8 @@ impl Context {
             private4,
             gw_ext,
             special_first,
-            gw_macs: vec![None; n_gateways],
+            port_fast,
+            gw_fast,
             // (Not a version the neighbour table has yet: the first use fills the cache.)
             gw_macs_version: u64::MAX,
             fast_path: true,
@@ -600,15 +646,15 @@ impl Context {
         spec.mac.or_else(|| self.neighbors.get(spec.next_hop))
     }
 
-    /// Re-read every gateway's MAC into the fast path's cache (`gw_macs`).
+    /// Re-read every gateway's MAC into the fast path's cache (`gw_fast`).
     #[cold]
     #[inline(never)]
     pub(super) fn refresh_gateway_macs(&mut self) {
         // In place: the cache is sized once in `new`, so a refresh allocates nothing.
-        for g in 0..self.gw_macs.len() {
+        for g in 0..self.cfg.gateways.len() {
             let mac = self.gateway_mac(GatewayId(g as u8));
-            if let Some(m) = self.gw_macs.get_mut(g) {
-                *m = mac;
+            if let Some(f) = self.gw_fast.get_mut(g) {
+                f.mac = mac;
             }
         }
         self.gw_macs_version = self.neighbors.version();
@@ -684,7 +730,7 @@ impl Context {
     /// ([`FlowTable::lookup_start`], `lookup_advance`, `lookup_finish`).
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
         const CHUNK: usize = 64;
-        const AHEAD: usize = 4;
+        const AHEAD: usize = 8;
         let opts = FastOptions {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
@@ -761,21 +807,17 @@ impl Context {
     #[inline(always)]
     fn parse_ahead(&self, p: &Packet<'_>, opts: FastOptions, r: &mut FastParse) {
         if let Some(f) = p.buf.get(..p.len) {
-            fast::parse_into(f, opts, r);
+            fast::parse_common_into(f, opts, r);
         }
     }
 
     /// The second stage of [`Context::process_batch`]: for a fast-path frame, start its flow
-    /// lookup and prefetch its source's neighbour entry (the inside host of a packet going out).
+    /// lookup. (The neighbour table, 16 bytes per entry, stays in the cache; the fast path
+    /// reads its entry by the index the flow's scratch keeps.)
     #[inline(always)]
     fn start_lookup(&self, r: &FastParse, l: &mut PendingLookup) {
         if let FastParse::Fast(ff) = r {
             *l = self.table.lookup_start(&ff.key);
-            if self.fast_path
-                && let Some(a) = ff.key.src_v4()
-            {
-                self.neighbors.prefetch(a);
-            }
         }
     }
 
@@ -966,7 +1008,7 @@ impl Context {
         let Some(flow) = self.table.flow(hit.flow) else {
             return self.drop(DropReason::Other);
         };
-        let key = *flow.key();
+        let key = flow.key();
         let gw = flow.gateway();
         let nat = flow.nat().map(|(a, p)| (ipv4_of(a), p));
         match hit.dir {
@@ -1118,7 +1160,7 @@ impl Context {
             }
         };
         self.table.update(second, now, ip.flags, ip_len);
-        let Some(target) = self.table.flow(second.flow).map(|f| *f.key()) else {
+        let Some(target) = self.table.flow(second.flow).map(|f| f.key()) else {
             return self.drop(DropReason::Other);
         };
         let to = ipv4_of(target.src_bytes());
@@ -1625,7 +1667,7 @@ impl Context {
         let Some(flow) = self.table.flow(hit.flow) else {
             return self.drop(DropReason::IcmpErrorNoFlow);
         };
-        let key = *flow.key();
+        let key = flow.key();
         let inside = ipv4_of(key.src_bytes());
         let inside_port = key.sport;
         let ext = inner.key.src_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);

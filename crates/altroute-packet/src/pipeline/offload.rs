@@ -122,7 +122,7 @@ impl Context {
     /// (`FlowInfo::replied`, "established" for UDP) is for the caller to check.
     pub fn offload_records(&self, id: FlowId) -> Option<[OffloadRecord; 2]> {
         let flow = self.table.flow(id)?;
-        let key = *flow.key();
+        let key = flow.key();
         let ok = match key.proto {
             proto::TCP => flow.tcp() == TcpState::Established,
             proto::UDP => true,

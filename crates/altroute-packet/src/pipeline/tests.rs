@@ -957,6 +957,46 @@ fn fast_path_takes_established_flows() {
     }
 }
 
+/// The fast path keeps the checks that depend only on the flow in the flow's scratch, both
+/// sides' once they have been seen; a pipeline taking over the table starts from nothing, since
+/// its configuration may decide differently.
+#[test]
+fn fast_path_prepares_each_side_once_and_a_new_pipeline_forgets() {
+    let mut c = ctx((1, 0), None);
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(&mut c, &syn, 0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    run(
+        &mut c,
+        &tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60),
+        1,
+    );
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(&mut c, &ack, 0);
+    let key = FlowKey::v4(HOST.into(), SRV.into(), proto::TCP, 40000, 443);
+    let id = c.table.lookup(&key).unwrap().flow;
+    let scratch = |c: &Context| *c.table.flow(id).unwrap().scratch().unwrap();
+    assert_eq!(
+        scratch(&c),
+        [0; altroute_flow::SCRATCH],
+        "the full path stores nothing"
+    );
+    run_batch(&mut c, &[(ack.clone(), 0u8)], T);
+    assert_eq!(c.counters.fast_path, 1);
+    assert_eq!(scratch(&c)[0], 1, "the inside host's side is prepared");
+    let back = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, ACK, 60);
+    run_batch(&mut c, &[(ack, 0u8), (back, 1)], T);
+    assert_eq!(c.counters.fast_path, 3);
+    assert_eq!(scratch(&c)[0], 3, "both sides are prepared");
+    let cfg = c.config().clone();
+    let c2 = Context::new(cfg, c.table).unwrap();
+    assert_eq!(
+        c2.table.flow(id).unwrap().scratch(),
+        Some(&[0; altroute_flow::SCRATCH])
+    );
+}
+
 /// The first-octet filter of the fast path covers every own, NAT, attached and private address
 /// (a miss there would let the fast path skip a check the full path makes).
 #[test]

@@ -176,7 +176,7 @@ impl WorkerOffload {
         let Some(inst) = self.flows.get(&id) else {
             return false;
         };
-        let same_flow = ctx.table.flow(id).is_some_and(|f| *f.key() == inst.key);
+        let same_flow = ctx.table.flow(id).is_some_and(|f| f.key() == inst.key);
         let keys = [self.entry(&inst.records[0]), self.entry(&inst.records[1])];
         let gw = ctx.table.flow(id).and_then(|f| f.gateway());
         let mut seen = inst.seen;

@@ -27,9 +27,13 @@ fn main() {
     let b = arg(2, 32);
     let secs = arg(3, 5) as u64;
     let syn = args.get(4).is_some_and(|s| s == "syn");
-    let accounting = args.get(4).is_none_or(|s| s != "noacct");
+    let accounting = args
+        .get(4)
+        .is_none_or(|s| s != "noacct" && s != "ring-noacct");
     let fast_path = args.get(4).is_none_or(|s| s != "full");
-    let ring_mode = args.get(4).is_some_and(|s| s == "ring");
+    let ring_mode = args
+        .get(4)
+        .is_some_and(|s| s == "ring" || s == "ring-noacct");
     let mut ring = vec![0u8; RING * STRIDE];
     let mut r = Replay::new(&mut ring);
     if syn {

@@ -112,6 +112,20 @@ impl FlowKey {
         (head, tail)
     }
 
+    /// Whether this is the key of the packets answering the IPv4 flow whose stored head is `head`
+    /// ([`FlowKey::split`]), after translation to `ext`:`port`: the remote end as source, the
+    /// translated address and port as destination. Compared field by field, without branches.
+    #[inline(always)]
+    pub(crate) fn is_reply_of(&self, head: &[u8; 16], ext: [u8; 4], port: u16) -> bool {
+        let w = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let rest = [self.proto, self.family as u8, self._pad[0], self._pad[1]];
+        (w(&self.src) == w(&head[4..8]))
+            & (w(&self.dst) == u32::from_ne_bytes(ext))
+            & (self.sport == u16::from_ne_bytes([head[10], head[11]]))
+            & (self.dport == port)
+            & (u32::from_ne_bytes(rest) == w(&head[12..16]))
+    }
+
     /// The `head` half of [`FlowKey::split`] alone (what an IPv4 key is compared by), as two
     /// native-endian words: [`head_words`] of the head's bytes.
     #[inline(always)]

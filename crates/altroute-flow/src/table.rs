@@ -767,22 +767,16 @@ impl FlowTable {
         if !s.is_v4() {
             return self.reply_key(s) == *q;
         }
-        // The reply key's head, built from the slot's: the remote end as source, the external
-        // (or, untranslated, the inside) address and port as destination.
         let h = &s.head;
         let (ext, port) = if s.nat_addr == NO_NAT {
-            ([h[0], h[1], h[2], h[3]], [h[8], h[9]])
+            ([h[0], h[1], h[2], h[3]], u16::from_ne_bytes([h[8], h[9]]))
         } else {
             match self.ext_bytes.get(usize::from(s.nat_addr)) {
-                Some(e) => ([e[0], e[1], e[2], e[3]], s.nat_port.to_ne_bytes()),
+                Some(e) => ([e[0], e[1], e[2], e[3]], s.nat_port),
                 None => return false,
             }
         };
-        let want = [
-            u64::from_ne_bytes([h[4], h[5], h[6], h[7], ext[0], ext[1], ext[2], ext[3]]),
-            u64::from_ne_bytes([h[10], h[11], port[0], port[1], h[12], h[13], h[14], h[15]]),
-        ];
-        want == q.head_words()
+        q.is_reply_of(h, ext, port)
     }
 
     /// Whether index value `v` (not a mapping) is the entry of `key`.

@@ -202,13 +202,15 @@ fn be16(b: &[u8], at: usize) -> u16 {
     crate::wire::rd16(b, at)
 }
 
-/// The sum of a 20-byte IPv4 header verifies.
+/// The sum of a 20-byte IPv4 header verifies. Summed in native byte order: the one's-complement
+/// sum of byte-swapped words is the byte-swapped sum (RFC 1071, 2.B), and 0xffff swapped is
+/// itself, so no word needs swapping.
 #[inline(always)]
 fn ipv4_header_ok(h: &[u8; 20]) -> bool {
     let mut acc = 0u64;
     let mut i = 0;
     while i < 20 {
-        acc += u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+        acc += u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
         i += 4;
     }
     crate::checksum::fold(acc) == 0xffff
@@ -247,8 +249,13 @@ pub fn parse_common_into(frame: &[u8], opts: FastOptions, out: &mut FastParse) {
 fn common(frame: &[u8], opts: FastOptions) -> Option<FastFrame> {
     // Ethernet, then the 20-byte IPv4 header and the first 8 bytes of L4 (ports, UDP length).
     let f = frame.first_chunk::<42>()?;
-    if f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 || f[20] & 0x3f != 0 || f[21] != 0 {
-        return None; // not IPv4, options, or a fragment
+    // EtherType IPv4, version 4 with IHL 5 (no options); MF clear and offset 0 (no fragment).
+    let (ty_ver, frag) = (
+        u32::from_be_bytes([f[12], f[13], f[14], f[15]]),
+        u16::from_be_bytes([f[20], f[21]]),
+    );
+    if ty_ver & 0xffff_ff00 != 0x0800_4500 || frag & 0x3fff != 0 {
+        return None;
     }
     let total = u16::from_be_bytes([f[16], f[17]]);
     let l4_len = usize::from(total).checked_sub(20)?;
@@ -583,6 +590,19 @@ mod tests {
             let mut out = FastParse::Drop(DropReason::Other);
             parse_common_into(&f, opts, &mut out);
             proptest::prop_assert_eq!(out, full);
+        }
+    }
+
+    proptest::proptest! {
+        /// The native-order header sum agrees with RFC 1071's: random headers fail unless their
+        /// checksum happens to hold, and any header with its checksum filled in passes.
+        #[test]
+        fn header_check_is_rfc1071(mut h in proptest::array::uniform20(proptest::num::u8::ANY)) {
+            proptest::prop_assert_eq!(ipv4_header_ok(&h), crate::checksum::checksum(&h) == 0);
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = crate::checksum::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            proptest::prop_assert!(ipv4_header_ok(&h));
         }
     }
 

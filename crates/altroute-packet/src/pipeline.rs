@@ -725,12 +725,16 @@ impl Context {
     /// verdict per packet (it must be at least as long as `pkts`).
     ///
     /// The batch is a software pipeline, so that a frame's memory accesses overlap the handling of
-    /// the frames before it: while frame `i` is handled, frame `i + AHEAD` reads its flow-table
-    /// bucket and prefetches its flow, and frame `i + 2·AHEAD` is parsed and prefetches its bucket
+    /// the frames before it: while frame `i` is handled, frame `i + 8` reads its flow-table
+    /// bucket and prefetches its flow, and frame `i + 16` is parsed and prefetches its bucket
     /// ([`FlowTable::lookup_start`], `lookup_advance`, `lookup_finish`).
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
         const CHUNK: usize = 64;
-        const AHEAD: usize = 8;
+        // Frames between a lookup's start (bucket prefetch) and its middle stage (bucket read,
+        // slot prefetch), and between that and the frame's handling.
+        const BUCKET_AHEAD: usize = 8;
+        const SLOT_AHEAD: usize = 8;
+        const START: usize = BUCKET_AHEAD + SLOT_AHEAD;
         let opts = FastOptions {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
@@ -740,20 +744,21 @@ impl Context {
             let end = (start + CHUNK).min(n);
             let m = end - start;
             let chunk = &mut pkts[start..end];
+            let verdicts = &mut verdicts[start..end];
             // Each frame is parsed once, into place; a frame whose length does not fit its buffer
             // gets `Drop(Other)` here and is handled (and counted) by `process_one`.
             let mut parsed = [const { FastParse::Drop(DropReason::Other) }; CHUNK];
             let mut pending = [PendingLookup::NONE; CHUNK];
-            // Stages, frames apart: parse at i + 2·AHEAD + 1, start the lookup at i + 2·AHEAD (a
+            // Stages, frames apart: parse at i + START + 1, start the lookup at i + START (a
             // frame later, so the key's bytes are no longer in the store buffer), read the bucket
-            // at i + AHEAD, finish and handle at i.
-            for j in 0..m.min(2 * AHEAD + 1) {
+            // at i + SLOT_AHEAD, finish and handle at i.
+            for j in 0..m.min(START + 1) {
                 self.parse_ahead(&chunk[j], opts, &mut parsed[j]);
             }
-            for j in 0..m.min(2 * AHEAD) {
+            for j in 0..m.min(START) {
                 self.start_lookup(&parsed[j], &mut pending[j]);
             }
-            for p in &mut pending[..m.min(AHEAD)] {
+            for p in &mut pending[..m.min(SLOT_AHEAD)] {
                 self.table.lookup_advance(p);
             }
             // A flow created, removed or re-mapped by an earlier frame of the batch makes the
@@ -765,13 +770,16 @@ impl Context {
                 // (Written as Option filters on purpose: the same conditions as plain `if j < m`
                 // index checks made rustc stop inlining the fast path here, 914 -> 2 671
                 // instructions per frame under callgrind.)
-                if let Some(j) = Some(i + 2 * AHEAD + 1).filter(|&j| j < m) {
+                if let Some(j) = Some(i + START + 1).filter(|&j| j < m) {
                     self.parse_ahead(&chunk[j], opts, &mut parsed[j]);
                 }
-                if let Some(j) = Some(i + 2 * AHEAD).filter(|&j| j < m) {
+                if let Some(j) = Some(i + START).filter(|&j| j < m) {
                     self.start_lookup(&parsed[j], &mut pending[j]);
                 }
-                if let Some(l) = pending.get_mut(i + AHEAD).filter(|_| i + AHEAD < m) {
+                if let Some(l) = pending
+                    .get_mut(i + SLOT_AHEAD)
+                    .filter(|_| i + SLOT_AHEAD < m)
+                {
                     self.table.lookup_advance(l);
                 }
                 let (r, p) = (&parsed[i], &mut chunk[i]);
@@ -784,10 +792,10 @@ impl Context {
                     && let (FastParse::Fast(ff), Some(h)) = (r, hit)
                     && let Some(v) = self.fast_forward(p, now, ff, h)
                 {
-                    verdicts[start + i] = v;
+                    verdicts[i] = v;
                     continue;
                 }
-                verdicts[start + i] = if p.len <= p.buf.len() {
+                verdicts[i] = if p.len <= p.buf.len() {
                     let pre = match r {
                         FastParse::Fast(_) if fresh => Some(hit),
                         _ => None,

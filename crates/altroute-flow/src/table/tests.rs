@@ -1,7 +1,7 @@
 use super::*;
 use crate::Pin;
 use crate::tcp::flags::{ACK, FIN, RST, SYN};
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 const LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -1166,5 +1166,34 @@ proptest! {
         prop_assert_eq!(tail, [0; 24]);
         prop_assert_eq!(FlowKey::join(&h, &scratch), k4);
         prop_assert_eq!(crate::key::head_words(&h), k4.head_words());
+    }
+}
+
+proptest! {
+    /// The reply side's field-by-field match is exactly equality with the reply key.
+    #[test]
+    fn reply_match_is_key_equality(
+        a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), ext in any::<[u8; 4]>(),
+        p in any::<u8>(), sp in any::<u16>(), dp in any::<u16>(), port in any::<u16>(),
+        flip in 0usize..6,
+    ) {
+        let k = FlowKey::v4(a.into(), b.into(), p, sp, dp);
+        let (head, _) = k.split();
+        let reply = FlowKey::v4(b.into(), ext.into(), p, dp, port);
+        prop_assert!(reply.is_reply_of(&head, ext, port));
+        let [x, y] = [Ipv4Addr::from(b), Ipv4Addr::from(ext)];
+        let other = match flip {
+            0 => FlowKey::v4(Ipv4Addr::from(u32::from(x) ^ 1), y, p, dp, port),
+            1 => FlowKey::v4(x, Ipv4Addr::from(u32::from(y) ^ 0x100), p, dp, port),
+            2 => FlowKey::v4(x, y, p ^ 1, dp, port),
+            3 => FlowKey::v4(x, y, p, dp ^ 1, port),
+            4 => FlowKey::v4(x, y, p, dp, port ^ 0x8000),
+            _ => FlowKey::v6(
+                Ipv6Addr::from(u128::from(u32::from(x))),
+                Ipv6Addr::from(u128::from(u32::from(y))),
+                p, dp, port,
+            ),
+        };
+        prop_assert!(!other.is_reply_of(&head, ext, port), "{other:?}");
     }
 }

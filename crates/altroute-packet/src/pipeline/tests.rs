@@ -926,19 +926,29 @@ proptest::proptest! {
     }
 }
 
+/// Opens TCP HOST:40000 -> SRV:443 through isp1, one frame at a time (SYN, SYN|ACK, ACK: the
+/// full path), and returns its external address and port and the inside host's ACK frame.
+fn open_tcp(c: &mut Context) -> ([u8; 4], u16, Vec<u8>) {
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(c, &syn, 0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    run(
+        c,
+        &tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60),
+        1,
+    );
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(c, &ack, 0);
+    (src, sp, ack)
+}
+
 /// The fast path does take the common case (else the test above would prove nothing): an
 /// established TCP connection and a UDP flow, both directions, all on the fast path.
 #[test]
 fn fast_path_takes_established_flows() {
     let mut c = ctx((1, 0), None);
-    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
-    let (_, out) = run(&mut c, &syn, 0);
-    let (src, _, _) = ips(&out);
-    let (sp, _) = ports(&out);
-    let synack = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60);
-    run(&mut c, &synack, 1);
-    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
-    run(&mut c, &ack, 0);
+    let (src, sp, ack) = open_tcp(&mut c);
     let udp = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 50000, 53);
     let (_, uout) = run(&mut c, &udp, 0);
     let (usp, _) = ports(&uout);
@@ -963,17 +973,7 @@ fn fast_path_takes_established_flows() {
 #[test]
 fn fast_path_prepares_each_side_once_and_a_new_pipeline_forgets() {
     let mut c = ctx((1, 0), None);
-    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
-    let (_, out) = run(&mut c, &syn, 0);
-    let (src, _, _) = ips(&out);
-    let (sp, _) = ports(&out);
-    run(
-        &mut c,
-        &tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60),
-        1,
-    );
-    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
-    run(&mut c, &ack, 0);
+    let (src, sp, ack) = open_tcp(&mut c);
     let key = FlowKey::v4(HOST.into(), SRV.into(), proto::TCP, 40000, 443);
     let id = c.table.lookup(&key).unwrap().flow;
     let scratch = |c: &Context| *c.table.flow(id).unwrap().scratch().unwrap();

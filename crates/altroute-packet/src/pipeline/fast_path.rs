@@ -123,11 +123,17 @@ impl Context {
         }
         let flow = self.table.established(hit, ff.tcp_flags.0)?;
         let gw = flow.gateway();
-        // The flow-only checks, from the scratch when they passed before and the inside host is
-        // still where they found it.
+        // The flow-only checks, from the scratch when they passed before for a packet from this
+        // side on this port and the inside host is still where they found it (else worked out
+        // again: a host that moved to another port keeps the fast path).
         let mut sc = Prepared::decode(flow.scratch()?);
         let mut nh = self.neighbors.at(sc.nh);
+        let seen_in = match hit.dir {
+            Dir::Orig => sc.orig_in,
+            Dir::Reply => sc.reply_in,
+        };
         if sc.ready & ready_bit(hit.dir) == 0
+            || seen_in != port
             || nh.is_none_or(|(ip, _)| ip.to_be_bytes() != sc.inside.0)
         {
             sc = self.prepare(hit, port, ff)?;
@@ -136,18 +142,13 @@ impl Context {
         let (_, inside_mac) = nh?;
         let (out, mac) = match hit.dir {
             Dir::Orig => {
-                if port != sc.orig_in || eth[6..] != inside_mac.0 {
+                if eth[6..] != inside_mac.0 {
                     return None; // the full path learns the new MAC
                 }
                 let g = &self.gw_fast[gw?.index() & 63];
                 (g.port, g.mac?)
             }
-            Dir::Reply => {
-                if port != sc.reply_in {
-                    return None;
-                }
-                (PortId(sc.reply_out), inside_mac)
-            }
+            Dir::Reply => (PortId(sc.reply_out), inside_mac),
         };
         let out_fast = &self.port_fast[usize::from(out.0 & 63)];
         let (out_mac, tagged) = (out_fast.mac, out_fast.tagged);

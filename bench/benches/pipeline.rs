@@ -13,7 +13,7 @@
 //!   is 64–80 B frames, 3/4 TCP ACK with payload and 1/4 UDP, visiting every (flow, direction)
 //!   pair once in shuffled order (at 1M flows, 256k of the 2M pairs), LAN→WAN and WAN→LAN mixed.
 //!   One iteration is 16 384 frames in batches of 32..256.
-//! - `pipeline_ring/{flows}/b32`: the same replay with only `process_batch` timed (wall clock
+//! - `pipeline_ring/{flows}/b{32,64}`: the same replay with only `process_batch` timed (wall clock
 //!   around each batch, see `Replay::run_ring`): the refill is left out, so the frames are in the
 //!   cache as an RX ring's are after the kernel's copy, while the flows they visit still span the
 //!   table. This is the pipeline's own cost per frame; `pipeline_steady` adds reading the frames
@@ -127,15 +127,18 @@ fn pipeline_steady(c: &mut Criterion) {
         let (mut ctx, trace) = steady(n);
         let mut ring = vec![0u8; RING * STRIDE];
         let mut r = Replay::new(&mut ring);
-        g.bench_function(BenchmarkId::new(name, "b32"), |bch| {
-            bch.iter_custom(|iters| {
-                let mut busy = Duration::ZERO;
-                for _ in 0..iters {
-                    busy += r.run_ring(&mut ctx, &trace, 32, PER_ITER, NOW).1;
-                }
-                busy
-            })
-        });
+        // Batch 32, as the other groups, and 64, the daemon's default (`datapath.batch`).
+        for b in [32, 64] {
+            g.bench_function(BenchmarkId::new(name, format!("b{b}")), |bch| {
+                bch.iter_custom(|iters| {
+                    let mut busy = Duration::ZERO;
+                    for _ in 0..iters {
+                        busy += r.run_ring(&mut ctx, &trace, b, PER_ITER, NOW).1;
+                    }
+                    busy
+                })
+            });
+        }
         assert_eq!(ctx.counters.drops.total(), 0, "{:?}", ctx.counters.drops);
     }
     g.finish();

@@ -997,6 +997,46 @@ fn fast_path_prepares_each_side_once_and_a_new_pipeline_forgets() {
     );
 }
 
+/// A host whose frames start arriving on another LAN port (it moved, or there are two paths to
+/// it) keeps the fast path: that side is worked out again for the new port, and every frame
+/// leaves as the full path sends it.
+#[test]
+fn fast_path_follows_a_host_to_another_lan_port() {
+    const LAN2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 1]);
+    let two_lans = |fast: bool| {
+        let c = ctx((1, 0), None);
+        let mut cfg = c.config().clone();
+        cfg.ports.push(PortSpec {
+            name: "lan2".into(),
+            role: Role::Lan,
+            link: 3,
+            vlan: None,
+            mac: LAN2_MAC,
+            addrs: vec![(Ipv4Addr::new(10, 1, 0, 1), 24)],
+            mtu: 1500,
+        });
+        let mut c = Context::new(cfg, c.table).unwrap();
+        c.set_fast_path(fast);
+        c
+    };
+    let (mut fast, mut full) = (two_lans(true), two_lans(false));
+    let mut outs = Vec::new();
+    for c in [&mut fast, &mut full] {
+        let (_, _, ack) = open_tcp(c);
+        let moved = tcp_frame(H_MAC, LAN2_MAC, HOST, SRV, 40000, 443, ACK, 64);
+        let mut o = Vec::new();
+        for (frame, link) in [(ack.clone(), 0u8), (moved.clone(), 3), (moved, 3), (ack, 0)] {
+            let (v, out) = run_batch(c, &[(frame, link)], T);
+            assert!(matches!(v[0], Verdict::Forward { .. }), "{v:?}");
+            o.push(out);
+        }
+        outs.push(o);
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(fast.counters.fast_path, 4, "every frame, from either port");
+    assert_eq!(full.counters.fast_path, 0);
+}
+
 /// The first-octet filter of the fast path covers every own, NAT, attached and private address
 /// (a miss there would let the fast path skip a check the full path makes).
 #[test]

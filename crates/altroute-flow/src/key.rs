@@ -127,28 +127,10 @@ impl FlowKey {
     }
 
     /// The `head` half of [`FlowKey::split`] alone (what an IPv4 key is compared by), as two
-    /// native-endian words: [`head_words`] of the head's bytes.
+    /// native-endian words ([`head_words`]).
     #[inline(always)]
     pub(crate) fn head_words(&self) -> [u64; 2] {
-        let (s, d, p, q) = (
-            self.src,
-            self.dst,
-            self.sport.to_ne_bytes(),
-            self.dport.to_ne_bytes(),
-        );
-        [
-            u64::from_ne_bytes([s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]]),
-            u64::from_ne_bytes([
-                p[0],
-                p[1],
-                q[0],
-                q[1],
-                self.proto,
-                self.family as u8,
-                self._pad[0],
-                self._pad[1],
-            ]),
-        ]
+        head_words(&self.split().0)
     }
 
     /// The key [`FlowKey::split`] gave `head` and `tail` for; an IPv4 head ignores `tail`.

@@ -75,22 +75,12 @@ impl Neighbors {
     /// The MAC of `ip`, if known.
     #[inline(always)]
     pub fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        let key = u32::from(ip);
-        let start = slot_of(key, self.mask);
-        for i in 0..WINDOW {
-            let e = self.slots[(start + i) & self.mask];
-            if !e.used {
-                return None;
-            }
-            if e.ip == key {
-                return Some(e.mac);
-            }
-        }
-        None
+        self.find(ip).and_then(|i| self.at(i)).map(|(_, mac)| mac)
     }
 
     /// The slot holding `ip`, for a caller that remembers where a neighbour is and reads it back
     /// with [`Neighbors::at`] (entries never move; a replaced one shows another address there).
+    #[inline(always)]
     pub fn find(&self, ip: Ipv4Addr) -> Option<u32> {
         let key = u32::from(ip);
         let start = slot_of(key, self.mask);

@@ -163,7 +163,7 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
     /// Too many ports.
-    #[error("{0} ports: at most 64")]
+    #[error("{0} ports: at most {MAX_PORTS}")]
     TooManyPorts(usize),
     /// A gateway names a port that does not exist or is not a WAN.
     #[error("gateway {gateway} uses port {port}, which is not a WAN port")]
@@ -386,8 +386,8 @@ pub struct Context {
     /// address, in an attached network or in a private destination (false: none of the four
     /// scans can match, so the fast path skips them).
     special_first: [bool; 256],
-    /// What the fast path reads of each port, by port index (there are at most 64).
-    port_fast: [PortFast; 64],
+    /// What the fast path reads of each port, by port index.
+    port_fast: [PortFast; MAX_PORTS],
     /// Each gateway's port and next-hop MAC as [`Context::gateway_mac`] gave it when the
     /// neighbour table was at version `gw_macs_version` (the fast path reads this instead of
     /// probing the table), by gateway index.
@@ -398,6 +398,8 @@ pub struct Context {
 }
 
 const NO_PORT: u8 = 0xff;
+/// The most ports a pipeline takes (a power of two: the fast path indexes by remainder).
+const MAX_PORTS: usize = 64;
 
 /// A port as the fast path sees it (copied from its [`PortSpec`]).
 #[derive(Clone, Copy, Debug)]
@@ -461,7 +463,7 @@ fn wr16(b: &mut [u8], at: usize, v: u16) {
 impl Context {
     /// A pipeline over `table`. The table's gateways and `cfg.gateways` correspond by index.
     pub fn new(cfg: PipelineConfig, mut table: FlowTable) -> Result<Context, PipelineError> {
-        if cfg.ports.len() > 64 {
+        if cfg.ports.len() > MAX_PORTS {
             return Err(PipelineError::TooManyPorts(cfg.ports.len()));
         }
         if table.gateways().len() != cfg.gateways.len() {
@@ -586,7 +588,7 @@ impl Context {
         // What another pipeline precomputed per flow (the fast path's scratch) need not hold
         // under this configuration.
         table.clear_scratch();
-        let mut port_fast = [NO_PORT_FAST; 64];
+        let mut port_fast = [NO_PORT_FAST; MAX_PORTS];
         for (f, p) in port_fast.iter_mut().zip(&cfg.ports) {
             *f = PortFast {
                 mac: p.mac,

@@ -856,9 +856,10 @@ impl FlowTable {
     /// later, [`FlowTable::lookup_advance`] reads the bucket and prefetches the flow it most
     /// likely points at, and, more work later, [`FlowTable::lookup_finish`] gives the answer.
     ///
-    /// This is how a caller hides memory latency across a batch: run the three stages a few
-    /// packets apart (software pipelining, as VPP's graph nodes do) and the loads of one packet
-    /// overlap the handling of the packets before it. The stages only prefetch and read; the
+    /// This is how a caller hides memory latency across a batch: run each stage over the whole
+    /// batch before the next (as [`FlowTable::lookup_batch`] and altroute's pipeline do), or the
+    /// stages a few packets apart (software pipelining), and the loads of many packets overlap.
+    /// The stages only prefetch and read; the
     /// answer is always what [`FlowTable::lookup`] would give at the time of `lookup_finish`,
     /// whatever changed in between (a stale candidate is checked, then ignored).
     #[inline(always)]

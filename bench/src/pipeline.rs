@@ -391,8 +391,9 @@ impl<'a> Replay<'a> {
     /// `process_batch`, read around each batch, is returned with the number forwarded. The refill
     /// before each batch is not timed, so the frames are in the cache when the pipeline reads
     /// them, as an RX ring's frames are right after the kernel copied them in; the flows they
-    /// visit still span the whole table. The two clock readings per batch (about 25 ns on this
-    /// machine's TSC clock, under 1 ns per frame at batch 32) are included.
+    /// visit still span the whole table. The two clock readings per batch are included: 25 ns
+    /// on the Zen 4 guest of sessions 1–6, 54 ns on the Zen 5 one since (1.7 ns per frame at
+    /// batch 32, 0.8 at 64).
     pub fn run_ring(
         &mut self,
         ctx: &mut Context,

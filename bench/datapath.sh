@@ -8,7 +8,10 @@
 #   kernel            `altroute lab up --mode kernel`: forwarding + nftables masquerade, veth
 #                     GSO/GRO/TSO on (the kernel defaults), multipath isp1:isp2 1:1
 #   altroute          `altroute lab up` (router mode) + `altroute run` with the lab config
-#                     (examples/lab-dual-wan-failover.yaml: failover, isp1 preferred), vnet_hdr on
+#                     (examples/lab-dual-wan-balanced.yaml: both ISPs, flows split 1:1 by hash, the
+#                     kernel's routing; until 2026-12-07 it was lab-dual-wan-failover.yaml, every flow
+#                     via isp1 against the kernel's two paths, which cost TCP with 4 streams 0.71x on
+#                     the Zen 5 machine: CONFIG=... to run another), vnet_hdr on
 #   altroute-handoff  the same with `datapath: fanout: handoff`
 #   altroute-spill    the same with `datapath: rx_ring: v2-spill` (MTU-sized V2 slots, 4096 per
 #                     socket; GSO super-frames read whole from the socket queue)
@@ -41,7 +44,7 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 SYSTEMS=${SYSTEMS:-"kernel altroute"}
 ALTROUTE=${ALTROUTE:-$here/target-dp/release/altroute}
-CONFIG=${CONFIG:-$here/examples/lab-dual-wan-failover.yaml}
+CONFIG=${CONFIG:-$here/examples/lab-dual-wan-balanced.yaml}
 ALTROUTE_ARGS=${ALTROUTE_ARGS:-}
 FIGS=${FIGS:-"tcp1 tcp4 udp64 flood64 cps"}
 P=${PREFIX:-bd$$-}

@@ -3,6 +3,11 @@
 
 pub mod pipeline;
 
+/// Every bench binary allocates as the daemon does: large blocks (the flow table's arrays, the
+/// traces) on whole 2 MiB huge pages ([`altroute_io::mem::HugePageAlloc`]).
+#[global_allocator]
+static ALLOC: altroute_io::mem::HugePageAlloc = altroute_io::mem::HugePageAlloc;
+
 use std::net::Ipv4Addr;
 
 use altroute_flow::{FlowKey, FlowTable, Gateway, Hit, TableConfig, Time, proto};

@@ -116,15 +116,14 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some(h) = huge_layout(layout) else {
+        if huge_layout(layout).is_none() {
             // SAFETY: forwarded unchanged.
             return unsafe { System.alloc_zeroed(layout) };
-        };
-        // SAFETY: as in `alloc`; the block is advised before it is zeroed (first touched).
-        let p = unsafe { System.alloc(h) };
+        }
+        // SAFETY: as in `alloc` (which advises the block before anything touches it).
+        let p = unsafe { self.alloc(layout) };
         if !p.is_null() {
-            advise(p, h.size());
-            // SAFETY: `p` is valid for `h.size()` bytes, which cover `layout.size()`.
+            // SAFETY: `p` is valid for at least `layout.size()` bytes.
             unsafe { p.write_bytes(0, layout.size()) };
         }
         p

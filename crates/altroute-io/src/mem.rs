@@ -69,9 +69,10 @@ pub fn prefer_huge_pages(addr: usize, len: usize) -> Result<HugeAdvice, IoError>
 /// same cache-set layout in every run (with 4 KiB pages a 64k-flow table's speed varied by
 /// process with where its pages landed). Smaller allocations go to [`System`] unchanged.
 ///
-/// ```ignore
+/// ```no_run
 /// #[global_allocator]
 /// static ALLOC: altroute_io::mem::HugePageAlloc = altroute_io::mem::HugePageAlloc;
+/// # fn main() {}
 /// ```
 ///
 /// Costs: up to 2 MiB of address space (not memory: untouched pages are never backed) per large

@@ -3,8 +3,11 @@
 
 pub mod pipeline;
 
-/// Every bench binary allocates as the daemon does: large blocks (the flow table's arrays, the
-/// traces) on whole 2 MiB huge pages ([`altroute_io::mem::HugePageAlloc`]).
+/// Every bench binary puts large blocks (the flow table's arrays, the traces) on whole 2 MiB huge
+/// pages ([`altroute_io::mem::HugePageAlloc`]), so that a table's speed does not depend on where
+/// malloc placed it (it did, by up to 1.5x at 64k flows, between processes). The daemon does not
+/// use this allocator (yet): it only advises the whole huge pages inside each array
+/// (`bench/RESULTS.md`, session 7, says what that changes).
 #[global_allocator]
 static ALLOC: altroute_io::mem::HugePageAlloc = altroute_io::mem::HugePageAlloc;
 

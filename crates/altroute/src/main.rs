@@ -7,11 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Large allocations (the workers' flow tables) on whole 2 MiB huge pages, advised before first
-/// touch: see [`altroute_io::mem::HugePageAlloc`].
-#[global_allocator]
-static ALLOC: altroute_io::mem::HugePageAlloc = altroute_io::mem::HugePageAlloc;
-
 /// Declares the subcommand enum and its dispatch from one list.
 macro_rules! commands {
     ($( $(#[$meta:meta])* $variant:ident($args:ty), )*) => {

@@ -193,11 +193,11 @@ const GROUPS_PER_LINK: u16 = 4;
 const OFFLOAD_MAP_ENTRIES: u32 = 1 << 17;
 
 /// Ask for huge pages behind a worker's flow table (at 64k–1M flows nearly every lookup misses
-/// the TLB on 4 KiB pages: measured 1.3x faster at 1M flows in `bench/RESULTS.md`). The global
-/// allocator (`HugePageAlloc`, `main.rs`) already placed the table's arrays on whole, advised
-/// 2 MiB pages; this collapses whatever was faulted in before, and says so (a warning) when the
-/// kernel refuses. Advice only: where the kernel cannot follow it the table works the same, a
-/// little slower.
+/// the TLB on 4 KiB pages: measured 1.3x faster at 1M flows in `bench/RESULTS.md`). Only the
+/// whole 2 MiB pages inside each array can be advised: `altroute_io::mem::HugePageAlloc` would
+/// place them all, but as the daemon's global allocator it made `coalesce_lab` lose 4–10 % of
+/// its datagram bursts (3 runs of 3; cause not found yet), so the daemon does not use it. Advice
+/// only: where the kernel cannot follow it the table works the same, a little slower.
 fn back_with_huge_pages(table: &FlowTable, worker: u16) {
     let (mut eligible, mut collapsed) = (0usize, 0usize);
     for (addr, len) in table.memory_regions() {

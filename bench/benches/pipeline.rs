@@ -54,7 +54,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use altroute_bench::pipeline::{
-    NOW, RING, Replay, STRIDE, Trace, context, context_with, establish, steady_trace, syn_trace,
+    NOW, RING, Replay, STRIDE, Trace, context, establish, steady_setup, syn_trace,
 };
 use altroute_bench::{BenchClock, Rng, lan_keys};
 use altroute_flow::FlowKey;
@@ -69,8 +69,6 @@ const SIZES: [(usize, &str); 3] = [(1 << 10, "1k"), (1 << 16, "64k"), (1 << 20, 
 const BATCHES: [usize; 4] = [32, 64, 128, 256];
 /// Frames per iteration.
 const PER_ITER: usize = 16_384;
-/// Longest trace (frames): 32 MiB of pristine frames.
-const MAX_TRACE: usize = 1 << 18;
 const NEW_FLOWS: usize = 1 << 16;
 
 /// An established context with `n` flows and its shuffled steady-state trace.
@@ -80,10 +78,7 @@ fn steady(n: usize) -> (Context, Trace) {
 
 /// [`steady`] with per-flow accounting on or off.
 fn steady_with(n: usize, accounting: bool) -> (Context, Trace) {
-    let keys = lan_keys(n, 1);
-    let mut ctx = context_with(n as u32, accounting);
-    let flows = establish(&mut ctx, &keys);
-    let trace = steady_trace(&flows, MAX_TRACE, 2);
+    let (mut ctx, trace) = steady_setup(n, accounting);
     // Every frame must take the forwarding path, or the bench measures something else.
     let mut ring = vec![0u8; RING * STRIDE];
     let mut r = Replay::new(&mut ring);
@@ -167,10 +162,7 @@ fn pipeline_steady(c: &mut Criterion) {
     g.finish();
     let mut g = frames_group(c, "pipeline_reset_only", 2);
     for &(n, name) in &SIZES {
-        let keys = lan_keys(n, 1);
-        let mut ctx = context(n as u32);
-        let flows = establish(&mut ctx, &keys);
-        let trace = steady_trace(&flows, MAX_TRACE, 2);
+        let (ctx, trace) = steady_setup(n, true);
         drop(ctx);
         let mut ring = vec![0u8; RING * STRIDE];
         let mut r = Replay::new(&mut ring);

@@ -3,6 +3,11 @@
 
 pub mod pipeline;
 
+use std::net::Ipv4Addr;
+
+use altroute_flow::{FlowKey, FlowTable, Gateway, Hit, TableConfig, Time, proto};
+use dashmap::DashMap;
+
 /// Every bench binary puts large blocks (the flow table's arrays, the traces) on whole 2 MiB huge
 /// pages ([`altroute_io::mem::HugePageAlloc`]), so that a table's speed does not depend on where
 /// malloc placed it (it did, by up to 1.5x at 64k flows, between processes). The daemon does not
@@ -10,11 +15,6 @@ pub mod pipeline;
 /// (`bench/RESULTS.md`, session 7, says what that changes).
 #[global_allocator]
 static ALLOC: altroute_io::mem::HugePageAlloc = altroute_io::mem::HugePageAlloc;
-
-use std::net::Ipv4Addr;
-
-use altroute_flow::{FlowKey, FlowTable, Gateway, Hit, TableConfig, Time, proto};
-use dashmap::DashMap;
 
 /// A small deterministic PRNG (xorshift64*), so every run sees the same traffic.
 #[derive(Clone, Debug)]
@@ -90,8 +90,7 @@ pub fn filled_table_with_room(keys: &[FlowKey], max_flows: usize, accounting: bo
         ..TableConfig::default()
     })
     .expect("valid bench table config");
-    // As the daemon does: huge pages behind the arrays (before they are faulted in).
-    crate::pipeline::huge_pages(&t);
+    // (Its arrays are on huge pages already: this crate's global allocator put them there.)
     let now = Time::from_secs(1);
     for k in keys {
         // Port exhaustion is impossible here: at most ~64k flows per (host, proto) and 4096 hosts.

@@ -99,22 +99,23 @@ pub fn context_with(max_flows: u32, accounting: bool) -> Context {
         port_forwards: Vec::new(),
         options: Options::default(),
     };
-    let ctx = Context::new(cfg, table).expect("valid bench pipeline config");
-    huge_pages(&ctx.table);
-    ctx
+    // (Its arrays are on huge pages already: the bench binaries' global allocator,
+    // `altroute_io::mem::HugePageAlloc`, put them there.)
+    Context::new(cfg, table).expect("valid bench pipeline config")
 }
 
-/// Back the table's arrays with huge pages, as the daemon does (`altroute_io::mem`), unless
-/// `ALTROUTE_BENCH_HUGE=0`.
-pub fn huge_pages(table: &FlowTable) {
-    if std::env::var("ALTROUTE_BENCH_HUGE").is_ok_and(|v| v == "0") {
-        return;
-    }
-    for (addr, len) in table.memory_regions() {
-        if let Err(e) = altroute_io::mem::prefer_huge_pages(addr, len) {
-            eprintln!("huge pages: {e}");
-        }
-    }
+/// Longest steady-state trace (frames): 32 MiB of pristine frames.
+pub const MAX_TRACE: usize = 1 << 18;
+
+/// The steady-state setup of the pipeline benches: a [`context_with`] of `n` flows (the keys of
+/// [`lan_keys`](crate::lan_keys), seed 1), every one [`establish`]ed, and their
+/// [`steady_trace`] (at most [`MAX_TRACE`] frames, seed 2).
+pub fn steady_setup(n: usize, accounting: bool) -> (Context, Trace) {
+    let keys = crate::lan_keys(n, 1);
+    let mut ctx = context_with(n as u32, accounting);
+    let flows = establish(&mut ctx, &keys);
+    let trace = steady_trace(&flows, MAX_TRACE, 2);
+    (ctx, trace)
 }
 
 /// One IPv4 TCP or UDP frame of exactly `len` bytes (54 ≤ len for TCP, 42 ≤ len for UDP; the

@@ -15,8 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use altroute_bench::lan_keys;
-use altroute_bench::pipeline::{NOW, RING, Replay, STRIDE, context, establish, steady_trace};
+use altroute_bench::pipeline::{NOW, RING, Replay, STRIDE, steady_setup};
 
 /// (label, batch, fast path)
 const CONFIGS: [(&str, usize, bool); 4] = [
@@ -35,10 +34,7 @@ fn main() {
     });
     println!("flows    config          median ns  p10 ns   Mpps (median)  vs b32  slices");
     for n in sizes {
-        let keys = lan_keys(n, 1);
-        let mut ctx = context(n as u32);
-        let flows = establish(&mut ctx, &keys);
-        let trace = steady_trace(&flows, 1 << 18, 2);
+        let (mut ctx, trace) = steady_setup(n, true);
         let mut ring = vec![0u8; RING * STRIDE];
         let mut r = Replay::new(&mut ring);
         let mut samples = vec![Vec::new(); CONFIGS.len()];

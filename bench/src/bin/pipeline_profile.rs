@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use altroute_bench::pipeline::{
-    NOW, RING, Replay, STRIDE, context, context_with, establish, steady_trace, syn_trace,
+    NOW, RING, Replay, STRIDE, context, establish, steady_setup, syn_trace,
 };
 use altroute_bench::{lan_keys, thread_cpu_time};
 
@@ -70,11 +70,10 @@ fn main() {
         );
         return;
     }
-    let keys = lan_keys(n, 1);
-    let mut ctx = context_with(n as u32, accounting);
+    // (Establishing goes through `process`, frame by frame, which the fast-path switch does not
+    // touch: setting it afterwards changes nothing there.)
+    let (mut ctx, trace) = steady_setup(n, accounting);
     ctx.set_fast_path(fast_path);
-    let flows = establish(&mut ctx, &keys);
-    let trace = steady_trace(&flows, 1 << 18, 2);
     let per = 16_384;
     let mut frames = 0usize;
     let start = Instant::now();

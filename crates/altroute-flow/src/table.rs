@@ -837,14 +837,7 @@ impl FlowTable {
         let mut start = 0;
         while start < n {
             let end = (start + CHUNK).min(n);
-            let m = end - start;
-            // Each stage starts the loads the next one needs, for the whole chunk.
-            for (i, p) in pending[..m].iter_mut().enumerate() {
-                *p = key(start + i).map_or(PendingLookup::NONE, |k| self.lookup_start(k));
-            }
-            for p in &mut pending[..m] {
-                self.lookup_advance(p);
-            }
+            self.lookup_batch_start((start..end).map(&key), &mut pending);
             for (i, o) in out[start..end].iter_mut().enumerate() {
                 *o = key(start + i).and_then(|k| self.lookup_finish(k, pending[i]));
             }
@@ -852,12 +845,37 @@ impl FlowTable {
         }
     }
 
+    /// The first two stages of the lookups of a batch, each over the whole batch before the next,
+    /// so that their memory accesses overlap: every key is hashed and its home bucket prefetched
+    /// ([`FlowTable::lookup_start`]), then every bucket is read and the flow it most likely
+    /// points at prefetched ([`FlowTable::lookup_advance`]). `pending[i]` is left for the `i`th
+    /// key (`None`: no lookup, [`PendingLookup::NONE`]), ready for [`FlowTable::lookup_finish`],
+    /// which the caller may run later, frame by frame (the answer is checked then: see
+    /// `lookup_start`). Only as many keys as `pending` holds are taken; returns how many.
+    #[inline(always)]
+    pub fn lookup_batch_start<'k>(
+        &self,
+        keys: impl IntoIterator<Item = Option<&'k FlowKey>>,
+        pending: &mut [PendingLookup],
+    ) -> usize {
+        let mut n = 0;
+        for (p, k) in pending.iter_mut().zip(keys) {
+            *p = k.map_or(PendingLookup::NONE, |k| self.lookup_start(k));
+            n += 1;
+        }
+        for p in &mut pending[..n] {
+            self.lookup_advance(p);
+        }
+        n
+    }
+
     /// Start a pipelined lookup of `key`: hash it and prefetch its home bucket. Then, some work
     /// later, [`FlowTable::lookup_advance`] reads the bucket and prefetches the flow it most
     /// likely points at, and, more work later, [`FlowTable::lookup_finish`] gives the answer.
     ///
     /// This is how a caller hides memory latency across a batch: run each stage over the whole
-    /// batch before the next (as [`FlowTable::lookup_batch`] and altroute's pipeline do), or the
+    /// batch before the next ([`FlowTable::lookup_batch_start`], which [`FlowTable::lookup_batch`]
+    /// and altroute's pipeline use), or the
     /// stages a few packets apart (software pipelining), and the loads of many packets overlap.
     /// The stages only prefetch and read; the
     /// answer is always what [`FlowTable::lookup`] would give at the time of `lookup_finish`,

@@ -727,10 +727,9 @@ impl Context {
     /// verdict per packet (it must be at least as long as `pkts`).
     ///
     /// The batch goes through in stages, up to 64 frames at a time, so that the memory accesses
-    /// of all its lookups overlap: every frame is parsed and its flow-table bucket prefetched
-    /// ([`FlowTable::lookup_start`]), then every bucket is read and the flow it points at
-    /// prefetched (`lookup_advance`), then each frame's lookup is finished (`lookup_finish`) and
-    /// the frame handled, in order. (Stages run a fixed distance apart, a frame's bucket 16 frames
+    /// of all its lookups overlap: every frame is parsed, then the lookups of all of them are
+    /// started ([`FlowTable::lookup_batch_start`]: buckets, then flows prefetched), then each
+    /// frame's lookup is finished (`lookup_finish`) and the frame handled, in order. (Stages run a fixed distance apart, a frame's bucket 16 frames
     /// ahead and its flow 8, were 6–7 % slower at 64k flows and 19–22 % at 1M, batches of 32 to
     /// 256, interleaved in one process on a Zen 5 guest: each batch started with nothing in flight.)
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
@@ -754,12 +753,11 @@ impl Context {
             for (p, r) in chunk.iter().zip(&mut parsed) {
                 self.parse_ahead(p, opts, r);
             }
-            for (r, l) in parsed[..m].iter().zip(&mut pending) {
-                self.start_lookup(r, l);
-            }
-            for l in &mut pending[..m] {
-                self.table.lookup_advance(l);
-            }
+            let keys = parsed[..m].iter().map(|r| match r {
+                FastParse::Fast(ff) => Some(&ff.key),
+                _ => None,
+            });
+            self.table.lookup_batch_start(keys, &mut pending);
             // A flow created, removed or re-mapped by an earlier frame of the batch makes the
             // pending lookups stale (a freed slot may be reused): after that, frames take the
             // full path, which looks up afresh. The fast path never does any of that.
@@ -800,16 +798,6 @@ impl Context {
     fn parse_ahead(&self, p: &Packet<'_>, opts: FastOptions, r: &mut FastParse) {
         if let Some(f) = p.buf.get(..p.len) {
             fast::parse_common_into(f, opts, r);
-        }
-    }
-
-    /// The second stage of [`Context::process_batch`]: for a fast-path frame, start its flow
-    /// lookup. (The neighbour table, 16 bytes per entry, stays in the cache; the fast path
-    /// reads its entry by the index the flow's scratch keeps.)
-    #[inline(always)]
-    fn start_lookup(&self, r: &FastParse, l: &mut PendingLookup) {
-        if let FastParse::Fast(ff) = r {
-            *l = self.table.lookup_start(&ff.key);
         }
     }
 

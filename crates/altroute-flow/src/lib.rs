@@ -68,7 +68,6 @@
 mod failure;
 mod gateway;
 mod hash;
-mod index;
 pub mod key;
 mod nat;
 pub mod policy;

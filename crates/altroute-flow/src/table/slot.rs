@@ -1,5 +1,5 @@
 //! One connection's record: the 64-byte [`Slot`] (split key, scratch, small per-direction
-//! counters, TCP state and flags), the out-of-line [`Links`] and [`Counters`], the slab's
+//! counters, TCP state and flags), the out-of-line [`Links`] and [`TableCounters`], the slab's
 //! free list, and [`FlowRef`], the packet path's read-only view of a slot.
 
 use super::FlowTable;
@@ -93,9 +93,9 @@ pub(super) struct Slot {
     pub(super) flags: u8,
     pub(super) generation: u8,
     pub(super) last_seen: u32,
-    /// Bytes per direction not yet folded into the flow's [`Counters`] (with accounting on).
+    /// Bytes per direction not yet folded into the flow's [`TableCounters`] (with accounting on).
     pub(super) hot_bytes: [u32; 2],
-    /// Packets per direction not yet folded into the flow's [`Counters`].
+    /// Packets per direction not yet folded into the flow's [`TableCounters`].
     pub(super) hot_packets: [u16; 2],
 }
 
@@ -181,10 +181,12 @@ const DEAD: Slot = Slot {
     hot_packets: [0; 2],
 };
 
-/// Per-direction packet and byte counters of one flow.
+/// Per-direction packet and byte counters of one flow, as
+/// [`FlowInfo::counters`](super::FlowInfo::counters) reports them (the table-wide counts are
+/// [`TableStats`](super::TableStats)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, align(32))]
-pub struct Counters {
+pub struct TableCounters {
     /// Packets from the inside host, from the remote host.
     pub packets: [u64; 2],
     /// Bytes from the inside host, from the remote host.
@@ -194,7 +196,7 @@ pub struct Counters {
 /// Count a packet of `bytes` bytes in slot `s` (number `i`): in its small counters, folded into
 /// the totals in `acct` first when they would overflow.
 #[inline(always)]
-pub(super) fn count(s: &mut Slot, acct: &mut [Counters], i: usize, dir: Dir, bytes: u32) {
+pub(super) fn count(s: &mut Slot, acct: &mut [TableCounters], i: usize, dir: Dir, bytes: u32) {
     let d = dir as usize;
     let (p, b) = (s.hot_packets[d], s.hot_bytes[d]);
     match (p.checked_add(1), b.checked_add(bytes)) {
@@ -258,7 +260,7 @@ impl FlowTable {
             self.slots.push(DEAD);
             self.links.push(UNLINKED);
             if self.cfg.accounting {
-                self.acct.push(Counters::default());
+                self.acct.push(TableCounters::default());
             }
             return Ok((self.slots.len() - 1) as u32);
         }

@@ -150,11 +150,6 @@ impl FlowTable {
         Some((IpAddr::from(addr), p))
     }
 
-    /// The index of `addr` among the external addresses, if it is one of the router's.
-    pub fn external_index(&self, addr: IpAddr) -> Option<usize> {
-        self.ext_addrs.iter().position(|&x| x == addr)
-    }
-
     pub(super) fn reply_key(&self, s: &Slot) -> FlowKey {
         let key = s.key();
         if s.nat_addr == NO_NAT {

@@ -68,7 +68,6 @@
 mod failure;
 mod gateway;
 mod hash;
-mod index;
 pub mod key;
 mod nat;
 pub mod policy;
@@ -87,9 +86,9 @@ pub use policy::{
 };
 pub use prefix::Prefix;
 pub use table::{
-    Counters, Dir, DownAction, Explanation, Failback, FlowId, FlowInfo, FlowRef, FlowTable, Hit,
-    InsertError, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig, TableStats,
-    Update,
+    Dir, DownAction, Explanation, Failback, FlowId, FlowInfo, FlowRef, FlowTable, Hit, InsertError,
+    MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig, TableCounters,
+    TableStats, Update,
 };
 pub use tcp::TcpState;
 pub use time::Time;

@@ -286,7 +286,7 @@ fn usable(gws: &[Gateway], g: GatewayId) -> bool {
 
 /// The rendezvous score of `(h, gateway)`; higher wins.
 #[inline]
-pub fn rendezvous_score(h: u64, g: GatewayId, weight: u32) -> f64 {
+pub(crate) fn rendezvous_score(h: u64, g: GatewayId, weight: u32) -> f64 {
     if weight == 0 {
         return f64::NEG_INFINITY;
     }
@@ -297,7 +297,7 @@ pub fn rendezvous_score(h: u64, g: GatewayId, weight: u32) -> f64 {
 }
 
 /// The policy hash of a flow: of the whole key, or of the source address alone.
-pub fn policy_hash(key: &FlowKey, sticky: Sticky) -> u64 {
+pub(crate) fn policy_hash(key: &FlowKey, sticky: Sticky) -> u64 {
     match sticky {
         Sticky::Flow => key.hash64(),
         Sticky::Source => {
@@ -312,7 +312,7 @@ pub fn policy_hash(key: &FlowKey, sticky: Sticky) -> u64 {
 }
 
 /// Whether failure-rate redirect sets gateway `g` aside now.
-pub fn is_redirected(fw: &FailureWindow, fr: &FailureRedirect, now: Time) -> bool {
+pub(crate) fn is_redirected(fw: &FailureWindow, fr: &FailureRedirect, now: Time) -> bool {
     let (opened, failed) = fw.totals(now, fr.window_ms);
     opened >= fr.min_samples.max(1)
         && f64::from(failed) >= f64::from(opened) * f64::from(fr.failed_ratio)
@@ -429,7 +429,7 @@ pub(crate) fn select_policy(
 /// SYN-retry rotation: the next usable gateway after `current` in list order, wrapping around
 /// (seed 001: "for each attempt after the 2nd, we rotate the gateway through the list").
 /// In failover mode the rotation stays within usable gateways of any tier, in list order.
-pub fn next_gateway(gws: &[Gateway], current: GatewayId) -> Option<GatewayId> {
+pub(crate) fn next_gateway(gws: &[Gateway], current: GatewayId) -> Option<GatewayId> {
     let n = gws.len();
     (1..n)
         .map(|d| (current.index() + d) % n)

@@ -1,0 +1,82 @@
+//! Idle timeouts and the timing wheel.
+
+use super::*;
+
+#[test]
+fn timeouts_follow_state_and_expiry_is_proportional_to_expired() {
+    let mut t = table(two_gw((1, 1)));
+    let udp = FlowKey::v4(LAN, SRV, proto::UDP, 5353, 53);
+    let u = t.insert(udp, T0, true, 0).unwrap().0;
+    let e = t.insert(tcp(1, 443), T0, true, SYN).unwrap().0;
+    t.update(e, T0, SYN, 0);
+    t.update(
+        Hit {
+            flow: e.flow,
+            dir: Dir::Reply,
+        },
+        T0,
+        SYN | ACK,
+        0,
+    );
+    t.update(e, T0, ACK, 0);
+    let s = t.insert(tcp(2, 443), T0, true, SYN).unwrap().0;
+    t.update(s, T0, SYN, 0);
+    let mut out = Vec::new();
+    // UDP refreshed at +200 s lives until +500 s.
+    t.update(u, T0.plus_secs(200), 0, 10);
+    t.expire(T0.plus_secs(239), usize::MAX, &mut out);
+    assert!(out.is_empty());
+    t.expire(T0.plus_secs(240), usize::MAX, &mut out);
+    assert_eq!(
+        out.iter().map(|f| f.id).collect::<Vec<_>>(),
+        vec![s.flow],
+        "unanswered SYN: transitory 240 s"
+    );
+    out.clear();
+    t.expire(T0.plus_secs(499), usize::MAX, &mut out);
+    assert!(out.is_empty());
+    t.expire(T0.plus_secs(500), usize::MAX, &mut out);
+    assert_eq!(out[0].id, u.flow);
+    out.clear();
+    t.expire(T0.plus_secs(7439), usize::MAX, &mut out);
+    assert!(out.is_empty());
+    t.expire(T0.plus_secs(7440), usize::MAX, &mut out);
+    assert_eq!(out[0].id, e.flow, "established: 7440 s");
+    assert!(t.is_empty());
+    assert_eq!(t.stats().expired, 3);
+    // The SYN that expired unanswered counted as a failure on its gateway (the window slid by then,
+    // so look at the time it expired).
+    let mut t2 = table(two_gw((1, 1)));
+    let s2 = t2.insert(tcp(2, 443), T0, true, SYN).unwrap().0;
+    t2.update(s2, T0, SYN, 0);
+    let g2 = t2.flow(s2.flow).unwrap().gateway().unwrap();
+    t2.expire(T0.plus_secs(240), usize::MAX, &mut out);
+    assert_eq!(t2.failure_totals(g2, T0.plus_secs(240)), (0, 1));
+}
+
+#[test]
+fn expiry_work_is_bounded_by_budget_and_resumes() {
+    let mut t = table(TableConfig {
+        max_flows: 10_000,
+        ..two_gw((1, 1))
+    });
+    for p in 0..5000u16 {
+        t.insert(
+            FlowKey::v4(LAN, SRV, proto::UDP, 10000 + p, 53),
+            T0,
+            true,
+            0,
+        )
+        .unwrap();
+    }
+    let mut out = Vec::new();
+    let later = T0.plus_secs(300);
+    let mut calls = 0;
+    while !t.expire(later, 1000, &mut out) {
+        calls += 1;
+        assert!(out.len() <= 1000 * calls);
+    }
+    assert_eq!(out.len(), 5000);
+    assert!(calls >= 4);
+    assert!(t.is_empty());
+}

@@ -86,8 +86,8 @@ pub use policy::{
 };
 pub use prefix::Prefix;
 pub use table::{
-    Dir, DownAction, Explanation, Failback, FlowId, FlowInfo, FlowRef, FlowTable, Hit, InsertError,
-    MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig, TableCounters,
+    Dir, DownAction, Explanation, Failback, FlowCounters, FlowId, FlowInfo, FlowRef, FlowTable,
+    Hit, InsertError, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig,
     TableStats, Update,
 };
 pub use tcp::TcpState;

@@ -50,7 +50,7 @@ mod view;
 pub use gateways::{DownAction, Failback};
 pub use insert::InsertError;
 pub use lookup::{Dir, FlowId, Hit, PendingLookup};
-pub use slot::{FlowRef, ReasonKind, SCRATCH, TableCounters};
+pub use slot::{FlowCounters, FlowRef, ReasonKind, SCRATCH};
 pub use update::Update;
 pub use view::{Explanation, FlowInfo};
 
@@ -156,7 +156,7 @@ pub struct FlowTable {
     cfg: TableConfig,
     slots: Vec<Slot>,
     links: Vec<Links>,
-    acct: Vec<TableCounters>,
+    acct: Vec<FlowCounters>,
     free: Vec<u32>,
     index: Index,
     wheel: Vec<Vec<u32>>,

@@ -7,7 +7,7 @@ use super::FlowTable;
 use super::lookup::{Dir, FlowId, Hit};
 use super::mapping::proto_class;
 use super::slot::{
-    INBOUND, LIVE, Links, NO_GW, NO_NAT, OVERRIDE, ReasonKind, Slot, TableCounters, UNLINKED,
+    FlowCounters, INBOUND, LIVE, Links, NO_GW, NO_NAT, OVERRIDE, ReasonKind, Slot, UNLINKED,
 };
 use crate::policy::{self, Choice, Inputs, NoGateway};
 use crate::tcp::flags as tcpf;
@@ -225,7 +225,7 @@ impl FlowTable {
             };
         }
         if let Some(c) = self.acct.get_mut(i) {
-            *c = TableCounters::default();
+            *c = FlowCounters::default();
         }
         // Counted and linked first, so that a failed index insert is undone by `unlink` like any
         // flow (removing an index entry that is not there changes nothing).

@@ -1,5 +1,5 @@
 //! One connection's record: the 64-byte [`Slot`] (split key, scratch, small per-direction
-//! counters, TCP state and flags), the out-of-line [`Links`] and [`TableCounters`], the slab's
+//! counters, TCP state and flags), the out-of-line [`Links`] and [`FlowCounters`], the slab's
 //! free list, and [`FlowRef`], the packet path's read-only view of a slot.
 
 use super::FlowTable;
@@ -93,9 +93,9 @@ pub(super) struct Slot {
     pub(super) flags: u8,
     pub(super) generation: u8,
     pub(super) last_seen: u32,
-    /// Bytes per direction not yet folded into the flow's [`TableCounters`] (with accounting on).
+    /// Bytes per direction not yet folded into the flow's [`FlowCounters`] (with accounting on).
     pub(super) hot_bytes: [u32; 2],
-    /// Packets per direction not yet folded into the flow's [`TableCounters`].
+    /// Packets per direction not yet folded into the flow's [`FlowCounters`].
     pub(super) hot_packets: [u16; 2],
 }
 
@@ -186,7 +186,7 @@ const DEAD: Slot = Slot {
 /// [`TableStats`](super::TableStats)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, align(32))]
-pub struct TableCounters {
+pub struct FlowCounters {
     /// Packets from the inside host, from the remote host.
     pub packets: [u64; 2],
     /// Bytes from the inside host, from the remote host.
@@ -196,7 +196,7 @@ pub struct TableCounters {
 /// Count a packet of `bytes` bytes in slot `s` (number `i`): in its small counters, folded into
 /// the totals in `acct` first when they would overflow.
 #[inline(always)]
-pub(super) fn count(s: &mut Slot, acct: &mut [TableCounters], i: usize, dir: Dir, bytes: u32) {
+pub(super) fn count(s: &mut Slot, acct: &mut [FlowCounters], i: usize, dir: Dir, bytes: u32) {
     let d = dir as usize;
     let (p, b) = (s.hot_packets[d], s.hot_bytes[d]);
     match (p.checked_add(1), b.checked_add(bytes)) {
@@ -260,7 +260,7 @@ impl FlowTable {
             self.slots.push(DEAD);
             self.links.push(UNLINKED);
             if self.cfg.accounting {
-                self.acct.push(TableCounters::default());
+                self.acct.push(FlowCounters::default());
             }
             return Ok((self.slots.len() - 1) as u32);
         }

@@ -6,7 +6,7 @@ use core::net::IpAddr;
 
 use super::FlowTable;
 use super::lookup::FlowId;
-use super::slot::{INBOUND, LIVE, NO_GW, NO_NAT, REPLIED, ReasonKind, TableCounters};
+use super::slot::{FlowCounters, INBOUND, LIVE, NO_GW, NO_NAT, REPLIED, ReasonKind};
 use crate::policy::{Choice, NoGateway};
 use crate::tcp::TcpState;
 use crate::{FlowKey, GatewayId, Time};
@@ -39,7 +39,7 @@ pub struct FlowInfo {
     /// Last packet, seconds since the caller's epoch.
     pub last_seen: u32,
     /// Counters (zero when accounting is off).
-    pub counters: TableCounters,
+    pub counters: FlowCounters,
 }
 
 /// The answer of [`FlowTable::explain`].
@@ -99,7 +99,7 @@ impl FlowTable {
             counters: self
                 .acct
                 .get(i)
-                .map_or_else(TableCounters::default, |c| TableCounters {
+                .map_or_else(FlowCounters::default, |c| FlowCounters {
                     packets: [0, 1].map(|d| c.packets[d] + u64::from(s.hot_packets[d])),
                     bytes: [0, 1].map(|d| c.bytes[d] + u64::from(s.hot_bytes[d])),
                 }),

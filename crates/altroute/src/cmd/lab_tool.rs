@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use altroute::lab::tool;
+use altroute_lab::tool;
 use anyhow::Context;
 
 /// Arguments of `lab-tool`.

@@ -5,16 +5,14 @@
 //! Interfaces, addresses and MACs are listed in [`LINKS`] and in the `lab up` help; only
 //! documentation ranges are used outside the LAN (10.0.0.0/24 exists only inside the lab).
 //!
-//! In [`Mode::Router`] the router namespace's ports hold no addresses, IPv6 is disabled and
+//! In [`Forwarder::Router`] the router namespace's ports hold no addresses, IPv6 is disabled and
 //! forwarding is off, so a userspace router on `r-lan`, `r-wan1`, `r-wan2` owns 10.0.0.1,
-//! 192.0.2.1 and 198.51.100.1. In [`Mode::Kernel`] the kernel routes instead (addresses, weighted
+//! 192.0.2.1 and 198.51.100.1. In [`Forwarder::Kernel`] the kernel routes instead (addresses, weighted
 //! multipath default route with an L4 hash, nftables masquerade per WAN): the baseline to compare
 //! against.
 //!
 //! A [`Lab`] deletes its namespaces when dropped, also when set-up failed half-way. Nothing outside
 //! the namespaces the lab creates is ever touched.
-
-pub mod tool;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -88,7 +86,7 @@ pub const DEFAULT_PREFIX: &str = "ar-";
 
 /// Who forwards in the router namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum Forwarder {
     /// The kernel stays silent; a userspace router owns the ports.
     Router,
     /// The kernel routes and masquerades (baseline), multipath weights isp1:isp2.
@@ -238,7 +236,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), LabError> {
 }
 
 /// The commands that build a lab (pure; `Lab::up` runs them, `lab up --dry-run` prints them).
-pub fn plan_up(prefix: &str, mode: Mode) -> Vec<Cmd> {
+pub fn plan_up(prefix: &str, forwarder: Forwarder) -> Vec<Cmd> {
     let ns = |n: &str| format!("{prefix}{n}");
     let mut v = Vec::new();
     for n in NAMESPACES {
@@ -296,8 +294,8 @@ pub fn plan_up(prefix: &str, mode: Mode) -> Vec<Cmd> {
     route(&mut v, "inet", "192.0.2.0/24", "203.0.113.129");
     route(&mut v, "inet", "198.51.100.0/24", "203.0.113.133");
     // Router.
-    match mode {
-        Mode::Router => {
+    match forwarder {
+        Forwarder::Router => {
             v.push(sysctl(&rtr, "net.ipv4.ip_forward", "0"));
             for (dev, _) in ROUTER_ADDRS {
                 v.push(sysctl(
@@ -317,7 +315,7 @@ pub fn plan_up(prefix: &str, mode: Mode) -> Vec<Cmd> {
                 ));
             }
         }
-        Mode::Kernel { w1, w2 } => {
+        Forwarder::Kernel { w1, w2 } => {
             for (dev, a) in ROUTER_ADDRS {
                 addr(&mut v, "rtr", a, dev);
             }
@@ -489,7 +487,7 @@ pub fn teardown(prefix: &str) -> Result<Vec<String>, LabError> {
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
-    mode: Mode,
+    forwarder: Forwarder,
     keep: bool,
 }
 
@@ -522,7 +520,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Lab {
     /// Builds the lab. On failure everything created so far is deleted.
-    pub fn up(prefix: &str, mode: Mode) -> Result<Lab, LabError> {
+    pub fn up(prefix: &str, forwarder: Forwarder) -> Result<Lab, LabError> {
         check_prefix(prefix)?;
         let existing = list_namespaces()?;
         for n in NAMESPACES {
@@ -533,10 +531,10 @@ impl Lab {
         }
         let lab = Lab {
             prefix: prefix.to_string(),
-            mode,
+            forwarder,
             keep: false,
         };
-        for c in plan_up(prefix, mode) {
+        for c in plan_up(prefix, forwarder) {
             run_cmd(&c, STEP_TIMEOUT)?;
         }
         Ok(lab)
@@ -544,7 +542,7 @@ impl Lab {
 
     /// A handle on a lab that already runs (e.g. made by `altroute lab up`); dropping it leaves the
     /// namespaces in place. Fails if one of the five namespaces is missing.
-    pub fn attach(prefix: &str, mode: Mode) -> Result<Lab, LabError> {
+    pub fn attach(prefix: &str, forwarder: Forwarder) -> Result<Lab, LabError> {
         check_prefix(prefix)?;
         let existing = list_namespaces()?;
         for n in NAMESPACES {
@@ -555,7 +553,7 @@ impl Lab {
         }
         Ok(Lab {
             prefix: prefix.to_string(),
-            mode,
+            forwarder,
             keep: true,
         })
     }
@@ -576,9 +574,9 @@ impl Lab {
         &self.prefix
     }
 
-    /// The mode.
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// Who forwards in the router namespace.
+    pub fn forwarder(&self) -> Forwarder {
+        self.forwarder
     }
 
     /// Full namespace name of a role (`"lan"`, `"rtr"`, `"isp1"`, `"isp2"`, `"inet"`).
@@ -726,7 +724,7 @@ mod tests {
 
     #[test]
     fn router_plan_is_silent_and_prefixed() {
-        let p = plan_up("t1-", Mode::Router);
+        let p = plan_up("t1-", Forwarder::Router);
         let text: Vec<String> = p.iter().map(|c| c.to_string()).collect();
         let all = text.join("\n");
         for n in NAMESPACES {
@@ -763,7 +761,7 @@ mod tests {
 
     #[test]
     fn kernel_plan_routes_and_masquerades() {
-        let p = plan_up("t2-", Mode::Kernel { w1: 4, w2: 1 });
+        let p = plan_up("t2-", Forwarder::Kernel { w1: 4, w2: 1 });
         let all: String = p.iter().map(|c| format!("{c}\n")).collect();
         assert!(all.contains("ip -n t2-rtr addr add 192.0.2.1/24 dev r-wan1"));
         assert!(all.contains(

@@ -16,14 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::{self, Config};
-use crate::lab::tool::Tally;
-use crate::lab::{Background, Isp, Lab, LabError, Mode};
+use crate::tool::Tally;
+use crate::{Background, Forwarder, Isp, Lab, LabError};
 
 /// `examples/lab-dual-wan-failover.yaml`, embedded so the demo runs from any directory.
-pub const FAILOVER_YAML: &str = include_str!("../../../examples/lab-dual-wan-failover.yaml");
+pub const FAILOVER_YAML: &str = include_str!("../../../../examples/lab-dual-wan-failover.yaml");
 /// `examples/lab-weighted-4to1.yaml`, embedded.
-pub const WEIGHTED_YAML: &str = include_str!("../../../examples/lab-weighted-4to1.yaml");
+pub const WEIGHTED_YAML: &str = include_str!("../../../../examples/lab-weighted-4to1.yaml");
 
 /// The whoami server's TCP address in the lab's `inet` namespace.
 pub const SERVER_TCP: &str = "203.0.113.10:8000";
@@ -476,16 +475,11 @@ pub struct GatewayAddrs(pub Vec<(String, String)>);
 
 impl GatewayAddrs {
     /// From a configuration: each gateway's NAT address.
-    pub fn from_config(cfg: &Config) -> GatewayAddrs {
+    pub fn from_config(cfg: &DemoConfig) -> GatewayAddrs {
         GatewayAddrs(
             cfg.gateways
                 .iter()
-                .map(|g| {
-                    (
-                        g.name.clone(),
-                        cfg.nat_address(g).map_or(String::new(), |a| a.to_string()),
-                    )
-                })
+                .map(|g| (g.name.clone(), g.nat_address.clone()))
                 .collect(),
         )
     }
@@ -556,6 +550,31 @@ impl ConfigSource {
     }
 }
 
+/// What the demo needs to know of the router's configuration. The daemon reads the file (with
+/// [`DemoOptions::load_config`]): this crate does not parse the daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoConfig {
+    /// The policy mode as shown: `Failover` or `LoadBalance`.
+    pub mode: String,
+    /// The gateways, in configuration order.
+    pub gateways: Vec<DemoGateway>,
+}
+
+/// One gateway of a [`DemoConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoGateway {
+    /// Gateway name.
+    pub name: String,
+    /// Its NAT source address (what the server sees), empty when it has none.
+    pub nat_address: String,
+    /// Its place in the policy as shown: `tier 0` (failover) or `weight 4` (load balance).
+    pub rank: String,
+    /// Clean probe rounds before a down gateway is up again.
+    pub up_rounds: u32,
+    /// How long a recovered gateway must stay up before flows fail back to it, in ms.
+    pub failback_stable_ms: u32,
+}
+
 /// What the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -563,6 +582,8 @@ pub struct DemoOptions {
     pub bin: PathBuf,
     /// The router configuration.
     pub config: ConfigSource,
+    /// Reads a router configuration file into what the demo needs (an error is the reason).
+    pub load_config: fn(&Path) -> Result<DemoConfig, String>,
     /// Lab namespace prefix.
     pub prefix: String,
     /// Connections in the first traffic step.
@@ -767,33 +788,30 @@ fn scenario(
         }
         ConfigSource::File(p) => (p.clone(), p.display().to_string()),
     };
-    let cfg = Config::load(&cfg_path).map_err(|e| DemoError::Config(e.to_string()))?;
+    let cfg = (opts.load_config)(&cfg_path).map_err(DemoError::Config)?;
     let gws = GatewayAddrs::from_config(&cfg);
     let names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
     let describe: Vec<String> = cfg
         .gateways
         .iter()
-        .map(|g| match cfg.policy.mode {
-            config::Mode::Failover => format!("{} tier {}", g.name, g.tier),
-            config::Mode::LoadBalance => format!("{} weight {}", g.name, g.weight),
-        })
+        .map(|g| format!("{} {}", g.name, g.rank))
         .collect();
     out.line(
         1,
         &format!(
-            "config {cfg_name}: {:?} mode, {}",
-            cfg.policy.mode,
+            "config {cfg_name}: {} mode, {}",
+            cfg.mode,
             describe.join(", ")
         ),
     );
     let lab_start = Instant::now();
-    let lab = held.lab.insert(Lab::up(&opts.prefix, Mode::Router)?);
+    let lab = held.lab.insert(Lab::up(&opts.prefix, Forwarder::Router)?);
     out.line(
         1,
         &format!(
             "lab up in {:.1} s: namespaces {}",
             lab_start.elapsed().as_secs_f64(),
-            crate::lab::NAMESPACES
+            crate::NAMESPACES
                 .map(|n| format!("{}{n}", opts.prefix))
                 .join(" ")
         ),
@@ -969,15 +987,12 @@ fn scenario(
     // 5. Restore and fail back.
     lab.restore(Isp::One)?;
     let restored = Instant::now();
-    let stable = cfg
-        .gateways
-        .first()
-        .map_or(0, |g| g.probe.failback_stable_ms);
+    let stable = cfg.gateways.first().map_or(0, |g| g.failback_stable_ms);
     out.line(
         5,
         &format!(
             "restored {primary} (nft table removed); failback waits for {} clean probe rounds + a stable window of {stable} ms",
-            cfg.gateways.first().map_or(0, |g| g.probe.up.rounds)
+            cfg.gateways.first().map_or(0, |g| g.up_rounds)
         ),
     );
     loop {
@@ -1120,14 +1135,30 @@ mod tests {
         assert!(RouterStatus::parse("{\"time_ms\": 1").is_none());
     }
 
-    #[test]
-    fn embedded_examples_parse_and_map_addresses() {
-        for text in [FAILOVER_YAML, WEIGHTED_YAML] {
-            let cfg = Config::from_str_named(text, "embedded").unwrap();
-            let g = GatewayAddrs::from_config(&cfg);
-            assert_eq!(g.addr_of("isp1"), Some("192.0.2.1"));
-            assert_eq!(g.name_of("198.51.100.1"), Some("isp2"));
+    fn weighted() -> DemoConfig {
+        let gw = |name: &str, addr: &str, weight: u32| DemoGateway {
+            name: name.into(),
+            nat_address: addr.into(),
+            rank: format!("weight {weight}"),
+            up_rounds: 3,
+            failback_stable_ms: 1000,
+        };
+        DemoConfig {
+            mode: "LoadBalance".into(),
+            gateways: vec![gw("isp1", "192.0.2.1", 4), gw("isp2", "198.51.100.1", 1)],
         }
+    }
+
+    #[test]
+    fn config_sources_and_addresses() {
+        let g = GatewayAddrs::from_config(&weighted());
+        assert_eq!(g.addr_of("isp1"), Some("192.0.2.1"));
+        assert_eq!(g.name_of("198.51.100.1"), Some("isp2"));
+        assert_eq!(g.addr_of("isp3"), None);
+        assert!(matches!(
+            ConfigSource::from_arg(None),
+            ConfigSource::Embedded("lab-dual-wan-failover.yaml", FAILOVER_YAML)
+        ));
         assert!(matches!(
             ConfigSource::from_arg(Some("weighted")),
             ConfigSource::Embedded("lab-weighted-4to1.yaml", _)
@@ -1140,8 +1171,7 @@ mod tests {
 
     #[test]
     fn split_lines() {
-        let cfg = Config::from_str_named(WEIGHTED_YAML, "w").unwrap();
-        let g = GatewayAddrs::from_config(&cfg);
+        let g = GatewayAddrs::from_config(&weighted());
         let mut t = Tally::default();
         t.seen.insert("192.0.2.1".into(), 160);
         t.seen.insert("198.51.100.1".into(), 40);

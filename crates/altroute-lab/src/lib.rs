@@ -20,7 +20,17 @@
 //! documentation address ranges (and 10.0.0.0/24 inside the lab) are used.
 
 pub mod demo;
+mod error;
+mod exec;
 mod lab;
+mod plan;
 pub mod tool;
+mod topology;
 
-pub use lab::*;
+pub use error::LabError;
+pub use exec::{is_root, list_namespaces, prerequisites, run_cmd, run_with_timeout};
+pub use lab::{Background, Lab, teardown};
+pub use plan::{Cmd, check_prefix, plan_up};
+pub use topology::{
+    DEFAULT_PREFIX, Forwarder, Isp, LAN_CLIENTS, LINKS, NAMESPACES, ROUTER_ADDRS, SERVERS,
+};

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use altroute_lab::demo::prerequisites;
+use altroute_lab::prerequisites;
 use altroute_lab::{Lab, list_namespaces};
 
 /// True when the test should run; panics when it cannot but must (`ALTROUTE_REQUIRE_NETNS`, set

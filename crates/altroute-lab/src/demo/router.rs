@@ -199,23 +199,15 @@ impl RouterProcess {
         timeout: Duration,
         stop: &AtomicBool,
     ) -> Result<RouterStatus, DemoError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_running()?;
-            if let Some(s) = self.status().filter(RouterStatus::all_up) {
-                return Ok(s);
-            }
-            if Instant::now() >= deadline {
-                return Err(DemoError::Step(format!(
-                    "the router did not report every gateway up within {timeout:?} (status: {}); log {}:\n{}",
-                    self.status()
-                        .map_or("no status file".into(), |s| s.summary()),
-                    self.log_file.display(),
-                    self.log_tail(15)
-                )));
-            }
-            nap(Duration::from_millis(50), stop)?;
-        }
+        self.wait_for(RouterStatus::all_up, timeout, stop, |r| {
+            format!(
+                "the router did not report every gateway up within {timeout:?} (status: {}); log {}:\n{}",
+                r.status()
+                    .map_or("no status file".into(), |s| s.summary()),
+                r.log_file.display(),
+                r.log_tail(15)
+            )
+        })
     }
 
     /// Waits for a status written after router time `after_ms`.
@@ -225,16 +217,31 @@ impl RouterProcess {
         timeout: Duration,
         stop: &AtomicBool,
     ) -> Result<RouterStatus, DemoError> {
+        self.wait_for(
+            |s| s.time_ms > after_ms,
+            timeout,
+            stop,
+            |_| format!("no new router status within {timeout:?}"),
+        )
+    }
+
+    /// Polls the status file every 50 ms until a status satisfies `want` (an error when the
+    /// router exits, or `late`'s message after `timeout`).
+    fn wait_for(
+        &mut self,
+        want: impl Fn(&RouterStatus) -> bool,
+        timeout: Duration,
+        stop: &AtomicBool,
+        late: impl FnOnce(&Self) -> String,
+    ) -> Result<RouterStatus, DemoError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_running()?;
-            if let Some(s) = self.status().filter(|s| s.time_ms > after_ms) {
+            if let Some(s) = self.status().filter(|s| want(s)) {
                 return Ok(s);
             }
             if Instant::now() >= deadline {
-                return Err(DemoError::Step(format!(
-                    "no new router status within {timeout:?}"
-                )));
+                return Err(DemoError::Step(late(self)));
             }
             nap(Duration::from_millis(50), stop)?;
         }

@@ -48,9 +48,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use altroute::demo::RouterProcess;
-use altroute::lab::tool::PseudoRandom;
-use altroute::lab::{Lab, Mode};
+use altroute_lab::demo::RouterProcess;
+use altroute_lab::tool::PseudoRandom;
+use altroute_lab::{Forwarder, Lab};
 
 mod common;
 use common::*;
@@ -470,7 +470,7 @@ fn udp_coalescing_delivers_every_datagram_once_intact() {
     );
     let sw_down = Plan::runs("F inet->lan DF 64/512 B, software csum", 7, &[64, 512]);
     {
-        let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+        let lab = Lab::up(&prefix, Forwarder::Router).expect("lab up");
         eprintln!("lab up after {:.1} s", t0.elapsed().as_secs_f64());
 
         // Coalescing on (the default).

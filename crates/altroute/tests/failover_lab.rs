@@ -34,8 +34,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use altroute::config::Config;
-use altroute::lab::tool::tcp_once;
-use altroute::lab::{Isp, Lab, Mode};
+use altroute_lab::tool::tcp_once;
+use altroute_lab::{Forwarder, Isp, Lab};
 
 const BIN: &str = env!("CARGO_BIN_EXE_altroute");
 const ISP1: &str = "192.0.2.1";
@@ -173,13 +173,13 @@ impl Router {
 struct Setup {
     // Field order is drop order: router, server, then the namespaces.
     router: Router,
-    _server: altroute::lab::Background,
+    _server: altroute_lab::Background,
     lab: Lab,
 }
 
 fn setup(letter: char, cfg: &Config) -> Setup {
     let prefix = format!("fo{}{letter}-", std::process::id());
-    let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+    let lab = Lab::up(&prefix, Forwarder::Router).expect("lab up");
     let whoami = lab
         .spawn(
             "inet",

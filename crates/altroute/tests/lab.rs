@@ -13,8 +13,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use altroute::lab::tool::Tally;
-use altroute::lab::{Isp, Lab, Mode, NAMESPACES};
+use altroute_lab::tool::Tally;
+use altroute_lab::{Forwarder, Isp, Lab, NAMESPACES};
 
 mod common;
 use common::*;
@@ -90,7 +90,7 @@ fn kernel_lab_multipath_blackhole_and_teardown() {
     }
     let prefix = format!("ar{}k-", std::process::id());
     {
-        let lab = Lab::up(&prefix, Mode::Kernel { w1: 1, w2: 1 }).expect("lab up");
+        let lab = Lab::up(&prefix, Forwarder::Kernel { w1: 1, w2: 1 }).expect("lab up");
         assert_eq!(leftovers(&prefix).len(), NAMESPACES.len());
         let _server = lab
             .spawn(
@@ -141,7 +141,7 @@ fn kernel_lab_multipath_blackhole_and_teardown() {
         }
 
         // A second handle on the running lab (what `altroute lab fault` uses) does not tear it down.
-        drop(Lab::attach(&prefix, Mode::Router).unwrap());
+        drop(Lab::attach(&prefix, Forwarder::Router).unwrap());
         assert_eq!(leftovers(&prefix).len(), NAMESPACES.len());
 
         lab.blackhole(Isp::One).unwrap();
@@ -197,7 +197,7 @@ fn router_lab_kernel_is_silent_after_setup() {
     }
     let prefix = format!("ar{}r-", std::process::id());
     {
-        let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+        let lab = Lab::up(&prefix, Forwarder::Router).expect("lab up");
         let cfg =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-dual-wan-failover.yaml");
         let cfg = cfg.to_str().unwrap();

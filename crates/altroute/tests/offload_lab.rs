@@ -39,8 +39,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use altroute::demo::RouterProcess;
-use altroute::lab::{Isp, Lab, Mode};
+use altroute_lab::demo::RouterProcess;
+use altroute_lab::{Forwarder, Isp, Lab};
 
 mod common;
 use common::*;
@@ -286,7 +286,7 @@ fn offloaded_tcp_flows_are_forwarded_by_the_kernel() {
     ));
     std::fs::write(&config, text).unwrap();
     {
-        let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+        let lab = Lab::up(&prefix, Forwarder::Router).expect("lab up");
         let mut router =
             RouterProcess::start(Path::new(BIN), &config, &lab.ns("rtr"), &dir.0).unwrap();
         router

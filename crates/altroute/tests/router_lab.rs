@@ -27,11 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use altroute::demo::{
+use altroute_lab::demo::{
     self, GatewayAddrs, RouterProcess, SERVER_TCP, SERVER_UDP, start_whoami, tcp_clients,
 };
-use altroute::lab::tool::{Tally, TransferReport};
-use altroute::lab::{Background, Lab, Mode};
+use altroute_lab::tool::{Tally, TransferReport};
+use altroute_lab::{Background, Forwarder, Lab};
 
 mod common;
 use common::*;
@@ -67,7 +67,7 @@ fn rig(tag: &str, config: &str) -> Rig {
     let prefix = format!("ar{}{tag}-", std::process::id());
     let dir = std::env::temp_dir().join(format!("altroute-test-{prefix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let lab = Lab::up(&prefix, Mode::Router).expect("lab up");
+    let lab = Lab::up(&prefix, Forwarder::Router).expect("lab up");
     let stop = AtomicBool::new(false);
     let server = start_whoami(&lab, Path::new(BIN), &stop).unwrap();
     let mut router =
@@ -464,7 +464,12 @@ fn weighted_4to1_split_over_250_connections() {
     let st = r.settled_status();
     eprintln!("router: {}", st.summary());
     let cfg = altroute::config::Config::load(&example("lab-weighted-4to1.yaml")).unwrap();
-    let gws = GatewayAddrs::from_config(&cfg);
+    let gws = GatewayAddrs(
+        cfg.gateways
+            .iter()
+            .map(|g| (g.name.clone(), cfg.nat_address(g).unwrap().to_string()))
+            .collect(),
+    );
     assert_eq!(gws.name_of(ISP1), Some("isp1"));
     let (g1, g2) = (st.gateway("isp1").unwrap(), st.gateway("isp2").unwrap());
     assert!(g1.out_packets > g2.out_packets, "{}", st.summary());

@@ -2,12 +2,14 @@
 //! real TCP connections, their split per gateway, a black-holed ISP with failover, the restore
 //! with failback, and a teardown that always happens (also on error or Ctrl-C).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use altroute::demo::{self, ConfigSource, DemoError, DemoOptions};
+use altroute::config::{self, Config};
+use altroute_lab::demo::{self, ConfigSource, DemoConfig, DemoError, DemoGateway, DemoOptions};
 use anyhow::Context;
 
 /// Arguments of `demo`.
@@ -40,6 +42,7 @@ impl Args {
         let opts = DemoOptions {
             bin: std::env::current_exe().context("locating the altroute binary")?,
             config: ConfigSource::from_arg(self.config.as_deref()),
+            load_config,
             prefix: self.prefix.unwrap_or_else(|| format!("dm{pid}-")),
             connections: self.connections.max(1),
             work_dir: std::env::temp_dir().join(format!("altroute-demo-{pid}")),
@@ -54,5 +57,60 @@ impl Args {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Reads a router configuration into what the demo shows and waits for.
+fn load_config(path: &Path) -> Result<DemoConfig, String> {
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    Ok(demo_config(&cfg))
+}
+
+fn demo_config(cfg: &Config) -> DemoConfig {
+    let gateways = cfg
+        .gateways
+        .iter()
+        .map(|g| DemoGateway {
+            name: g.name.clone(),
+            nat_address: cfg.nat_address(g).map_or(String::new(), |a| a.to_string()),
+            rank: match cfg.policy.mode {
+                config::Mode::Failover => format!("tier {}", g.tier),
+                config::Mode::LoadBalance => format!("weight {}", g.weight),
+            },
+            up_rounds: g.probe.up.rounds,
+            failback_stable_ms: g.probe.failback_stable_ms,
+        })
+        .collect();
+    DemoConfig {
+        mode: format!("{:?}", cfg.policy.mode),
+        gateways,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use altroute_lab::demo::{FAILOVER_YAML, GatewayAddrs, WEIGHTED_YAML};
+
+    #[test]
+    fn embedded_examples_parse_and_map_addresses() {
+        for text in [FAILOVER_YAML, WEIGHTED_YAML] {
+            let cfg = Config::from_str_named(text, "embedded").unwrap();
+            let g = GatewayAddrs::from_config(&demo_config(&cfg));
+            assert_eq!(g.addr_of("isp1"), Some("192.0.2.1"));
+            assert_eq!(g.name_of("198.51.100.1"), Some("isp2"));
+        }
+        let cfg = Config::from_str_named(FAILOVER_YAML, "embedded").unwrap();
+        let d = demo_config(&cfg);
+        assert_eq!(d.mode, "Failover");
+        let ranks: Vec<&str> = d.gateways.iter().map(|g| g.rank.as_str()).collect();
+        assert_eq!(ranks, ["tier 0", "tier 1"]);
+        assert_eq!(d.gateways[0].up_rounds, 25);
+        assert_eq!(d.gateways[0].failback_stable_ms, 3000);
+        let cfg = Config::from_str_named(WEIGHTED_YAML, "embedded").unwrap();
+        let d = demo_config(&cfg);
+        assert_eq!(d.mode, "LoadBalance");
+        let ranks: Vec<&str> = d.gateways.iter().map(|g| g.rank.as_str()).collect();
+        assert_eq!(ranks, ["weight 4", "weight 1"]);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use altroute::lab::{self, DEFAULT_PREFIX, Isp, Lab, Mode};
+use altroute_lab::{self as lab, DEFAULT_PREFIX, Forwarder, Isp, Lab};
 use anyhow::Context;
 
 /// Arguments of `lab`.
@@ -71,9 +71,9 @@ enum Fault {
     Restore,
 }
 
-fn parse_mode(mode: &str, weights: &str) -> anyhow::Result<Mode> {
+fn parse_forwarder(mode: &str, weights: &str) -> anyhow::Result<Forwarder> {
     match mode {
-        "router" => Ok(Mode::Router),
+        "router" => Ok(Forwarder::Router),
         "kernel" => {
             let (a, b) = weights
                 .split_once(':')
@@ -85,7 +85,7 @@ fn parse_mode(mode: &str, weights: &str) -> anyhow::Result<Mode> {
                 .parse()
                 .context("--weights: isp2 weight must be 1..=255")?;
             anyhow::ensure!(w1 > 0 && w2 > 0, "--weights must be > 0");
-            Ok(Mode::Kernel { w1, w2 })
+            Ok(Forwarder::Kernel { w1, w2 })
         }
         other => anyhow::bail!("--mode must be router or kernel, not {other:?}"),
     }
@@ -101,25 +101,25 @@ impl Args {
                 weights,
                 dry_run,
             } => {
-                let mode = parse_mode(&mode, &weights)?;
+                let forwarder = parse_forwarder(&mode, &weights)?;
                 lab::check_prefix(&prefix)?;
                 if dry_run {
-                    for c in lab::plan_up(&prefix, mode) {
+                    for c in lab::plan_up(&prefix, forwarder) {
                         println!("{c}");
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
-                let l = Lab::up(&prefix, mode)?;
+                let l = Lab::up(&prefix, forwarder)?;
                 println!(
-                    "lab {prefix} is up ({mode:?}): namespaces {}",
+                    "lab {prefix} is up ({forwarder:?}): namespaces {}",
                     lab::NAMESPACES.map(|n| format!("{prefix}{n}")).join(" ")
                 );
                 l.persist();
                 Ok(ExitCode::SUCCESS)
             }
             Action::Fault { prefix, isp, fault } => {
-                // The mode only matters for building; faults live in the ISP namespaces.
-                let l = Lab::attach(&prefix, Mode::Router)?;
+                // The forwarder only matters for building; faults live in the ISP namespaces.
+                let l = Lab::attach(&prefix, Forwarder::Router)?;
                 match fault {
                     Fault::Blackhole => l.blackhole(isp)?,
                     Fault::Loss { pct } => l.loss(isp, pct)?,

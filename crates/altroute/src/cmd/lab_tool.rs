@@ -1,12 +1,12 @@
 //! `altroute lab-tool serve|client|source|sink`: the lab's whoami server and counting client, and
 //! a bulk-transfer pair that hashes a deterministic byte stream on both ends (hidden).
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
-use altroute::lab::tool;
+use altroute_lab::tool::{self, Target};
 use anyhow::Context;
 
 /// Arguments of `lab-tool`.
@@ -105,26 +105,8 @@ impl End {
         anyhow::ensure!(self.from.is_none(), "--from goes with --connect");
         let l = TcpListener::bind(listen).with_context(|| format!("bind tcp {listen}"))?;
         println!("listening tcp {listen}");
-        use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        l.set_nonblocking(true)?;
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match l.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false)?;
-                    return Ok(s);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    anyhow::ensure!(
-                        std::time::Instant::now() < deadline,
-                        "nobody connected to {listen} within {wait:?}"
-                    );
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(e).context("accept"),
-            }
-        }
+        Ok(tool::accept_within(&l, wait)?)
     }
 }
 
@@ -137,30 +119,23 @@ impl Args {
                     !tcp.is_empty() || !udp.is_empty(),
                     "give --tcp and/or --udp"
                 );
-                let mut handles = Vec::new();
+                let mut listeners = Vec::new();
                 for a in tcp {
-                    let l = TcpListener::bind(a).with_context(|| format!("bind tcp {a}"))?;
+                    listeners.push(TcpListener::bind(a).with_context(|| format!("bind tcp {a}"))?);
                     println!("listening tcp {a}");
-                    handles.push(thread::spawn(move || tool::serve_tcp(l)));
                 }
+                let mut sockets = Vec::new();
                 for a in udp {
                     if a.ip().is_unspecified() {
                         eprintln!(
                             "warning: udp {a}: replies leave from the routing-chosen address; bind the served address"
                         );
                     }
-                    let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
+                    sockets.push(UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?);
                     println!("listening udp {a}");
-                    use std::io::Write as _;
                     let _ = std::io::stdout().flush();
-                    handles.push(thread::spawn(move || tool::serve_udp(s)));
                 }
-                for h in handles {
-                    match h.join() {
-                        Ok(r) => r?,
-                        Err(_) => anyhow::bail!("server thread panicked"),
-                    }
-                }
+                tool::serve(listeners, sockets)?;
                 Ok(ExitCode::SUCCESS)
             }
             Action::Client {
@@ -172,25 +147,13 @@ impl Args {
                 bind,
                 min_ok,
             } => {
-                let timeout = Duration::from_millis(timeout_ms);
-                let tally = match (tcp, udp) {
-                    (Some(dest), _) => match bind {
-                        Some(ip) => tool::run_many(count, parallel, || {
-                            tool::tcp_once_from(dest, ip, timeout)
-                        }),
-                        None => tool::run_many(count, parallel, || tool::tcp_once(dest, timeout)),
-                    },
-                    (None, Some(dest)) => {
-                        let ip = bind.unwrap_or(if dest.is_ipv4() {
-                            std::net::Ipv4Addr::UNSPECIFIED.into()
-                        } else {
-                            std::net::Ipv6Addr::UNSPECIFIED.into()
-                        });
-                        let local = SocketAddr::new(ip, 0);
-                        tool::run_many(count, parallel, || tool::udp_once(dest, local, timeout))
-                    }
+                let target = match (tcp, udp) {
+                    (Some(dest), _) => Target::Tcp(dest),
+                    (None, Some(dest)) => Target::Udp(dest),
                     (None, None) => anyhow::bail!("give --tcp or --udp"),
                 };
+                let timeout = Duration::from_millis(timeout_ms);
+                let tally = tool::client(target, bind, count, parallel, timeout);
                 print!("{}", tally.render());
                 Ok(if min_ok.is_some_and(|m| tally.ok() < m) {
                     ExitCode::FAILURE

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use altroute::demo::prerequisites;
-use altroute::lab::{Lab, list_namespaces};
+use altroute_lab::prerequisites;
+use altroute_lab::{Lab, list_namespaces};
 
 /// True when the test should run; panics when it cannot but must (`ALTROUTE_REQUIRE_NETNS`, set
 /// by `.ci/run`); otherwise prints why it skips.

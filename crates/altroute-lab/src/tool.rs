@@ -2,11 +2,15 @@
 //! connection and UDP datagram with the peer address it sees (so a test can tell which ISP's NAT
 //! address a connection came from), a client that opens N connections and tallies the
 //! addresses seen and the failures, and a bulk-transfer pair (`source`/`sink`) that sends a
-//! deterministic pseudo-random byte stream and hashes it on both ends ([`StreamHash`]).
+//! deterministic pseudo-random byte stream and hashes it on both ends ([`StreamHash`]). The
+//! `altroute lab-tool` command is argument parsing over [`serve`], [`client`], [`accept_within`],
+//! [`connect`], [`send_stream`] and [`receive_stream`].
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
+};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -38,6 +42,97 @@ pub fn serve_udp(sock: UdpSocket) -> std::io::Result<()> {
     loop {
         let (_, peer) = sock.recv_from(&mut buf)?;
         let _ = sock.send_to(format!("{peer}\n").as_bytes(), peer);
+    }
+}
+
+/// Serves every TCP listener ([`serve_tcp`]) and UDP socket ([`serve_udp`]) on a thread of its
+/// own. Runs until one of them fails.
+pub fn serve(tcp: Vec<TcpListener>, udp: Vec<UdpSocket>) -> std::io::Result<()> {
+    let mut handles = Vec::new();
+    for l in tcp {
+        handles.push(thread::spawn(move || serve_tcp(l)));
+    }
+    for s in udp {
+        handles.push(thread::spawn(move || serve_udp(s)));
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| std::io::Error::other("server thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// Why [`accept_within`] returned no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Nobody connected in time.
+    #[error("nobody connected to {addr} within {wait:?}")]
+    Timeout {
+        /// The listening address.
+        addr: SocketAddr,
+        /// How long it waited.
+        wait: Duration,
+    },
+    /// The listener failed.
+    #[error("accept")]
+    Io(#[source] std::io::Error),
+}
+
+/// Accepts one connection on `listener` within `wait`; the stream returned is blocking.
+pub fn accept_within(listener: &TcpListener, wait: Duration) -> Result<TcpStream, AcceptError> {
+    let addr = listener.local_addr().map_err(AcceptError::Io)?;
+    listener.set_nonblocking(true).map_err(AcceptError::Io)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(AcceptError::Io)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(AcceptError::Timeout { addr, wait });
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(AcceptError::Io(e)),
+        }
+    }
+}
+
+/// What a client run talks to: a whoami server over TCP or over UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Connect to this TCP address.
+    Tcp(SocketAddr),
+    /// Send datagrams to this UDP address.
+    Udp(SocketAddr),
+}
+
+/// Runs `count` attempts against `target`, `parallel` at a time, each waiting at most `timeout`,
+/// from the local address `bind` when given (port chosen by the kernel), and tallies the
+/// addresses the server saw.
+pub fn client(
+    target: Target,
+    bind: Option<IpAddr>,
+    count: usize,
+    parallel: usize,
+    timeout: Duration,
+) -> Tally {
+    match target {
+        Target::Tcp(dest) => match bind {
+            Some(ip) => run_many(count, parallel, || tcp_once_from(dest, ip, timeout)),
+            None => run_many(count, parallel, || tcp_once(dest, timeout)),
+        },
+        Target::Udp(dest) => {
+            let ip = bind.unwrap_or(if dest.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            });
+            let local = SocketAddr::new(ip, 0);
+            run_many(count, parallel, || udp_once(dest, local, timeout))
+        }
     }
 }
 
@@ -109,7 +204,7 @@ pub fn tcp_once(dest: SocketAddr, timeout: Duration) -> Result<String, &'static 
 /// connecting, which `std` cannot do).
 pub fn connect(
     dest: SocketAddr,
-    from: Option<std::net::IpAddr>,
+    from: Option<IpAddr>,
     timeout: Duration,
 ) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -126,7 +221,7 @@ pub fn connect(
 /// bound before it connects, which `std` cannot do.
 pub fn tcp_once_from(
     dest: SocketAddr,
-    bind: std::net::IpAddr,
+    bind: IpAddr,
     timeout: Duration,
 ) -> Result<String, &'static str> {
     let s = connect(dest, Some(bind), timeout).map_err(|e| classify(&e))?;
@@ -465,6 +560,53 @@ mod tests {
         assert_eq!(t.count("127.0.0.1"), 5, "{t:?}");
         let back = Tally::parse(&t.render()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn client_targets_and_serve() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = l.local_addr().unwrap();
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = u.local_addr().unwrap();
+        thread::spawn(move || serve(vec![l], vec![u]));
+        let wait = Duration::from_secs(2);
+        let t = client(Target::Tcp(tcp), None, 4, 2, wait);
+        assert_eq!(t.count("127.0.0.1"), 4, "{t:?}");
+        let from = Some("127.0.0.3".parse().unwrap());
+        let t = client(Target::Tcp(tcp), from, 2, 1, wait);
+        assert_eq!(t.count("127.0.0.3"), 2, "{t:?}");
+        let t = client(Target::Udp(udp), from, 3, 3, wait);
+        assert_eq!(t.count("127.0.0.3"), 3, "{t:?}");
+        let t = client(Target::Udp(udp), None, 1, 1, wait);
+        assert_eq!(t.count("127.0.0.1"), 1, "{t:?}");
+    }
+
+    #[test]
+    fn accept_within_waits_then_gives_up() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = Instant::now();
+        let e = accept_within(&l, Duration::from_millis(100)).unwrap_err();
+        assert!(
+            matches!(e, AcceptError::Timeout { addr: a, .. } if a == addr),
+            "{e}"
+        );
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("nobody connected to {addr} within"))
+        );
+        let c = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"hi").unwrap();
+        });
+        let mut s = accept_within(&l, Duration::from_secs(5)).unwrap();
+        c.join().unwrap();
+        // Blocking again: read_to_end waits for the peer's close instead of failing.
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi");
     }
 
     #[test]

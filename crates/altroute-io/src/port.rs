@@ -1101,11 +1101,3 @@ impl AsFd for Port {
         self.fd.as_fd()
     }
 }
-
-/// Waits until at least one of `ports` has a frame ready (or `timeout` passes); returns how many
-/// sockets are ready. For a worker that serves several ports from one thread; polls the first
-/// [`POLL_MAX`](crate::thread::POLL_MAX) sockets (a port has one per bound EtherType).
-pub fn wait_any(ports: &[&Port], timeout: Duration) -> Result<usize, IoError> {
-    let name = ports.first().map_or("(none)", |p| p.iface());
-    crate::thread::poll_readable(ports.iter().flat_map(|p| p.raw_fds()), name, timeout)
-}

@@ -332,17 +332,8 @@ impl RxCore {
         self.descs.clear();
         self.walk(max);
         if self.descs.is_empty() && !self.has_held() && timeout_ms != 0 {
-            let mut pfd = [libc::pollfd {
-                fd: -1,
-                events: libc::POLLIN,
-                revents: 0,
-            }; MAX_RINGS];
-            let mut n = 0;
-            for (p, r) in pfd.iter_mut().zip(&self.rings.0) {
-                p.fd = r.fd;
-                n += 1;
-            }
-            let pfd = &mut pfd[..n];
+            let (mut set, n) = sys::pollin_set::<MAX_RINGS>(self.rings.0.iter().map(|r| r.fd));
+            let pfd = &mut set[..n];
             sys::poll_in(pfd, timeout_ms, iface)?;
             for p in pfd.iter().filter(|p| p.revents & libc::POLLERR != 0) {
                 // A pending socket error, e.g. ENETDOWN when the link went down: report it once

@@ -12,7 +12,7 @@ use crate::frame::{RxBatch, TxFrame, TxOutcome};
 use crate::geometry::{RingGeometry, RingVersion};
 use crate::ring::{
     MAX_RINGS, Mapping, RingState, RxCore, RxCounters, RxParams, RxRing, RxRings, SlotMap, Spill,
-    TxCore, TxCounters, TxKind,
+    TxCore, TxCounters, TxKind, TxRing, TxSocket, V2Ring, V3Ring,
 };
 use crate::sys;
 use crate::vnet::VNET_HDR_LEN;
@@ -517,18 +517,20 @@ impl Port {
             },
             tx: Sender {
                 core: TxCore {
-                    fd: raw,
-                    vnet: cfg.vnet_hdr,
-                    flags: if cfg.tx_blocking {
-                        0
-                    } else {
-                        libc::MSG_DONTWAIT
+                    sock: TxSocket {
+                        fd: raw,
+                        vnet: cfg.vnet_hdr,
+                        flags: if cfg.tx_blocking {
+                            0
+                        } else {
+                            libc::MSG_DONTWAIT
+                        },
+                        blocking: cfg.tx_blocking,
+                        bound: protocols[0].to_be_bytes(),
+                        retag: bound_by_type.then(|| crate::ring::retag_addr(ifindex as c_int)),
                     },
-                    blocking: cfg.tx_blocking,
                     kind: main.tx_kind,
                     counters: TxCounters::default(),
-                    bound: protocols[0].to_be_bytes(),
-                    retag: bound_by_type.then(|| crate::ring::retag_addr(ifindex as c_int)),
                 },
             },
             geometry: main.geometry,
@@ -1008,32 +1010,18 @@ fn open_socket(cfg: &PortConfig, spec: &SockSpec<'_>) -> Result<Sock, IoError> {
     }
     let base = map.as_ref().map_or(std::ptr::null_mut(), |m| m.base());
     let ring = match geometry {
-        Some(g) if g.version == RingVersion::V2 => Some(RingState::V2 {
-            base,
-            slots: SlotMap::new(&g),
-            head: 0,
-            held_from: 0,
-            held: 0,
-            spill,
-        }),
-        Some(g) => Some(RingState::V3 {
-            base,
-            block_size: g.block_size as usize,
-            block_nr: g.block_nr as usize,
-            cur: 0,
-            cursor: None,
-            done: Vec::with_capacity(g.block_nr as usize),
-        }),
+        Some(g) if g.version == RingVersion::V2 => {
+            Some(RingState::V2(V2Ring::new(base, &g, spill)))
+        }
+        Some(g) => Some(RingState::V3(V3Ring::new(base, &g))),
         None => None,
     };
     let tx_kind = match tx_geometry {
-        Some(g) => TxKind::Ring {
+        Some(g) => TxKind::Ring(TxRing::new(
             // SAFETY: the TX ring follows the RX ring in the same mapping.
-            base: unsafe { base.add(rx_bytes) },
-            slots: SlotMap::new(&g),
-            head: 0,
-            last: None,
-        },
+            unsafe { base.add(rx_bytes) },
+            SlotMap::new(&g),
+        )),
         None => TxKind::mmsg(),
     };
     Ok(Sock {

@@ -89,7 +89,7 @@
 //!
 //! # Also here
 //!
-//! [`thread`] lets one worker wake another ([`Notifier`], [`wait_ports`]). [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
+//! [`thread`] lets one worker wake another ([`Notifier`], [`wait_ports`]) and waits on ports ([`wait_any`]). [`host::inspect`] reports what the host configured on an interface (addresses, forwarding and
 //! IPv6 sysctls, MTU, MAC, link, offloads); [`netns::enter`] moves a thread into a named network
 //! namespace; [`cpu::pin_current_thread`] pins a worker; [`mem::prefer_huge_pages`] backs the flow table with huge pages; [`PnetPort`] is a portable, slow fallback with the same shape as [`Port`].
 
@@ -117,7 +117,7 @@ pub use pnet_port::PnetPort;
 pub use port::{
     AUX_RING_BYTES, DEFAULT_RING_BYTES, DEFAULT_SPILL_FRAMES, DEFAULT_SPILL_RCVBUF, ETH_P_ARP,
     ETH_P_IP, ETH_P_IPV6, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
-    RxBind, RxMode, Sender, TxMode, wait_any,
+    RxBind, RxMode, Sender, TxMode,
 };
-pub use thread::{Notifier, wait_ports};
+pub use thread::{Notifier, wait_any, wait_ports};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

@@ -293,6 +293,24 @@ pub fn ifindex(iface: &str) -> Result<u32, IoError> {
     Ok(idx)
 }
 
+/// A `POLLIN` poll set of the first `N` of `fds`, in a fixed array (no allocation): the array
+/// and how many entries are in use (the rest have `fd: -1`).
+pub fn pollin_set<const N: usize>(
+    fds: impl IntoIterator<Item = RawFd>,
+) -> ([libc::pollfd; N], usize) {
+    let mut set = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; N];
+    let mut n = 0;
+    for (fd, p) in fds.into_iter().zip(set.iter_mut()) {
+        p.fd = fd;
+        n += 1;
+    }
+    (set, n)
+}
+
 /// `poll()` on a set of descriptors for `POLLIN`; returns the number of ready descriptors.
 /// `EINTR` is reported as zero ready descriptors.
 pub fn poll_in(fds: &mut [libc::pollfd], timeout_ms: c_int, iface: &str) -> Result<usize, IoError> {

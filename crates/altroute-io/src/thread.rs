@@ -1,8 +1,9 @@
 //! Waking datapath workers: an `eventfd` [`Notifier`] that wakes a worker sleeping in
-//! [`wait_ports`] when another thread hands it work, and [`wait_ports`] itself (poll on every
-//! port of a worker plus an optional notifier, without allocating).
+//! [`wait_ports`] when another thread hands it work, and the waits themselves: [`wait_ports`]
+//! (poll on every port of a worker plus an optional notifier) and [`wait_any`] (ports only),
+//! one poll without allocating.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -72,36 +73,34 @@ pub fn wait_ports(
     notifier: Option<&Notifier>,
     timeout: Duration,
 ) -> Result<usize, IoError> {
-    let fds = notifier
-        .map(|n| n.fd.as_raw_fd())
-        .into_iter()
-        .chain(ports.iter().flat_map(Port::raw_fds));
-    let name = ports.first().map_or("(none)", |p| p.iface());
-    poll_readable(fds, name, timeout)
+    wait(ports.iter(), notifier, timeout)
+}
+
+/// Waits until at least one of `ports` has a frame ready (or `timeout` passes); returns how many
+/// sockets are ready. For a worker that serves several ports from one thread; polls the first
+/// [`POLL_MAX`] sockets (a port has one per bound EtherType). [`wait_ports`] without a notifier.
+pub fn wait_any(ports: &[&Port], timeout: Duration) -> Result<usize, IoError> {
+    wait(ports.iter().copied(), None, timeout)
 }
 
 /// At most this many descriptors are polled at once (a fixed array on the stack).
 pub const POLL_MAX: usize = 64;
 
-/// `poll` for input on the first [`POLL_MAX`] of `fds`; `name` says where in an error. Returns
-/// the number of ready descriptors.
-pub(crate) fn poll_readable(
-    fds: impl Iterator<Item = RawFd>,
-    name: &str,
+/// The poll of [`wait_ports`] and [`wait_any`]: for input on the notifier's eventfd (if any)
+/// and every socket of `ports`, the first [`POLL_MAX`] of them; errors name the first port.
+fn wait<'p>(
+    ports: impl Iterator<Item = &'p Port> + Clone,
+    notifier: Option<&Notifier>,
     timeout: Duration,
 ) -> Result<usize, IoError> {
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: libc::POLLIN,
-        revents: 0,
-    }; POLL_MAX];
-    let mut n = 0;
-    for (fd, pfd) in fds.zip(pfds.iter_mut()) {
-        pfd.fd = fd;
-        n += 1;
-    }
+    let name = ports.clone().next().map_or("(none)", Port::iface);
+    let fds = notifier
+        .map(|n| n.fd.as_raw_fd())
+        .into_iter()
+        .chain(ports.flat_map(Port::raw_fds));
+    let (mut set, n) = crate::sys::pollin_set::<POLL_MAX>(fds);
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    crate::sys::poll_in(&mut pfds[..n], ms, name)
+    crate::sys::poll_in(&mut set[..n], ms, name)
 }
 
 #[cfg(test)]

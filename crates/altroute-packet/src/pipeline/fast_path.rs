@@ -28,9 +28,8 @@
 
 use altroute_flow::{Dir, Hit, MAX_GATEWAYS, ReasonKind, SCRATCH, Time};
 
-use super::{
-    Context, L4Window, MAX_FRAME, MAX_PORTS, NO_PORT, Packet, PortId, Role, Verdict, ipv4_of,
-};
+use super::rewrite::L4Window;
+use super::{Context, MAX_FRAME, MAX_PORTS, NO_PORT, Packet, PortId, Role, Verdict, ipv4_of};
 use crate::fast::{FastFrame, IcmpQuery};
 
 /// The scratch's `ready` bit of a direction: its flow-only checks passed.

@@ -2,9 +2,11 @@
 //! checksum recompute written here (independent of `crate::checksum`).
 #![allow(clippy::too_many_arguments)]
 
+use super::rewrite::{L4Sum, rewrite_fixed};
 use super::*;
+use crate::checksum::{self, Delta};
 use altroute_flow::tcp::flags::{ACK, RST, SYN};
-use altroute_flow::{DownAction, Gateway, TableConfig};
+use altroute_flow::{DownAction, Gateway, GatewaySet, TableConfig, Time, proto};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
 pub(crate) const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);

@@ -6,8 +6,8 @@
 
 use super::super::*;
 use super::{OffloadRecord, apply, matches};
-use altroute_flow::FlowId;
 use altroute_flow::tcp::flags::{ACK, FIN, SYN};
+use altroute_flow::{FlowId, proto};
 use etherparse::PacketBuilder;
 
 // The router of the pipeline's own tests (its port forward is inbound only: no outbound flow

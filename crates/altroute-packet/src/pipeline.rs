@@ -42,6 +42,7 @@ use core::net::Ipv4Addr;
 use altroute_flow::{FlowKey, FlowTable, GatewayId, MAX_GATEWAYS};
 
 use crate::drop::{DropCounters, DropReason};
+use crate::egress::TxOffload;
 use crate::fast::IcmpQuery;
 use crate::neigh::Neighbors;
 use crate::wire::{self, MacAddr, VlanTci};
@@ -67,17 +68,6 @@ pub const MAX_FRAME: usize = 65535 + 18;
 /// ICMP echo identifiers below this, answered to the router's own address, are the router's own
 /// health probes (NAT never hands them out: its ICMP pool starts at the NAT port range).
 pub const PROBE_ID_LIMIT: u16 = 1024;
-
-/// Per-frame metadata from the I/O layer, updated by the pipeline for transmission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FrameMeta {
-    /// The L4 checksum is unfinished ("checksum not ready", virtio-net NEEDS_CSUM): the field holds
-    /// the pseudo-header sum and `csum_start`/`csum_offset` say where. The pipeline keeps it so
-    /// (updating the pseudo-header part) and shifts `csum_start` when it adds or removes a tag.
-    pub partial: Option<(u16, u16)>,
-    /// The frame is a GSO super-frame the kernel will segment on transmit (no MTU check).
-    pub gso: bool,
-}
 
 /// Why a frame goes to the control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,8 +164,9 @@ pub struct Packet<'a> {
     pub len: usize,
     /// The link it arrived on.
     pub link: u8,
-    /// Offload metadata, updated for transmit.
-    pub meta: FrameMeta,
+    /// Its checksum and segmentation offload state, kept in step with the rewrites for transmit
+    /// (reset when the pipeline replaces the frame with one it built).
+    pub offload: TxOffload,
 }
 
 /// The L3/L4 view of an IPv4 packet being forwarded (from the fast or the slow parser).

@@ -105,7 +105,7 @@ impl Context {
         ff: &FastFrame,
         hit: Hit,
     ) -> Option<Verdict> {
-        let (buf, len, meta) = (&mut *pkt.buf, pkt.len, &mut pkt.meta);
+        let (buf, len, offload) = (&mut *pkt.buf, pkt.len, &mut pkt.offload);
         if len > buf.len()
             || len > MAX_FRAME
             || ff.vlan.is_some()
@@ -159,7 +159,7 @@ impl Context {
         let out_fast = &self.port_fast[usize::from(out.0) % MAX_PORTS];
         let (out_mac, tagged) = (out_fast.mac, out_fast.tagged);
         let ip_len = u32::from(ff.ip_total_len);
-        if !meta.gso && ip_len > u32::from(out_fast.mtu) {
+        if offload.gso.is_none() && ip_len > u32::from(out_fast.mtu) {
             return None;
         }
         let window = L4Window::of(buf, usize::from(ff.l3_offset), ff.key.proto)?;
@@ -168,7 +168,7 @@ impl Context {
         self.table.touch(hit, now, ip_len);
         // One arm per direction, so each gets a rewrite specialised for it (no runtime `Option`s
         // in the checksum arithmetic).
-        let partial = meta.partial.is_some();
+        let partial = offload.partial.is_some();
         match hit.dir {
             Dir::Orig => {
                 let (a, port) = sc.outside;
@@ -188,7 +188,7 @@ impl Context {
             self.count_gateway(g, hit.dir, ip_len);
         }
         if tagged {
-            return Some(self.finish_l2(buf, len, out, mac, None, meta));
+            return Some(self.finish_l2(buf, len, out, mac, None, offload));
         }
         // `finish_l2` for an untagged out port, with the port's MAC at hand.
         let eth = buf.first_chunk_mut::<12>()?;

@@ -9,7 +9,7 @@ use core::net::Ipv4Addr;
 use altroute_flow::{Dir, FlowKey, GatewayId, Hit, InsertError, NoGateway, Time, Update};
 
 use super::rewrite::rewrite_l3l4;
-use super::{Context, FrameMeta, Ip4, PortId, Role, Verdict, ipv4_of};
+use super::{Context, Ip4, PortId, Role, TxOffload, Verdict, ipv4_of};
 use crate::drop::DropReason;
 use crate::neigh::Learned;
 use crate::wire::MacAddr;
@@ -24,7 +24,7 @@ impl Context {
         len: usize,
         port: PortId,
         ip: Ip4,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
@@ -48,7 +48,7 @@ impl Context {
                     .iter()
                     .all(|a| a.0 != dst)
             {
-                return self.hairpin(buf, len, port, ip, meta, now);
+                return self.hairpin(buf, len, port, ip, offload, now);
             }
             return self.local(buf, len, port, ip, now);
         }
@@ -58,7 +58,7 @@ impl Context {
         match self.attached(dst) {
             Some(p) if p == port => return self.drop(DropReason::NotForUs),
             Some(p) if self.cfg.ports[usize::from(p.0)].role == Role::Lan => {
-                return self.route_direct(buf, len, p, ip, meta, now);
+                return self.route_direct(buf, len, p, ip, offload, now);
             }
             Some(p) => {
                 // A host on a WAN's own subnet: through that WAN's gateway, translated.
@@ -74,7 +74,7 @@ impl Context {
                         Err(e) => return self.insert_failed(e),
                     },
                 };
-                return self.forward_flow(buf, len, port, ip, hit, meta, now);
+                return self.forward_flow(buf, len, port, ip, hit, offload, now);
             }
             None => {}
         }
@@ -88,7 +88,7 @@ impl Context {
                 Err(e) => return self.insert_failed(e),
             },
         };
-        self.forward_flow(buf, len, port, ip, hit, meta, now)
+        self.forward_flow(buf, len, port, ip, hit, offload, now)
     }
 
     pub(super) fn insert_failed(&mut self, e: InsertError) -> Verdict {
@@ -111,7 +111,7 @@ impl Context {
         in_port: PortId,
         ip: Ip4,
         hit: Hit,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         let ip_len = (ip.ip_end - ip.l3) as u32;
@@ -159,12 +159,12 @@ impl Context {
                 let Some(mac) = mac else {
                     return self.resolve(buf, out, hop, now);
                 };
-                if let Some(v) = self.mtu_check(buf, in_port, out, ip, meta, now) {
+                if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
                     return v;
                 }
-                rewrite_l3l4(buf, &ip, Some((new_src, new_sport)), None, meta);
+                rewrite_l3l4(buf, &ip, Some((new_src, new_sport)), None, offload);
                 self.count_gateway(g, Dir::Orig, ip_len);
-                self.finish_l2(buf, len, out, mac, ip.vlan, meta)
+                self.finish_l2(buf, len, out, mac, ip.vlan, offload)
             }
             Dir::Reply => {
                 // Back to the inside host: the original source.
@@ -175,14 +175,14 @@ impl Context {
                 let Some(mac) = self.neighbors.get(inside) else {
                     return self.resolve(buf, out, inside, now);
                 };
-                if let Some(v) = self.mtu_check(buf, in_port, out, ip, meta, now) {
+                if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
                     return v;
                 }
-                rewrite_l3l4(buf, &ip, None, Some((inside, key.sport)), meta);
+                rewrite_l3l4(buf, &ip, None, Some((inside, key.sport)), offload);
                 if let Some(g) = gw {
                     self.count_gateway(g, Dir::Reply, ip_len);
                 }
-                self.finish_l2(buf, len, out, mac, ip.vlan, meta)
+                self.finish_l2(buf, len, out, mac, ip.vlan, offload)
             }
         }
     }
@@ -194,7 +194,7 @@ impl Context {
         len: usize,
         out: PortId,
         ip: Ip4,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         let Some(dst) = ip.key.dst_v4() else {
@@ -203,8 +203,8 @@ impl Context {
         let Some(mac) = self.neighbors.get(dst) else {
             return self.resolve(buf, out, dst, now);
         };
-        rewrite_l3l4(buf, &ip, None, None, meta);
-        self.finish_l2(buf, len, out, mac, ip.vlan, meta)
+        rewrite_l3l4(buf, &ip, None, None, offload);
+        self.finish_l2(buf, len, out, mac, ip.vlan, offload)
     }
 
     /// A LAN host sending to the router's own external address and port: the host mapped there
@@ -215,7 +215,7 @@ impl Context {
         len: usize,
         in_port: PortId,
         ip: Ip4,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         let Some(ext) = ip.key.dst_v4() else {
@@ -293,9 +293,9 @@ impl Context {
             &ip,
             Some((snat_a, snat_p)),
             Some((to, target.sport)),
-            meta,
+            offload,
         );
-        self.finish_l2(buf, len, out, mac, ip.vlan, meta)
+        self.finish_l2(buf, len, out, mac, ip.vlan, offload)
     }
 
     pub(super) fn hairpin_target(

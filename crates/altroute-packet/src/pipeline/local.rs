@@ -7,7 +7,7 @@ use core::net::Ipv4Addr;
 
 use altroute_flow::{Time, proto};
 
-use super::{Context, ControlReason, FrameMeta, Ip4, PortId, Verdict, in_prefix};
+use super::{Context, ControlReason, Ip4, PortId, TxOffload, Verdict, in_prefix};
 use crate::build::{self, L2};
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -186,11 +186,11 @@ impl Context {
         in_port: PortId,
         out: PortId,
         ip: Ip4,
-        meta: &FrameMeta,
+        offload: &TxOffload,
         now: Time,
     ) -> Option<Verdict> {
         let mtu = self.cfg.ports.get(usize::from(out.0)).map_or(0, |p| p.mtu);
-        if meta.gso || ip.ip_end - ip.l3 <= usize::from(mtu) {
+        if offload.gso.is_some() || ip.ip_end - ip.l3 <= usize::from(mtu) {
             return None;
         }
         self.mtu_exceeded(buf, in_port, ip, now, usize::from(mtu))

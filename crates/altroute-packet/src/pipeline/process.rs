@@ -6,7 +6,7 @@
 
 use altroute_flow::{Dir, GatewayId, Hit, PendingLookup, Time};
 
-use super::{Context, FrameMeta, Ip4, MAX_FRAME, Packet, Role, Verdict};
+use super::{Context, Ip4, MAX_FRAME, Packet, Role, TxOffload, Verdict};
 use crate::drop::DropReason;
 use crate::fast::{self, FastOptions, FastParse, IcmpQuery};
 use crate::slow::{self, SlowKind, SlowL4};
@@ -25,10 +25,11 @@ impl Context {
         buf: &mut [u8],
         len: usize,
         link: u8,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
-        self.process_one(buf, len, link, meta, now, None)
+        let v = self.process_one(buf, len, link, offload, now, None);
+        answered(v, offload)
     }
 
     /// Process a batch: parse every frame, look its flow up, handle it. `verdicts` receives one
@@ -36,10 +37,12 @@ impl Context {
     ///
     /// The batch goes through in stages, up to 64 frames at a time, so that the memory accesses
     /// of all its lookups overlap: every frame is parsed, then the lookups of all of them are
-    /// started ([`FlowTable::lookup_batch_start`](altroute_flow::FlowTable::lookup_batch_start): buckets, then flows prefetched), then each
-    /// frame's lookup is finished (`lookup_finish`) and the frame handled, in order. (Stages run a fixed distance apart, a frame's bucket 16 frames
-    /// ahead and its flow 8, were 6–7 % slower at 64k flows and 19–22 % at 1M, batches of 32 to
-    /// 256, interleaved in one process on a Zen 5 guest: each batch started with nothing in flight.)
+    /// started ([`FlowTable::lookup_batch_start`](altroute_flow::FlowTable::lookup_batch_start):
+    /// buckets, then flows prefetched), then each frame's lookup is finished (`lookup_finish`)
+    /// and the frame handled, in order. (Stages run a fixed distance apart, a frame's bucket 16
+    /// frames ahead and its flow 8, were 6–7 % slower at 64k flows and 19–22 % at 1M, batches of
+    /// 32 to 256, interleaved in one process on a Zen 5 guest: each batch started with nothing in
+    /// flight.)
     pub fn process_batch(&mut self, pkts: &mut [Packet<'_>], now: Time, verdicts: &mut [Verdict]) {
         const CHUNK: usize = 64;
         let opts = FastOptions {
@@ -90,10 +93,11 @@ impl Context {
                         FastParse::Fast(_) if fresh => Some(hit),
                         _ => None,
                     };
-                    self.process_parsed(p.buf, p.len, p.link, &mut p.meta, now, *r, pre)
+                    self.process_parsed(p.buf, p.len, p.link, &mut p.offload, now, *r, pre)
                 } else {
-                    self.process_one(p.buf, p.len, p.link, &mut p.meta, now, None)
+                    self.process_one(p.buf, p.len, p.link, &mut p.offload, now, None)
                 };
+                answered(verdicts[i], &mut p.offload);
                 // Only the full path changes the table's flows.
                 fresh = fresh && self.table.epoch() == epoch;
             }
@@ -114,7 +118,7 @@ impl Context {
         buf: &mut [u8],
         len: usize,
         link: u8,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
@@ -128,7 +132,7 @@ impl Context {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
         let parsed = fast::parse(&buf[..len], opts);
-        self.process_parsed(buf, len, link, meta, now, parsed, pre)
+        self.process_parsed(buf, len, link, offload, now, parsed, pre)
     }
 
     /// [`Context::process_one`] after the fast parse (`parsed` is `fast::parse(&buf[..len])`).
@@ -139,7 +143,7 @@ impl Context {
         buf: &mut [u8],
         len: usize,
         link: u8,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
         parsed: FastParse,
         pre: Option<Option<Hit>>,
@@ -165,7 +169,7 @@ impl Context {
                     .is_some_and(|b| b & 0x40 != 0),
                 vlan: ff.vlan,
             },
-            FastParse::Slow(_) => return self.slow(buf, len, link, meta, now),
+            FastParse::Slow(_) => return self.slow(buf, len, link, offload, now),
         };
         let Some(port) = self.port_for(link, ip.vlan) else {
             return self.drop(DropReason::WrongVlan);
@@ -178,8 +182,8 @@ impl Context {
         }
         let pre = pre.filter(|_| true);
         match spec.role {
-            Role::Lan => self.classify_lan(buf, len, port, ip, meta, now, pre),
-            Role::Wan => self.classify_wan(buf, len, port, ip, meta, now, pre),
+            Role::Lan => self.classify_lan(buf, len, port, ip, offload, now, pre),
+            Role::Wan => self.classify_wan(buf, len, port, ip, offload, now, pre),
         }
     }
 
@@ -203,7 +207,7 @@ impl Context {
         buf: &mut [u8],
         len: usize,
         link: u8,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         let sf = match slow::parse(&buf[..len]) {
@@ -245,7 +249,7 @@ impl Context {
                             sf.l3_offset,
                             v4,
                             inner,
-                            meta,
+                            offload,
                             now,
                         );
                     }
@@ -264,10 +268,20 @@ impl Context {
                     vlan: sf.vlan,
                 };
                 match self.cfg.ports[usize::from(port.0)].role {
-                    Role::Lan => self.classify_lan(buf, len, port, ip, meta, now, None),
-                    Role::Wan => self.classify_wan(buf, len, port, ip, meta, now, None),
+                    Role::Lan => self.classify_lan(buf, len, port, ip, offload, now, None),
+                    Role::Wan => self.classify_wan(buf, len, port, ip, offload, now, None),
                 }
             }
         }
     }
+}
+
+/// A frame the pipeline replaced with an answer it built (an echo reply, an ICMP error, a TCP RST,
+/// an ARP reply) has no offload work left: its metadata is reset.
+#[inline(always)]
+fn answered(v: Verdict, offload: &mut TxOffload) -> Verdict {
+    if let Verdict::Reply { .. } = v {
+        *offload = TxOffload::NONE;
+    }
+    v
 }

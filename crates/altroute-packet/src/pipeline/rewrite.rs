@@ -8,7 +8,7 @@ use core::net::Ipv4Addr;
 
 use altroute_flow::proto;
 
-use super::{Context, FrameMeta, Ip4, PortId, Verdict, rd16, wr16};
+use super::{Context, Ip4, PortId, TxOffload, Verdict, rd16, wr16};
 use crate::checksum::{self, Delta};
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -25,7 +25,7 @@ impl Context {
         out: PortId,
         dst: MacAddr,
         vlan: Option<VlanTci>,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
     ) -> Verdict {
         let spec = &self.cfg.ports[usize::from(out.0)];
         let out_vlan = spec.vlan;
@@ -33,7 +33,7 @@ impl Context {
         buf[6..12].copy_from_slice(&spec.mac.0);
         let len = match (vlan, out_vlan) {
             (None, None) => len,
-            _ => match retag(buf, len, vlan.is_some(), out_vlan, meta) {
+            _ => match retag(buf, len, vlan.is_some(), out_vlan, offload) {
                 Some(len) => len,
                 None => return self.drop(DropReason::TooLongForEgress),
             },
@@ -46,14 +46,14 @@ impl Context {
 
 /// Rewrite addresses, ports and TTL of an IPv4 packet in place, with incremental checksums
 /// (RFC 1624): `snat` replaces the source address and port, `dnat` the destination's. The TTL
-/// drops by one. A partial L4 checksum (see [`FrameMeta::partial`]) is updated as a pseudo-header
+/// drops by one. A partial L4 checksum (see [`TxOffload::partial`]) is updated as a pseudo-header
 /// sum; a zero UDP checksum stays zero.
 pub(super) fn rewrite_l3l4(
     buf: &mut [u8],
     ip: &Ip4,
     snat: Option<(Ipv4Addr, u16)>,
     dnat: Option<(Ipv4Addr, u16)>,
-    meta: &FrameMeta,
+    offload: &TxOffload,
 ) {
     let l3 = ip.l3;
     let l4 = ip.l4;
@@ -63,7 +63,7 @@ pub(super) fn rewrite_l3l4(
         && ip.icmp == IcmpQuery::None
         && let Some(w) = L4Window::of(buf, l3, ip.key.proto)
     {
-        return w.rewrite(meta.partial.is_some(), snat, dnat);
+        return w.rewrite(offload.partial.is_some(), snat, dnat);
     }
     // Loads first.
     let old_src = Ipv4Addr::from(wire::rd32(buf, l3 + 12));
@@ -132,7 +132,7 @@ pub(super) fn rewrite_l3l4(
         } else {
             wr16(buf, sport_at, new_sport);
             wr16(buf, dport_at, new_dport);
-            let c = if meta.partial.is_some() {
+            let c = if offload.partial.is_some() {
                 d.apply_partial(old_l4_csum)
             } else if p == proto::UDP {
                 d.apply_udp(old_l4_csum)
@@ -146,7 +146,7 @@ pub(super) fn rewrite_l3l4(
 
 /// The VLAN part of [`Context::finish_l2`]: a frame that came `tagged` leaves with `out_vlan`'s tag
 /// (rewritten, pushed or popped). Returns the new length, or `None` when there is no room to push
-/// a tag. A partial checksum's `csum_start` moves with the tag.
+/// a tag. The offload offsets ([`TxOffload::shift`]) move with the tag.
 #[cold]
 #[inline(never)]
 pub(super) fn retag(
@@ -154,7 +154,7 @@ pub(super) fn retag(
     len: usize,
     tagged: bool,
     out_vlan: Option<u16>,
-    meta: &mut FrameMeta,
+    offload: &mut TxOffload,
 ) -> Option<usize> {
     match (tagged, out_vlan) {
         (true, Some(v)) => {
@@ -169,16 +169,12 @@ pub(super) fn retag(
             buf.copy_within(12..len, 16);
             wr16(buf, 12, EtherType::VLAN);
             wr16(buf, 14, v & 0x0fff);
-            if let Some((s, o)) = meta.partial {
-                meta.partial = Some((s + 4, o));
-            }
+            offload.shift(4);
             Some(len + 4)
         }
         (true, None) => {
             buf.copy_within(16..len, 12);
-            if let Some((s, o)) = meta.partial {
-                meta.partial = Some((s.saturating_sub(4), o));
-            }
+            offload.shift(-4);
             Some(len - 4)
         }
         (false, None) => Some(len),

@@ -5,6 +5,7 @@
 use super::rewrite::{L4Sum, rewrite_fixed};
 use super::*;
 use crate::checksum::{self, Delta};
+use crate::egress::PartialChecksum;
 use altroute_flow::tcp::flags::{ACK, RST, SYN};
 use altroute_flow::{DownAction, Gateway, GatewaySet, TableConfig, Time, proto};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -139,7 +140,7 @@ fn udp_frame(
 fn run(c: &mut Context, frame: &[u8], link: u8) -> (Verdict, Vec<u8>) {
     let mut buf = frame.to_vec();
     buf.resize(frame.len() + 2048, 0);
-    let mut meta = FrameMeta::default();
+    let mut meta = TxOffload::default();
     let v = c.process(&mut buf, frame.len(), link, &mut meta, T);
     let len = match v {
         Verdict::Forward { len, .. } | Verdict::Reply { len } => len,
@@ -162,9 +163,9 @@ fn forwarded(c: &mut Context, frame: &[u8], link: u8, port: u8) -> Vec<u8> {
 /// Process `frames` (frame, link) as one batch at `now`: each verdict, and each output (the buffer
 /// cut to the verdict's length; empty for drops and control).
 fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdict>, Vec<Vec<u8>>) {
-    let with_meta: Vec<(Vec<u8>, u8, FrameMeta)> = frames
+    let with_meta: Vec<(Vec<u8>, u8, TxOffload)> = frames
         .iter()
-        .map(|(f, l)| (f.clone(), *l, FrameMeta::default()))
+        .map(|(f, l)| (f.clone(), *l, TxOffload::default()))
         .collect();
     let (v, o, _) = run_batch_meta(c, &with_meta, now);
     (v, o)
@@ -173,9 +174,9 @@ fn run_batch(c: &mut Context, frames: &[(Vec<u8>, u8)], now: Time) -> (Vec<Verdi
 /// [`run_batch`] with each frame's offload metadata; also returns the metadata after processing.
 fn run_batch_meta(
     c: &mut Context,
-    frames: &[(Vec<u8>, u8, FrameMeta)],
+    frames: &[(Vec<u8>, u8, TxOffload)],
     now: Time,
-) -> (Vec<Verdict>, Vec<Vec<u8>>, Vec<FrameMeta>) {
+) -> (Vec<Verdict>, Vec<Vec<u8>>, Vec<TxOffload>) {
     let mut bufs: Vec<Vec<u8>> = frames
         .iter()
         .map(|(f, _, _)| {
@@ -191,12 +192,12 @@ fn run_batch_meta(
             len: f.len(),
             buf: buf.as_mut_slice(),
             link: *link,
-            meta: *meta,
+            offload: *meta,
         })
         .collect();
     let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
     c.process_batch(&mut pkts, now, &mut verdicts);
-    let metas = pkts.iter().map(|p| p.meta).collect();
+    let metas = pkts.iter().map(|p| p.offload).collect();
     drop(pkts);
     let outs = bufs
         .into_iter()
@@ -215,7 +216,7 @@ fn run_batch_meta(
 /// Turns a TCP or UDP frame (untagged or tagged, no IP options) into a "checksum not ready" frame
 /// as veth hands them over: the L4 checksum field holds the folded pseudo-header sum. Returns the
 /// metadata that says so, or `None` for other frames.
-fn make_partial(f: &mut [u8]) -> Option<FrameMeta> {
+fn make_partial(f: &mut [u8]) -> Option<TxOffload> {
     let l3 = if f.get(12..14)? == [0x81, 0x00] {
         18
     } else {
@@ -240,9 +241,12 @@ fn make_partial(f: &mut [u8]) -> Option<FrameMeta> {
     }
     f.get_mut(l4 + off..l4 + off + 2)?
         .copy_from_slice(&(s as u16).to_be_bytes());
-    Some(FrameMeta {
-        partial: Some((l4 as u16, off as u16)),
-        gso: false,
+    Some(TxOffload {
+        partial: Some(PartialChecksum {
+            start: l4 as u16,
+            offset: off as u16,
+        }),
+        gso: None,
     })
 }
 
@@ -610,9 +614,12 @@ fn partial_checksum_stays_a_valid_pseudo_header_sum() {
     }
     f[50..52].copy_from_slice(&(s as u16).to_be_bytes());
     let mut buf = f.clone();
-    let mut meta = FrameMeta {
-        partial: Some((34, 16)),
-        gso: false,
+    let mut meta = TxOffload {
+        partial: Some(PartialChecksum {
+            start: 34,
+            offset: 16,
+        }),
+        gso: None,
     };
     let v = c.process(&mut buf, f.len(), 0, &mut meta, T);
     assert!(matches!(v, Verdict::Forward { .. }));
@@ -850,7 +857,7 @@ proptest::proptest! {
             }
             if !frames.is_empty() {
                 // Some frames arrive as veth hands them over: "checksum not ready".
-                let batch: Vec<(Vec<u8>, u8, FrameMeta)> = frames
+                let batch: Vec<(Vec<u8>, u8, TxOffload)> = frames
                     .iter()
                     .enumerate()
                     .map(|(k, (f, link, mangled))| {
@@ -858,7 +865,7 @@ proptest::proptest! {
                         let meta = if partial_every != 0 && k % partial_every == 0 && !mangled {
                             make_partial(&mut f).unwrap_or_default()
                         } else {
-                            FrameMeta::default()
+                            TxOffload::default()
                         };
                         (f, *link, meta)
                     })
@@ -876,15 +883,8 @@ proptest::proptest! {
                     {
                         // Finish a partial checksum as the NIC (or the kernel) would.
                         let mut out = out.clone();
-                        if let Some((start, off)) = meta.partial {
-                            let (start, off) = (usize::from(start), usize::from(off));
-                            let r = if off == 6 {
-                                crate::checksum::complete_partial_udp(&mut out, start, off)
-                            } else {
-                                crate::checksum::complete_partial(&mut out, start, off)
-                            };
-                            proptest::prop_assert!(r.is_ok());
-                        }
+                        let r = crate::egress::complete_checksum(&mut out, &mut meta.clone());
+                        proptest::prop_assert!(r.is_ok());
                         assert_checksums(&out);
                         if port.0 != 0 && out.len() > 14 && out[12..14] == [0x08, 0x00] {
                             sent.push((out, *port));

@@ -8,7 +8,7 @@ use altroute_flow::{Dir, FlowKey, FlowTable, GatewayId, Hit, Time, proto};
 
 use super::rewrite::{rewrite_outer_dst, translate_embedded};
 use super::{
-    Context, ControlReason, FrameMeta, Ip4, PROBE_ID_LIMIT, PortId, Role, Verdict, ipv4_of,
+    Context, ControlReason, Ip4, PROBE_ID_LIMIT, PortId, Role, TxOffload, Verdict, ipv4_of,
 };
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -25,7 +25,7 @@ impl Context {
         len: usize,
         port: PortId,
         ip: Ip4,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
@@ -48,7 +48,7 @@ impl Context {
             if ip.ttl <= 1 {
                 return self.time_exceeded(buf, port, ip, now);
             }
-            return self.forward_flow(buf, len, port, ip, h, meta, now);
+            return self.forward_flow(buf, len, port, ip, h, offload, now);
         }
         if ip.key.proto == proto::ICMP {
             if ip.icmp == IcmpQuery::Reply && ip.key.dport < PROBE_ID_LIMIT {
@@ -83,7 +83,7 @@ impl Context {
                         flow: h.flow,
                         dir: Dir::Reply,
                     },
-                    meta,
+                    offload,
                     now,
                 ),
                 Err(e) => self.insert_failed(e),
@@ -104,7 +104,7 @@ impl Context {
         l3: usize,
         v4: slow::SlowIpv4,
         inner: Embedded,
-        meta: &mut FrameMeta,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         if self.cfg.ports[usize::from(port.0)].role != Role::Wan {
@@ -156,7 +156,7 @@ impl Context {
         if let Some(g) = flow_gateway(&self.table, hit) {
             self.count_gateway(g, Dir::Reply, u32::from(v4.total_len));
         }
-        self.finish_l2(buf, len, out, mac, vlan, meta)
+        self.finish_l2(buf, len, out, mac, vlan, offload)
     }
 }
 

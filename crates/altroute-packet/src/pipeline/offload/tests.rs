@@ -6,6 +6,7 @@
 
 use super::super::*;
 use super::{OffloadRecord, apply, matches};
+use crate::egress::PartialChecksum;
 use altroute_flow::tcp::flags::{ACK, FIN, SYN};
 use altroute_flow::{FlowId, proto};
 use etherparse::PacketBuilder;
@@ -121,9 +122,12 @@ fn same_sum(a: u16, b: u16) -> bool {
 fn process(c: &mut Context, frame: &[u8], link: u8, partial: bool) -> (Verdict, Vec<u8>) {
     let mut buf = frame.to_vec();
     buf.resize(frame.len() + 64, 0);
-    let mut meta = FrameMeta {
-        partial: partial.then_some((34, if frame[23] == proto::UDP { 6 } else { 16 })),
-        gso: false,
+    let mut meta = TxOffload {
+        partial: partial.then_some(PartialChecksum {
+            start: 34,
+            offset: if frame[23] == proto::UDP { 6 } else { 16 },
+        }),
+        gso: None,
     };
     let v = c.process(&mut buf, frame.len(), link, &mut meta, T);
     if let Verdict::Forward { len, .. } = v {

@@ -359,7 +359,7 @@ impl<'a> Replay<'a> {
                     offload: TxOffload::NONE,
                 })
                 .collect(),
-            verdicts: vec![Verdict::Drop(altroute_packet::DropReason::Other); 256],
+            verdicts: vec![Verdict::default(); 256],
             pos: 0,
             slot: 0,
         }

@@ -102,6 +102,14 @@ pub enum Verdict {
     Control(ControlReason),
 }
 
+impl Default for Verdict {
+    /// A slot of a verdict buffer before the pipeline has written it:
+    /// `Drop(DropReason::Unprocessed)`, which is never counted.
+    fn default() -> Self {
+        Verdict::Drop(DropReason::Unprocessed)
+    }
+}
+
 /// Counters of one worker's pipeline (sum them across workers to export).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters {
@@ -181,6 +189,33 @@ struct Ip4 {
     icmp: IcmpQuery,
     df: bool,
     vlan: Option<VlanTci>,
+}
+
+impl Ip4 {
+    /// The source address (both parsers build IPv4 keys: its first four bytes).
+    #[inline]
+    fn src(&self) -> Ipv4Addr {
+        ipv4_of(self.key.src_bytes())
+    }
+
+    /// The destination address.
+    #[inline]
+    fn dst(&self) -> Ipv4Addr {
+        ipv4_of(self.key.dst_bytes())
+    }
+}
+
+/// What [`Context::forward_flow`] read of a packet's flow for the direction that forwards it.
+#[derive(Clone, Copy, Debug)]
+struct FlowView {
+    /// The flow's key (its original direction: the inside host's).
+    key: FlowKey,
+    /// Its gateway.
+    gw: Option<GatewayId>,
+    /// Its translation of the inside host's address and port.
+    nat: Option<(Ipv4Addr, u16)>,
+    /// The packet's IPv4 length, for the gateway's counters.
+    ip_len: u32,
 }
 
 /// One worker's pipeline: configuration, flow table, neighbour table, counters.

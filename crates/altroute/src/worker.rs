@@ -314,7 +314,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         coalesced: 0,
         pending: Vec::with_capacity(w.batch),
         pkts: Vec::with_capacity(w.batch),
-        verdicts: vec![Verdict::Drop(DropReason::Other); w.batch],
+        verdicts: vec![Verdict::default(); w.batch],
         queued_to: vec![false; nworkers],
     };
     let mut last_stats = Instant::now();
@@ -466,8 +466,7 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
             });
         }
         if s.verdicts.len() < pkts.len() {
-            s.verdicts
-                .resize(pkts.len(), Verdict::Drop(DropReason::Other));
+            s.verdicts.resize(pkts.len(), Verdict::default());
         }
         w.ctx.process_batch(&mut pkts, t, &mut s.verdicts);
         for (p, pk) in s.pending.iter_mut().zip(&pkts) {
@@ -480,11 +479,7 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
         let Some(mut f) = batch.get_mut(p.idx) else {
             continue;
         };
-        let verdict = s
-            .verdicts
-            .get(j)
-            .copied()
-            .unwrap_or(Verdict::Drop(DropReason::Other));
+        let verdict = s.verdicts.get(j).copied().unwrap_or(Verdict::default());
         let step = tx::finish(
             &w.ctx,
             &w.vnet,

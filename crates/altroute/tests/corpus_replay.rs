@@ -170,7 +170,7 @@ fn corpus_through_every_port() {
                                 offload: TxOffload::NONE,
                             })
                             .collect();
-                        let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+                        let mut verdicts = vec![Verdict::default(); pkts.len()];
                         ctx.process_batch(&mut pkts, Time::from_millis(clock), &mut verdicts);
                         tally.frames += chunk.len() as u64;
                         for v in verdicts {

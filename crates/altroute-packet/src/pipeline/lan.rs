@@ -9,7 +9,7 @@ use core::net::Ipv4Addr;
 use altroute_flow::{Dir, FlowKey, GatewayId, Hit, InsertError, NoGateway, Time, Update};
 
 use super::rewrite::rewrite_l3l4;
-use super::{Context, Ip4, PortId, Role, TxOffload, Verdict, ipv4_of};
+use super::{Context, FlowView, Ip4, PortId, Role, TxOffload, Verdict, ipv4_of};
 use crate::drop::DropReason;
 use crate::neigh::Learned;
 use crate::wire::MacAddr;
@@ -28,12 +28,7 @@ impl Context {
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
-        let Some(src) = ip.key.src_v4() else {
-            return self.drop(DropReason::Other);
-        };
-        let Some(dst) = ip.key.dst_v4() else {
-            return self.drop(DropReason::Other);
-        };
+        let (src, dst) = (ip.src(), ip.dst());
         // Learn the sender (cheap when unchanged).
         let src_mac = MacAddr([buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]]);
         if self.attached(src) == Some(port) && self.neighbors.get(src) != Some(src_mac) {
@@ -42,13 +37,13 @@ impl Context {
             }
         }
         if self.is_own(dst).is_some() {
-            if self.ext.contains(&Some(dst))
+            if let Some(g) = self.ext.iter().position(|e| *e == Some(dst))
                 && self.cfg.ports[usize::from(port.0)]
                     .addrs
                     .iter()
                     .all(|a| a.0 != dst)
             {
-                return self.hairpin(buf, len, port, ip, offload, now);
+                return self.hairpin(buf, len, port, ip, GatewayId(g as u8), offload, now);
             }
             return self.local(buf, len, port, ip, now);
         }
@@ -98,11 +93,15 @@ impl Context {
             InsertError::NoGateway(NoGateway::RuleRejects { .. }) => DropReason::Policy,
             InsertError::NoGateway(NoGateway::NoneUsable) => DropReason::GatewayDown,
             InsertError::NotSyn => DropReason::TcpNoFlowNoSyn,
-            _ => DropReason::Other,
+            InsertError::Exists => DropReason::FlowExists,
+            InsertError::NatV6 => DropReason::Ipv6Unsupported,
+            InsertError::UnknownGateway(_) => DropReason::UnknownGateway,
         })
     }
 
-    /// Forward a packet that belongs to a flow, in either direction.
+    /// Forward a packet that belongs to a flow, in either direction: the flow's state first (a
+    /// flow whose gateway died answers with a reject), then out through its gateway
+    /// ([`Context::forward_out`], here) or back to the inside host (`forward_back`, in `wan.rs`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_flow(
         &mut self,
@@ -124,67 +123,69 @@ impl Context {
             Update::Forward | Update::Rotated { .. } => {}
         }
         let Some(flow) = self.table.flow(hit.flow) else {
-            return self.drop(DropReason::Other);
+            return self.drop(DropReason::StaleFlow);
         };
-        let key = flow.key();
-        let gw = flow.gateway();
-        let nat = flow.nat().map(|(a, p)| (ipv4_of(a), p));
+        let f = FlowView {
+            key: flow.key(),
+            gw: flow.gateway(),
+            nat: flow.nat().map(|(a, p)| (ipv4_of(a), p)),
+            ip_len,
+        };
         match hit.dir {
-            Dir::Orig => {
-                let Some(g) = gw else {
-                    return self.drop(DropReason::NoRoute);
-                };
-                let Some(spec) = self.cfg.gateways.get(g.index()) else {
-                    return self.drop(DropReason::Other);
-                };
-                let out = spec.port;
-                let gw_hop = spec.next_hop;
-                let src = ipv4_of(key.src_bytes());
-                let (new_src, new_sport) = nat.unwrap_or((src, key.sport));
-                let dst = ipv4_of(key.dst_bytes());
-                if self.ext.contains(&Some(dst)) {
-                    // Hairpin: handled by `hairpin`, never routed out.
-                    return self.drop(DropReason::Other);
-                }
-                let hop = if self.attached(dst) == Some(out) {
-                    dst
-                } else {
-                    gw_hop
-                };
-                let mac = if hop == gw_hop {
-                    self.gateway_mac(g)
-                } else {
-                    self.neighbors.get(hop)
-                };
-                let Some(mac) = mac else {
-                    return self.resolve(buf, out, hop, now);
-                };
-                if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
-                    return v;
-                }
-                rewrite_l3l4(buf, &ip, Some((new_src, new_sport)), None, offload);
-                self.count_gateway(g, Dir::Orig, ip_len);
-                self.finish_l2(buf, len, out, mac, ip.vlan, offload)
-            }
-            Dir::Reply => {
-                // Back to the inside host: the original source.
-                let inside = ipv4_of(key.src_bytes());
-                let Some(out) = self.attached(inside) else {
-                    return self.drop(DropReason::NoRoute);
-                };
-                let Some(mac) = self.neighbors.get(inside) else {
-                    return self.resolve(buf, out, inside, now);
-                };
-                if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
-                    return v;
-                }
-                rewrite_l3l4(buf, &ip, None, Some((inside, key.sport)), offload);
-                if let Some(g) = gw {
-                    self.count_gateway(g, Dir::Reply, ip_len);
-                }
-                self.finish_l2(buf, len, out, mac, ip.vlan, offload)
-            }
+            Dir::Orig => self.forward_out(buf, len, in_port, ip, &f, offload, now),
+            Dir::Reply => self.forward_back(buf, len, in_port, ip, &f, offload, now),
         }
+    }
+
+    /// A flow's packet from the inside host, out through the flow's gateway with its source
+    /// translated (to a host on the WAN's own subnet directly, else to the gateway).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn forward_out(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        in_port: PortId,
+        ip: Ip4,
+        f: &FlowView,
+        offload: &mut TxOffload,
+        now: Time,
+    ) -> Verdict {
+        let Some(g) = f.gw else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let Some(spec) = self.cfg.gateways.get(g.index()) else {
+            return self.drop(DropReason::UnknownGateway);
+        };
+        let out = spec.port;
+        let gw_hop = spec.next_hop;
+        let src = ipv4_of(f.key.src_bytes());
+        let (new_src, new_sport) = f.nat.unwrap_or((src, f.key.sport));
+        let dst = ipv4_of(f.key.dst_bytes());
+        if self.ext.contains(&Some(dst)) {
+            // To a NAT address: `hairpin` takes those that are the ports' own addresses; this one
+            // is not, and is never routed out.
+            return self.drop(DropReason::HairpinUnsupported);
+        }
+        let hop = if self.attached(dst) == Some(out) {
+            dst
+        } else {
+            gw_hop
+        };
+        let mac = if hop == gw_hop {
+            self.gateway_mac(g)
+        } else {
+            self.neighbors.get(hop)
+        };
+        let Some(mac) = mac else {
+            return self.resolve(buf, out, hop, now);
+        };
+        if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
+            return v;
+        }
+        rewrite_l3l4(buf, &ip, Some((new_src, new_sport)), None, offload);
+        self.count_gateway(g, Dir::Orig, f.ip_len);
+        self.finish_l2(buf, len, out, mac, ip.vlan, offload)
     }
 
     /// Between two LAN ports: routed, not translated, no flow state.
@@ -197,9 +198,7 @@ impl Context {
         offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
-        let Some(dst) = ip.key.dst_v4() else {
-            return self.drop(DropReason::Other);
-        };
+        let dst = ip.dst();
         let Some(mac) = self.neighbors.get(dst) else {
             return self.resolve(buf, out, dst, now);
         };
@@ -207,35 +206,28 @@ impl Context {
         self.finish_l2(buf, len, out, mac, ip.vlan, offload)
     }
 
-    /// A LAN host sending to the router's own external address and port: the host mapped there
-    /// (a port forward or any live mapping) is reached through the router (RFC 4787 REQ-9).
+    /// A LAN host sending to the router's own external address and port (gateway `g`'s NAT
+    /// address): the host mapped there (a port forward or any live mapping) is reached through
+    /// the router (RFC 4787 REQ-9).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn hairpin(
         &mut self,
         buf: &mut [u8],
         len: usize,
         in_port: PortId,
         ip: Ip4,
+        g: GatewayId,
         offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
-        let Some(ext) = ip.key.dst_v4() else {
-            return self.drop(DropReason::Other);
-        };
-        let Some(g) = self
-            .ext
-            .iter()
-            .position(|e| *e == Some(ext))
-            .map(|i| GatewayId(i as u8))
-        else {
-            return self.drop(DropReason::Other);
-        };
+        let ext = ip.dst();
         if ip.ttl <= 1 {
             return self.time_exceeded(buf, in_port, ip, now);
         }
         // First half: the sender's flow, source-translated on the gateway's address.
         let first = match self.table.lookup(&ip.key) {
             Some(h) if h.dir == Dir::Orig => h,
-            Some(_) => return self.drop(DropReason::Other),
+            Some(_) => return self.drop(DropReason::HairpinConflict),
             None => {
                 if self.hairpin_target(g, ip.key.proto, ip.key.dport).is_none() {
                     return self.drop(DropReason::Unsolicited);
@@ -256,13 +248,13 @@ impl Context {
             .flow(first.flow)
             .and_then(|f| f.nat().map(|(a, p)| (ipv4_of(a), p)))
         else {
-            return self.drop(DropReason::Other);
+            return self.drop(DropReason::HairpinWithoutNat);
         };
         // Second half: the same packet as seen arriving at the external address.
         let k2 = FlowKey::v4(snat_a, ext, ip.key.proto, snat_p, ip.key.dport);
         let second = match self.table.lookup(&k2) {
             Some(h) if h.dir == Dir::Reply => h,
-            Some(_) => return self.drop(DropReason::Other),
+            Some(_) => return self.drop(DropReason::HairpinConflict),
             None => {
                 let Some((to, to_port)) = self.hairpin_target(g, ip.key.proto, ip.key.dport) else {
                     return self.drop(DropReason::Unsolicited);
@@ -279,7 +271,7 @@ impl Context {
         };
         self.table.update(second, now, ip.flags, ip_len);
         let Some(target) = self.table.flow(second.flow).map(|f| f.key()) else {
-            return self.drop(DropReason::Other);
+            return self.drop(DropReason::StaleFlow);
         };
         let to = ipv4_of(target.src_bytes());
         let Some(out) = self.attached(to) else {

@@ -96,7 +96,8 @@ impl Context {
     pub(super) fn echo_reply(&mut self, buf: &mut [u8], port: PortId, ip: Ip4) -> Verdict {
         let l2 = self.l2_back(buf, port, ip.vlan);
         let Some(request) = buf.get(ip.l3..ip.ip_end) else {
-            return self.drop(DropReason::Other);
+            // (The parsers checked that the packet fits the frame.)
+            return self.drop(DropReason::Ipv4BadTotalLength);
         };
         match build::icmp_echo_reply(&mut self.scratch, &l2, request) {
             Ok(n) => {
@@ -137,7 +138,8 @@ impl Context {
         let l2 = self.l2_back(buf, port, ip.vlan);
         let router = self.port_ip(port);
         let Some(original) = buf.get(ip.l3..ip.ip_end) else {
-            return self.drop(DropReason::Other);
+            // No error to send: the packet is dropped for its reason all the same.
+            return self.drop(reason);
         };
         if !build::may_send_icmp_error(original) {
             return self.drop(reason);
@@ -159,7 +161,8 @@ impl Context {
         }
         let l2 = self.l2_back(buf, port, ip.vlan);
         let Some(original) = buf.get(ip.l3..ip.ip_end) else {
-            return self.drop(DropReason::Other);
+            // No answer to build: dropped for its gateway all the same.
+            return self.drop(DropReason::GatewayDown);
         };
         let built = if ip.key.proto == proto::TCP {
             build::tcp_rst(&mut self.scratch, &l2, original)

@@ -56,8 +56,8 @@ impl Context {
             let chunk = &mut pkts[start..end];
             let verdicts = &mut verdicts[start..end];
             // Each frame is parsed once, into place; a frame whose length does not fit its buffer
-            // gets `Drop(Other)` here and is handled (and counted) by `process_one`.
-            let mut parsed = [const { FastParse::Drop(DropReason::Other) }; CHUNK];
+            // stays `Unprocessed` here and is handled (and counted) by `process_one`.
+            let mut parsed = [const { FastParse::Drop(DropReason::Unprocessed) }; CHUNK];
             let mut pending = [PendingLookup::NONE; CHUNK];
             // (Parsing all frames before starting any lookup also keeps a key's freshly stored
             // bytes out of the store buffer when the hash reads them.)
@@ -123,7 +123,7 @@ impl Context {
         pre: Option<Option<Hit>>,
     ) -> Verdict {
         if len > buf.len() {
-            return self.drop(DropReason::Other);
+            return self.drop(DropReason::FrameOverrunsBuffer);
         }
         if len > MAX_FRAME {
             return self.drop(DropReason::TooBig);
@@ -149,7 +149,7 @@ impl Context {
         pre: Option<Option<Hit>>,
     ) -> Verdict {
         if len > buf.len() {
-            return self.drop(DropReason::Other);
+            return self.drop(DropReason::FrameOverrunsBuffer);
         }
         if len > MAX_FRAME {
             return self.drop(DropReason::TooBig);

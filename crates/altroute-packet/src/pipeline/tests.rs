@@ -195,7 +195,7 @@ fn run_batch_meta(
             offload: *meta,
         })
         .collect();
-    let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+    let mut verdicts = vec![Verdict::default(); pkts.len()];
     c.process_batch(&mut pkts, now, &mut verdicts);
     let metas = pkts.iter().map(|p| p.offload).collect();
     drop(pkts);
@@ -626,6 +626,48 @@ fn partial_checksum_stays_a_valid_pseudo_header_sum() {
     // Finish it the way a NIC would and check the full sum.
     crate::checksum::complete_partial(&mut buf, 34, 16).unwrap();
     assert_checksums(&buf);
+}
+
+/// Drops that used to share the catch-all reason have their own: a port forward's connection
+/// whose inside key a live flow already holds, a packet to a NAT address that is none of the
+/// ports' addresses, a frame longer than its buffer.
+#[test]
+fn named_drops_for_collisions_and_misuse() {
+    let mut c = ctx((1, 0), None);
+    // The forwarded host itself opened 10.0.0.3:80 -> SRV:5555 (out through isp1).
+    forwarded(
+        &mut c,
+        &tcp_frame(H2_MAC, LAN_MAC, HOST2, SRV, 80, 5555, SYN, 64),
+        0,
+        1,
+    );
+    // The same remote end connects to the port forward: its inside key is taken.
+    let syn = tcp_frame(G1_MAC, W1_MAC, SRV, EXT1, 5555, 8080, SYN, 50);
+    let (v, _) = run(&mut c, &syn, 1);
+    assert_eq!(v, Verdict::Drop(DropReason::FlowExists));
+    assert_eq!(c.counters.drops.get(DropReason::FlowExists), 1);
+
+    // isp1 translates to 192.0.2.9, on wan1's subnet but none of the router's addresses.
+    let base = ctx((1, 0), None);
+    let table = FlowTable::new(TableConfig {
+        gateways: vec![
+            Gateway::new("isp1", Some(Ipv4Addr::new(192, 0, 2, 9).into())).weight(1),
+            Gateway::new("isp2", Some(Ipv4Addr::from(EXT2).into())).weight(0),
+        ],
+        ..TableConfig::default()
+    })
+    .unwrap();
+    let mut c = Context::new(base.config().clone(), table).unwrap();
+    let to_nat = tcp_frame(H_MAC, LAN_MAC, HOST, [192, 0, 2, 9], 40000, 80, SYN, 64);
+    let (v, _) = run(&mut c, &to_nat, 0);
+    assert_eq!(v, Verdict::Drop(DropReason::HairpinUnsupported));
+
+    let f = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 1, 53);
+    let mut buf = f.clone();
+    let v = c.process(&mut buf, f.len() + 1, 0, &mut TxOffload::default(), T);
+    assert_eq!(v, Verdict::Drop(DropReason::FrameOverrunsBuffer));
+    assert_eq!(Verdict::default(), Verdict::Drop(DropReason::Unprocessed));
+    assert_eq!(c.counters.drops.get(DropReason::Unprocessed), 0);
 }
 
 #[test]

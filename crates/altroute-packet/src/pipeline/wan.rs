@@ -6,9 +6,10 @@ use core::net::Ipv4Addr;
 
 use altroute_flow::{Dir, FlowKey, FlowTable, GatewayId, Hit, Time, proto};
 
-use super::rewrite::{rewrite_outer_dst, translate_embedded};
+use super::rewrite::{rewrite_l3l4, rewrite_outer_dst, translate_embedded};
 use super::{
-    Context, ControlReason, Ip4, PROBE_ID_LIMIT, PortId, Role, TxOffload, Verdict, ipv4_of,
+    Context, ControlReason, FlowView, Ip4, PROBE_ID_LIMIT, PortId, Role, TxOffload, Verdict,
+    ipv4_of,
 };
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -29,21 +30,16 @@ impl Context {
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
-        let Some(dst) = ip.key.dst_v4() else {
-            return self.drop(DropReason::Other);
-        };
+        let (src, dst) = (ip.src(), ip.dst());
         if self.is_own(dst) != Some(port) && self.gateway_by_ext(dst, port).is_none() {
             return self.drop(DropReason::NotForUs);
         }
-        if let Some(src) = ip.key.src_v4()
-            && self.is_private(src)
-            && self.attached(src) != Some(port)
-        {
+        if self.is_private(src) && self.attached(src) != Some(port) {
             return self.drop(DropReason::BogonSource);
         }
         if let Some(h) = pre.unwrap_or_else(|| self.table.lookup(&ip.key)) {
             if h.dir != Dir::Reply {
-                return self.drop(DropReason::Other);
+                return self.drop(DropReason::FlowWrongDirection);
             }
             if ip.ttl <= 1 {
                 return self.time_exceeded(buf, port, ip, now);
@@ -68,10 +64,7 @@ impl Context {
             if ip.ttl <= 1 {
                 return self.time_exceeded(buf, port, ip, now);
             }
-            let Some(remote) = ip.key.src_v4() else {
-                return self.drop(DropReason::Other);
-            };
-            let inside = FlowKey::v4(pf.to.0, remote, ip.key.proto, pf.to.1, ip.key.sport);
+            let inside = FlowKey::v4(pf.to.0, src, ip.key.proto, pf.to.1, ip.key.sport);
             let port_fw = pf.port;
             return match self.table.insert_inbound(inside, g, port_fw, now) {
                 Ok(h) => self.forward_flow(
@@ -92,6 +85,37 @@ impl Context {
         self.drop(DropReason::Unsolicited)
     }
 
+    /// A flow's packet from the remote end, back to the inside host (the flow's original source)
+    /// with its destination translated back.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn forward_back(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        in_port: PortId,
+        ip: Ip4,
+        f: &FlowView,
+        offload: &mut TxOffload,
+        now: Time,
+    ) -> Verdict {
+        let inside = ipv4_of(f.key.src_bytes());
+        let Some(out) = self.attached(inside) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let Some(mac) = self.neighbors.get(inside) else {
+            return self.resolve(buf, out, inside, now);
+        };
+        if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
+            return v;
+        }
+        rewrite_l3l4(buf, &ip, None, Some((inside, f.key.sport)), offload);
+        if let Some(g) = f.gw {
+            self.count_gateway(g, Dir::Reply, f.ip_len);
+        }
+        self.finish_l2(buf, len, out, mac, ip.vlan, offload)
+    }
+
     /// An ICMP error arriving on a WAN about a packet we translated (RFC 5508): find the flow by
     /// the quoted packet, and translate outer destination, quoted source and every checksum.
     #[allow(clippy::too_many_arguments)]
@@ -110,9 +134,7 @@ impl Context {
         if self.cfg.ports[usize::from(port.0)].role != Role::Wan {
             return self.drop(DropReason::IcmpErrorNoFlow);
         }
-        let Some(outer_dst) = Some(v4.ip.dst) else {
-            return self.drop(DropReason::Other);
-        };
+        let outer_dst = v4.ip.dst;
         if self.gateway_by_ext(outer_dst, port).is_none() && self.is_own(outer_dst) != Some(port) {
             return self.drop(DropReason::NotForUs);
         }

@@ -381,7 +381,7 @@ pub fn replay_frames(
     let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; MAX_FRAME + 64]; batch];
     // Per batch: (index into `order`, link) of each frame handed to the pipeline.
     let mut taken: Vec<(usize, u8)> = Vec::with_capacity(batch);
-    let mut verdicts = vec![Verdict::Drop(altroute_packet::DropReason::Other); batch];
+    let mut verdicts = vec![Verdict::default(); batch];
     let mut next_event = 0;
     let mut n = 0;
     while n < order.len() {

@@ -178,7 +178,7 @@ impl Context {
             self.neighbors.get(hop)
         };
         let Some(mac) = mac else {
-            return self.resolve(buf, out, hop, now);
+            return self.resolve(buf, out, hop, offload, now);
         };
         if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
             return v;
@@ -200,7 +200,7 @@ impl Context {
     ) -> Verdict {
         let dst = ip.dst();
         let Some(mac) = self.neighbors.get(dst) else {
-            return self.resolve(buf, out, dst, now);
+            return self.resolve(buf, out, dst, offload, now);
         };
         rewrite_l3l4(buf, &ip, None, None, offload);
         self.finish_l2(buf, len, out, mac, ip.vlan, offload)
@@ -278,7 +278,7 @@ impl Context {
             return self.drop(DropReason::NoRoute);
         };
         let Some(mac) = self.neighbors.get(to) else {
-            return self.resolve(buf, out, to, now);
+            return self.resolve(buf, out, to, offload, now);
         };
         rewrite_l3l4(
             buf,

@@ -221,12 +221,14 @@ impl Context {
     }
 
     /// Replace the frame by an ARP request for `target` on `out` (at most one per target per
-    /// second) and count the packet as dropped.
+    /// second) and count the packet as dropped. The request carries none of the packet's offload
+    /// work (`offload` is reset).
     pub(super) fn resolve(
         &mut self,
         buf: &mut [u8],
         out: PortId,
         target: Ipv4Addr,
+        offload: &mut TxOffload,
         now: Time,
     ) -> Verdict {
         self.counters.drops.inc(DropReason::NeighborUnresolved);
@@ -254,6 +256,7 @@ impl Context {
             Ok(n) => match buf.get_mut(..n) {
                 Some(d) => {
                     d.copy_from_slice(&self.scratch[..n]);
+                    *offload = TxOffload::NONE;
                     self.counters.arp_requests += 1;
                     self.counters.tx_frames[usize::from(out.0)] += 1;
                     self.counters.tx_bytes[usize::from(out.0)] += n as u64;

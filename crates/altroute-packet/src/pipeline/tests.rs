@@ -763,6 +763,47 @@ fn arp_requests_sent_to_resolve_count_their_bytes() {
     );
 }
 
+/// A frame the pipeline replaces with one it built carries none of the packet's offload work:
+/// an ARP request in place of a "checksum not ready" GSO segment, an ICMP error in place of one
+/// whose TTL ran out.
+#[test]
+fn generated_frames_carry_no_offload() {
+    let gso = |f: &mut Vec<u8>| {
+        let mut o = make_partial(f).unwrap();
+        o.gso = Some(crate::egress::Gso {
+            kind: crate::egress::GsoKind::TcpV4,
+            ecn: false,
+            size: 1448,
+            hdr_len: 66,
+        });
+        o
+    };
+    // The gateway's MAC is not known yet: the SYN becomes an ARP request for it.
+    let mut c = ctx_gw_macs((1, 0), None, [None, None]);
+    let mut f = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let mut o = gso(&mut f);
+    let n = f.len();
+    f.resize(n + 64, 0);
+    let v = c.process(&mut f, n, 0, &mut o, T);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: PortId(1),
+            len: 60
+        }
+    );
+    assert_eq!(o, TxOffload::NONE);
+    // TTL 1: answered with time exceeded.
+    let mut c = ctx((1, 0), None);
+    let mut f = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 1);
+    let mut o = gso(&mut f);
+    let n = f.len();
+    f.resize(n + 128, 0);
+    let v = c.process(&mut f, n, 0, &mut o, T);
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!(o, TxOffload::NONE);
+}
+
 // ----- the established-flow fast path against the full path -----
 
 /// One step of random traffic for [`fast_path_is_invisible`].

@@ -104,7 +104,7 @@ impl Context {
             return self.drop(DropReason::NoRoute);
         };
         let Some(mac) = self.neighbors.get(inside) else {
-            return self.resolve(buf, out, inside, now);
+            return self.resolve(buf, out, inside, offload, now);
         };
         if let Some(v) = self.mtu_check(buf, in_port, out, ip, offload, now) {
             return v;
@@ -159,7 +159,7 @@ impl Context {
             return self.drop(DropReason::NoRoute);
         };
         let Some(mac) = self.neighbors.get(inside) else {
-            return self.resolve(buf, out, inside, now);
+            return self.resolve(buf, out, inside, offload, now);
         };
         translate_embedded(buf, l3, &inner, ext, inside, ext_port, inside_port);
         // Outer header: destination and TTL.

@@ -9,8 +9,8 @@
 //! and goes down the full path ([`Context::process_parsed`]), which creates flows, answers ARP and
 //! ICMP, runs the TCP state machine and counts every drop by its reason. The two paths give
 //! byte-identical output for every packet the fast path takes (a property test in
-//! `pipeline/tests.rs` replays random traffic through both and compares frames, verdicts and
-//! counters).
+//! `pipeline/tests/fast_path.rs` replays random traffic through both and compares frames, verdicts
+//! and counters).
 //!
 //! # What is precomputed per flow
 //!

@@ -1,8 +1,8 @@
-//! How the worker hands frames on: the pipeline's offload metadata
-//! ([`TxOffload`](altroute_packet::egress::TxOffload)) from and to the I/O layer's virtio-net
-//! header, a verdict turned into a send (with the checksum finished by the packet crate's egress
-//! stage when the out link cannot), and the batch bookkeeping of UDP coalescing (which frame heads
-//! a group; the packet crate's [`coalesce`] reads and writes every header byte).
+//! How the worker hands frames on: the pipeline's offload metadata ([`TxOffload`]) from and to
+//! the I/O layer's virtio-net header, a verdict turned into a send (with the checksum finished by
+//! the packet crate's egress stage when the out link cannot), and the batch bookkeeping of UDP
+//! coalescing (which frame heads a group; the packet crate's [`coalesce`] reads and writes every
+//! header byte).
 
 use altroute_flow::Time;
 use altroute_io::{GsoType, RxBatch, VnetHdr};

@@ -12,11 +12,14 @@
 //! | `setup.rs` | [`Context::new`] in named steps; the precomputed lookups and what reads them |
 //! | `process.rs` | the entry points, parse (fast, else slow), dispatch by the port's role |
 //! | `fast_path.rs` | the established-flow fast path [`Context::process_batch`] tries first |
-//! | `lan.rs` | LAN side, outbound (in2out): `classify_lan`, `forward_flow`, hairpin, LAN to LAN |
-//! | `wan.rs` | WAN side, inbound (out2in): `classify_wan`, port forwards, inbound ICMP errors |
+//! | `lan.rs` | LAN side, outbound (in2out): `classify_lan`, `forward_flow` and `forward_out`, hairpin, LAN to LAN |
+//! | `wan.rs` | WAN side, inbound (out2in): `classify_wan`, `forward_back`, port forwards, inbound ICMP errors |
 //! | `local.rs` | frames for the router itself and the ones it generates: ARP, echo replies, ICMP errors, RSTs, next-hop resolution |
 //! | `rewrite.rs` | every byte the pipeline writes: NAT with RFC 1624 checksums, TTL, MACs, VLAN tag |
 //! | [`offload`] | the kernel (tc) offload records of established flows |
+//!
+//! After the verdict, [`crate::egress`] finishes what the out link cannot (checksums) and merges
+//! UDP runs into GSO frames; the frame's [`TxOffload`] travels with it through the pipeline.
 //!
 //! - **parse**: [`crate::fast::parse`] (fixed offsets), else [`crate::slow::parse`] (etherparse);
 //! - **classify**: `Context::classify_lan` and `Context::classify_wan`;

@@ -28,6 +28,8 @@ pub mod fast;
 pub mod neigh;
 pub mod pipeline;
 pub mod slow;
+#[cfg(test)]
+mod testutil;
 pub mod wire;
 
 pub use drop::{DropCounters, DropReason};

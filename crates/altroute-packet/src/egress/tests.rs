@@ -4,20 +4,9 @@
 //! must be the frame etherparse built, byte for byte.
 
 use super::*;
+use crate::testutil::ones;
 use etherparse::{IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, PacketBuilder, VlanId};
 use proptest::prelude::*;
-
-/// RFC 1071 sum, written independently of `crate::checksum`.
-fn ones(data: &[u8], init: u32) -> u16 {
-    let mut s = init;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
 
 #[derive(Clone, Debug)]
 struct Spec {

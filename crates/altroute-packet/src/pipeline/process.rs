@@ -6,11 +6,11 @@
 
 use altroute_flow::{Dir, GatewayId, Hit, PendingLookup, Time};
 
-use super::{Context, Ip4, MAX_FRAME, Packet, Role, TxOffload, Verdict};
+use super::{Context, Ip4, MAX_FRAME, Packet, PortId, Role, TxOffload, Verdict};
 use crate::drop::DropReason;
 use crate::fast::{self, FastOptions, FastParse, IcmpQuery};
 use crate::slow::{self, SlowKind, SlowL4};
-use crate::wire::MacAddr;
+use crate::wire::{EthernetFrame, VlanTci};
 
 impl Context {
     pub(super) fn drop(&mut self, r: DropReason) -> Verdict {
@@ -122,16 +122,14 @@ impl Context {
         now: Time,
         pre: Option<Option<Hit>>,
     ) -> Verdict {
-        if len > buf.len() {
+        let Some(frame) = buf.get(..len) else {
             return self.drop(DropReason::FrameOverrunsBuffer);
-        }
-        if len > MAX_FRAME {
-            return self.drop(DropReason::TooBig);
-        }
+        };
         let opts = FastOptions {
             verify_ipv4_checksum: self.cfg.options.verify_ipv4_checksum,
         };
-        let parsed = fast::parse(&buf[..len], opts);
+        // (`process_parsed` checks the length before it looks at the parse.)
+        let parsed = fast::parse(frame, opts);
         self.process_parsed(buf, len, link, offload, now, parsed, pre)
     }
 
@@ -171,20 +169,29 @@ impl Context {
             },
             FastParse::Slow(_) => return self.slow(buf, len, link, offload, now),
         };
-        let Some(port) = self.port_for(link, ip.vlan) else {
-            return self.drop(DropReason::WrongVlan);
+        let port = match self.ingress(buf, link, ip.vlan) {
+            Ok(port) => port,
+            Err(v) => return v,
         };
-        self.counters.rx_frames[usize::from(port.0)] += 1;
-        let spec = &self.cfg.ports[usize::from(port.0)];
-        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
-        if dst_mac != spec.mac && !dst_mac.is_broadcast() {
-            return self.drop(DropReason::NotForUs);
-        }
-        let pre = pre.filter(|_| true);
-        match spec.role {
+        match self.cfg.ports[usize::from(port.0)].role {
             Role::Lan => self.classify_lan(buf, len, port, ip, offload, now, pre),
             Role::Wan => self.classify_wan(buf, len, port, ip, offload, now, pre),
         }
+    }
+
+    /// The port a frame came in on (by link and VLAN tag), counted as received there, if the
+    /// frame is addressed to it (its MAC, or broadcast); else the drop.
+    #[inline]
+    fn ingress(&mut self, buf: &[u8], link: u8, vlan: Option<VlanTci>) -> Result<PortId, Verdict> {
+        let Some(port) = self.port_for(link, vlan) else {
+            return Err(self.drop(DropReason::WrongVlan));
+        };
+        self.counters.rx_frames[usize::from(port.0)] += 1;
+        let dst_mac = EthernetFrame::new_unchecked(buf).dst();
+        if dst_mac != self.cfg.ports[usize::from(port.0)].mac && !dst_mac.is_broadcast() {
+            return Err(self.drop(DropReason::NotForUs));
+        }
+        Ok(port)
     }
 
     /// A packet of `ip_len` bytes sent out (`Dir::Orig`) or received back through gateway `g`.
@@ -214,15 +221,10 @@ impl Context {
             Ok(f) => f,
             Err(r) => return self.drop(r),
         };
-        let Some(port) = self.port_for(link, sf.vlan) else {
-            return self.drop(DropReason::WrongVlan);
+        let port = match self.ingress(buf, link, sf.vlan) {
+            Ok(port) => port,
+            Err(v) => return v,
         };
-        self.counters.rx_frames[usize::from(port.0)] += 1;
-        let spec = &self.cfg.ports[usize::from(port.0)];
-        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
-        if dst_mac != spec.mac && !dst_mac.is_broadcast() {
-            return self.drop(DropReason::NotForUs);
-        }
         match sf.kind {
             SlowKind::Arp(a) => self.arp(buf, port, sf.vlan, a, now),
             SlowKind::Ipv6 => self.drop(DropReason::Ipv6Unsupported),

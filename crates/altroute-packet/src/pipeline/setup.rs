@@ -18,14 +18,17 @@ impl Context {
     ///
     /// The steps: check the configuration against the table, index the ports and the router's own
     /// addresses, read the gateways' NAT addresses, reserve the port forwards' external ports,
-    /// then precompute the per-packet lookups and the fast path's per-port and
-    /// per-gateway arrays.
+    /// then precompute the per-packet lookups (the port of a link, the attached networks, the
+    /// private destinations, first-octet filters, gateways by NAT address) and the fast path's
+    /// per-port and per-gateway arrays.
     pub fn new(cfg: PipelineConfig, mut table: FlowTable) -> Result<Context, PipelineError> {
         check_config(&cfg, &table)?;
         let (port_of, own) = index_ports(&cfg)?;
         let ext = nat_addresses(&table);
         reserve_port_forwards(&cfg, &mut table)?;
-        let lk = Lookups::new(&cfg, &port_of, &own, &ext);
+        let nets = attached_networks(&cfg);
+        let (private4, private_first) = private_v4(&cfg);
+        let special_first = special_first(private_first, &nets, &own, &ext);
         // What another pipeline precomputed per flow (the fast path's scratch) need not hold
         // under this configuration.
         table.clear_scratch();
@@ -34,6 +37,8 @@ impl Context {
             icmp_bucket: Bucket::new(cfg.options.icmp_errors_per_sec),
             port_fast: fast_ports(&cfg),
             gw_fast: fast_gateways(&cfg),
+            link_port: link_ports(&port_of),
+            gw_ext: gateways_by_nat_address(&cfg, &ext),
             cfg,
             table,
             neighbors: Neighbors::new(4096),
@@ -42,12 +47,10 @@ impl Context {
             port_of,
             own,
             ext,
-            link_port: lk.link_port,
-            nets: lk.nets,
-            private_first: lk.private_first,
-            private4: lk.private4,
-            gw_ext: lk.gw_ext,
-            special_first: lk.special_first,
+            nets,
+            private_first,
+            private4,
+            special_first,
             // (Not a version the neighbour table has yet: the first use fills the cache.)
             gw_macs_version: u64::MAX,
             fast_path: true,
@@ -209,62 +212,46 @@ fn reserve_port_forwards(cfg: &PipelineConfig, table: &mut FlowTable) -> Result<
     Ok(())
 }
 
-/// The per-packet lookups precomputed from the configuration (see the fields of [`Context`]).
-struct Lookups {
-    link_port: [u8; 256],
-    nets: Vec<(u32, u32, PortId)>,
-    private_first: [bool; 256],
-    private4: Vec<(u32, u32)>,
-    gw_ext: Vec<(Ipv4Addr, PortId, GatewayId)>,
-    special_first: [bool; 256],
-}
-
-impl Lookups {
-    fn new(
-        cfg: &PipelineConfig,
-        port_of: &[(u8, u16, PortId)],
-        own: &[(Ipv4Addr, PortId)],
-        ext: &[Option<Ipv4Addr>],
-    ) -> Lookups {
-        let mut link_port = [NO_PORT; 256];
-        for &(l, v, p) in port_of {
-            if v == 0 {
-                link_port[usize::from(l)] = p.0;
-            }
-        }
-        let nets: Vec<(u32, u32, PortId)> = cfg
-            .ports
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| {
-                p.addrs.iter().map(move |&(net, len)| {
-                    let m = mask_of(len);
-                    (u32::from(net) & m, m, PortId(i as u8))
-                })
-            })
-            .collect();
-        let (private4, private_first) = private_v4(cfg);
-        let special_first = special_first(private_first, &nets, own, ext);
-        let gw_ext = cfg
-            .gateways
-            .iter()
-            .enumerate()
-            .filter_map(|(i, g)| {
-                ext.get(i)
-                    .copied()
-                    .flatten()
-                    .map(|a| (a, g.port, GatewayId(i as u8)))
-            })
-            .collect();
-        Lookups {
-            link_port,
-            nets,
-            private_first,
-            private4,
-            gw_ext,
-            special_first,
+/// The port of untagged (or VLAN 0) frames on each link, or `NO_PORT`.
+fn link_ports(port_of: &[(u8, u16, PortId)]) -> [u8; 256] {
+    let mut link_port = [NO_PORT; 256];
+    for &(l, v, p) in port_of {
+        if v == 0 {
+            link_port[usize::from(l)] = p.0;
         }
     }
+    link_port
+}
+
+/// Every attached network as (network, mask, port), in port order.
+fn attached_networks(cfg: &PipelineConfig) -> Vec<(u32, u32, PortId)> {
+    cfg.ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.addrs.iter().map(move |&(net, len)| {
+                let m = mask_of(len);
+                (u32::from(net) & m, m, PortId(i as u8))
+            })
+        })
+        .collect()
+}
+
+/// (NAT address, WAN port, gateway) of every gateway with a NAT address.
+fn gateways_by_nat_address(
+    cfg: &PipelineConfig,
+    ext: &[Option<Ipv4Addr>],
+) -> Vec<(Ipv4Addr, PortId, GatewayId)> {
+    cfg.gateways
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            ext.get(i)
+                .copied()
+                .flatten()
+                .map(|a| (a, g.port, GatewayId(i as u8)))
+        })
+        .collect()
 }
 
 /// The IPv4 private destinations as (network, mask), and for each first octet whether any of

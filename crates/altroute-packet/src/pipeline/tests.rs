@@ -6,6 +6,7 @@ use super::rewrite::{L4Sum, rewrite_fixed};
 use super::*;
 use crate::checksum::{self, Delta};
 use crate::egress::PartialChecksum;
+use crate::testutil::ones;
 use altroute_flow::tcp::flags::{ACK, RST, SYN};
 use altroute_flow::{DownAction, Gateway, GatewaySet, TableConfig, Time, proto};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -248,18 +249,6 @@ fn make_partial(f: &mut [u8]) -> Option<TxOffload> {
         }),
         gso: None,
     })
-}
-
-/// RFC 1071 sum, written independently of `crate::checksum`.
-fn ones(data: &[u8], init: u32) -> u16 {
-    let mut s = init;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// Checks every checksum of an Ethernet/IPv4 frame by full recompute.

@@ -7,6 +7,7 @@
 use super::super::*;
 use super::{OffloadRecord, apply, matches};
 use crate::egress::PartialChecksum;
+use crate::testutil::ones;
 use altroute_flow::tcp::flags::{ACK, FIN, SYN};
 use altroute_flow::{FlowId, proto};
 use etherparse::PacketBuilder;
@@ -64,17 +65,6 @@ fn udp(
 /// Offset of the L4 checksum field in an untagged option-less IPv4 frame.
 fn l4_csum_at(f: &[u8]) -> usize {
     if f[23] == proto::UDP { 40 } else { 50 }
-}
-
-fn ones(data: &[u8], init: u32) -> u16 {
-    let mut s = init;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 fn pseudo(f: &[u8]) -> u32 {

@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 use altroute_flow::tcp::flags::{ACK, SYN};
 use altroute_flow::{FlowKey, FlowTable, Gateway, TableConfig, Time, proto};
 use altroute_packet::checksum;
+use altroute_packet::egress::TxOffload;
 use altroute_packet::pipeline::{
-    Context, FrameMeta, GatewaySpec, Options, Packet, PipelineConfig, PortId, PortSpec, Role,
-    Verdict,
+    Context, GatewaySpec, Options, Packet, PipelineConfig, PortId, PortSpec, Role, Verdict,
 };
 use altroute_packet::wire::MacAddr;
 
@@ -191,7 +191,7 @@ fn send_lan(ctx: &mut Context, key: &FlowKey, flags: u8) -> Option<Mapped> {
     let mut buf = [0u8; STRIDE];
     let src = key.src_v4()?;
     write_frame(&mut buf, 64, host_mac(src), LAN_MAC, key, flags, 64, 1);
-    let mut meta = FrameMeta::default();
+    let mut meta = TxOffload::NONE;
     match ctx.process(&mut buf, 64, 0, &mut meta, NOW) {
         Verdict::Forward { port, .. } => {
             let ext = Ipv4Addr::new(buf[26], buf[27], buf[28], buf[29]);
@@ -211,7 +211,7 @@ fn send_wan(ctx: &mut Context, m: &Mapped, flags: u8) -> bool {
     let mut buf = [0u8; STRIDE];
     let w = usize::from(m.link - 1);
     write_frame(&mut buf, 64, GW_MAC[w], WAN_MAC[w], &m.reply, flags, 60, 2);
-    let mut meta = FrameMeta::default();
+    let mut meta = TxOffload::NONE;
     matches!(
         ctx.process(&mut buf, 64, m.link, &mut meta, NOW),
         Verdict::Forward { .. }
@@ -356,10 +356,10 @@ impl<'a> Replay<'a> {
                     buf,
                     len: 0,
                     link: 0,
-                    meta: FrameMeta::default(),
+                    offload: TxOffload::NONE,
                 })
                 .collect(),
-            verdicts: vec![Verdict::Drop(altroute_packet::DropReason::Other); 256],
+            verdicts: vec![Verdict::default(); 256],
             pos: 0,
             slot: 0,
         }
@@ -381,7 +381,7 @@ impl<'a> Replay<'a> {
             p.buf[..COPY].copy_from_slice(&t.frames[at..at + COPY]);
             p.len = usize::from(t.lens[self.pos]);
             p.link = t.links[self.pos];
-            p.meta = FrameMeta::default();
+            p.offload = TxOffload::NONE;
             self.pos += 1;
         }
         self.slot += b;

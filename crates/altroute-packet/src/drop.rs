@@ -3,8 +3,9 @@
 //!
 //! The parsers in this crate return the malformation reasons; the later ones (routing, NAT,
 //! policy, health) are for the pipeline and the flow table, listed here so that every drop in
-//! altroute is counted in one array. [`DropReason::name`] gives a stable snake-case name usable as
-//! a Prometheus label value; the names are part of the metrics contract (do not rename).
+//! altroute is counted in one array. Every drop has its own reason: there is no catch-all.
+//! [`DropReason::name`] gives a stable snake-case name usable as a Prometheus label value; the
+//! names are part of the metrics contract (do not rename).
 
 use core::fmt;
 
@@ -126,11 +127,29 @@ reasons! {
     PortsExhausted => "ports_exhausted",
     /// Per-host connection limit reached.
     HostLimit => "host_limit",
+    /// A new flow's key, or its translated reply key, is already another flow's (a connection to
+    /// a port forward colliding with a live mapping of the same remote end).
+    FlowExists => "flow_exists",
+    /// A flow the lookup found was gone when the pipeline read it (a bug if it counts).
+    StaleFlow => "flow_stale",
+    /// A WAN packet matched a flow in the direction only the inside host sends (its original
+    /// key).
+    FlowWrongDirection => "flow_wrong_direction",
+    /// A LAN packet to a gateway's NAT address that is none of the router's port addresses:
+    /// hairpinning reaches only the ports' addresses.
+    HairpinUnsupported => "hairpin_unsupported",
+    /// A hairpinned packet matched an existing flow in the other direction than its half needs.
+    HairpinConflict => "hairpin_conflict",
+    /// The sender's half of a hairpin has no translation to reach the target with.
+    HairpinWithoutNat => "hairpin_without_nat",
     // --- routing / policy -------------------------------------------------------------------
     /// No route for the destination.
     NoRoute => "no_route",
     /// Every eligible gateway is down.
     GatewayDown => "gateway_down",
+    /// A flow or a flow insertion names a gateway the pipeline does not know (its configuration
+    /// out of step with the flow table's; a bug if it counts).
+    UnknownGateway => "gateway_unknown",
     /// The gateway's MAC is not resolved (ARP pending or failed).
     NeighborUnresolved => "neighbor_unresolved",
     /// ARP resolution queue full.
@@ -154,8 +173,12 @@ reasons! {
     TxQueueFull => "tx_queue_full",
     /// Frame too long for the egress interface (after adding a VLAN tag, ...).
     TooLongForEgress => "too_long_for_egress",
-    /// A reason not covered above (a bug if it grows).
-    Other => "other",
+    /// The frame's length is past the end of the buffer it was handed in (the caller's bug: the
+    /// I/O layer never hands such a frame over).
+    FrameOverrunsBuffer => "frame_overruns_buffer",
+    /// Not a drop: the value a verdict or parse slot holds before the pipeline has handled its
+    /// frame (`Verdict::default()`). Never counted.
+    Unprocessed => "unprocessed",
 }
 
 impl DropReason {

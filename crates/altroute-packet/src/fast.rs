@@ -587,7 +587,7 @@ mod tests {
             if let Some(ff) = common(&f, opts) {
                 proptest::prop_assert_eq!(FastParse::Fast(ff), full);
             }
-            let mut out = FastParse::Drop(DropReason::Other);
+            let mut out = FastParse::Drop(DropReason::Unprocessed);
             parse_common_into(&f, opts, &mut out);
             proptest::prop_assert_eq!(out, full);
         }

@@ -173,35 +173,31 @@ impl Embedded {
     }
 }
 
-/// Maps a [`wire::Error`] from the outer headers to the drop reason the fast path would give.
+/// Maps a [`wire::Error`] from the outer headers to the drop reason the fast path would give: by
+/// layer, a length error or the one kind of field each view rejects.
 fn drop_for(e: &wire::Error, ip_len: usize) -> DropReason {
     use wire::{Error, Layer};
-    match e {
-        Error::Len(l) => match l.layer {
-            Layer::Ethernet | Layer::Vlan => DropReason::Runt,
-            Layer::Arp => DropReason::ArpTruncated,
-            Layer::Ipv4 => DropReason::Ipv4Truncated,
-            _ => DropReason::L4Truncated,
-        },
-        Error::Field {
-            layer: Layer::Ipv4,
-            field,
-            value,
-            ..
-        } => match *field {
-            "version" => DropReason::Ipv4BadVersion,
-            "ihl" => DropReason::Ipv4BadIhl,
-            _ if *value == 0 && ip_len > usize::from(u16::MAX) => DropReason::TooBig,
+    let short = matches!(e, Error::Len(_));
+    match e.layer() {
+        // The Ethernet view rejects a short frame and a second (QinQ) tag, nothing else.
+        Layer::Ethernet | Layer::Vlan if short => DropReason::Runt,
+        Layer::Ethernet | Layer::Vlan => DropReason::Qinq,
+        // The ARP view: too short, or hardware or protocol other than Ethernet and IPv4.
+        Layer::Arp if short => DropReason::ArpTruncated,
+        Layer::Arp => DropReason::ArpUnsupported,
+        Layer::Ipv4 => match e {
+            Error::Len(_) => DropReason::Ipv4Truncated,
+            Error::Field {
+                field: "version", ..
+            } => DropReason::Ipv4BadVersion,
+            Error::Field { field: "ihl", .. } => DropReason::Ipv4BadIhl,
+            Error::Field { value: 0, .. } if ip_len > usize::from(u16::MAX) => DropReason::TooBig,
+            // The total length, the one other field the IPv4 view checks.
             _ => DropReason::Ipv4BadTotalLength,
         },
-        Error::Unsupported {
-            layer: Layer::Ethernet | Layer::Vlan,
-            ..
-        } => DropReason::Qinq,
-        Error::Unsupported {
-            layer: Layer::Arp, ..
-        } => DropReason::ArpUnsupported,
-        _ => DropReason::Other,
+        Layer::Tcp if !short => DropReason::TcpBadHeaderLength,
+        Layer::Udp if !short => DropReason::UdpBadLength,
+        Layer::Tcp | Layer::Udp | Layer::Icmpv4 => DropReason::L4Truncated,
     }
 }
 

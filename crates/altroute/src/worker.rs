@@ -8,9 +8,13 @@
 //! this path allocates, locks or logs. Frames for the control plane (probe replies, ARP) are
 //! copied into a channel message; that is the only allocation, and it is not on the forwarding
 //! path.
+//!
+//! The worker reads and writes no frame bytes itself: the pipeline and its egress stage
+//! (`altroute-packet`) do. `tx.rs` converts the frames' offload metadata to and from the I/O
+//! layer's virtio-net headers and keeps the bookkeeping of UDP coalescing over a batch.
 
-mod coalesce;
 pub mod offload;
+mod tx;
 
 pub use offload::{OffloadCounters, WorkerOffload};
 
@@ -21,7 +25,8 @@ use std::time::{Duration, Instant};
 use altroute_flow::{DownAction, Failback, GatewayId, GatewayState, Time};
 use altroute_io::{IoError, Notifier, Port, Steering, TxFrame, VnetHdr};
 use altroute_packet::DropReason;
-use altroute_packet::pipeline::{Context, ControlReason, Counters, FrameMeta, Packet, Verdict};
+use altroute_packet::egress::TxOffload;
+use altroute_packet::pipeline::{Context, ControlReason, Counters, Packet, Verdict};
 use altroute_packet::wire::MacAddr;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -107,7 +112,7 @@ pub struct WorkerStats {
     /// such frames in the kernel, uncounted; this is the second line of defence. An `ETH_P_ALL`
     /// tap passes them to the pipeline, which counts them as `not_for_us` drops.
     pub otherhost_skipped: Vec<u64>,
-    /// Datagrams merged into UDP GSO frames at transmit (see the `coalesce` module).
+    /// Datagrams merged into UDP GSO frames at transmit (see `altroute_packet::egress::coalesce`).
     pub coalesced: u64,
     /// Kernel offload of established flows (zero when off).
     pub offload: OffloadCounters,
@@ -230,147 +235,18 @@ fn now(epoch: Instant) -> Time {
     Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The L4 checksum location of an untagged-or-tagged IPv4 TCP/UDP frame, for plain-mode frames
-/// the kernel marked "checksum not ready" (virtio-net mode carries it in the header instead).
-fn partial_offsets(frame: &[u8]) -> Option<(u16, u16)> {
-    let l3 = if frame.get(12..14)? == [0x81, 0x00] {
-        18
-    } else {
-        14
-    };
-    if frame.get(l3 - 2..l3)? != [0x08, 0x00] {
-        return None;
-    }
-    let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
-    let off = match *frame.get(l3 + 9)? {
-        6 => 16,
-        17 => 6,
-        _ => return None,
-    };
-    Some((u16::try_from(l3 + ihl).ok()?, off))
-}
-
-/// The IPv4 protocol of an (optionally tagged) Ethernet frame.
-fn ip_proto(frame: &[u8]) -> Option<u8> {
-    let l3 = if frame.get(12..14)? == [0x81, 0x00] {
-        18
-    } else {
-        14
-    };
-    frame.get(l3 + 9).copied()
-}
-
 /// What became of one frame.
 enum Step {
-    /// Send `len` bytes on `link` (with the updated vnet header).
-    Send { link: u8, len: usize },
+    /// Send `len` bytes on `link`, with this vnet header if the link takes one.
+    Send {
+        link: u8,
+        len: usize,
+        vnet: Option<VnetHdr>,
+    },
     /// For the control thread.
     Control(ControlReason),
     /// Dropped (counted by the pipeline).
     Drop,
-}
-
-/// The pipeline metadata of a received frame: where an unfinished checksum is (from the vnet
-/// header, or computed for a plain-mode "checksum not ready" frame) and whether it is GSO.
-fn frame_meta(frame: &[u8], vnet: Option<VnetHdr>, csum_not_ready: bool) -> FrameMeta {
-    FrameMeta {
-        partial: match vnet {
-            Some(v) if v.flags & VnetHdr::F_NEEDS_CSUM != 0 => Some((v.csum_start, v.csum_offset)),
-            Some(_) => None,
-            None if csum_not_ready => partial_offsets(frame),
-            None => None,
-        },
-        gso: vnet.is_some_and(|v| v.is_gso()),
-    }
-}
-
-/// Turns a pipeline verdict into what to do with the frame, fixing up the offload header
-/// (`start_before`: the checksum start before the pipeline ran) and finishing the checksum when
-/// the out link has no vnet header. `buf` is the frame and the room after it.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    ctx: &Context,
-    vnet_links: &[bool],
-    link: u8,
-    buf: &mut [u8],
-    verdict: Verdict,
-    mut meta: FrameMeta,
-    start_before: Option<u16>,
-    vnet: &mut Option<VnetHdr>,
-) -> Step {
-    let (out_link, new_len) = match verdict {
-        Verdict::Forward { port, len } => {
-            let out_link = ctx
-                .config()
-                .ports
-                .get(usize::from(port.0))
-                .map_or(link, |p| p.link);
-            (out_link, len)
-        }
-        Verdict::Reply { len } => {
-            // A generated answer carries no offload.
-            *vnet = None;
-            meta.partial = None;
-            (link, len)
-        }
-        Verdict::Drop(_) => return Step::Drop,
-        Verdict::Control(reason) => return Step::Control(reason),
-    };
-    if new_len == 0 || new_len > buf.len() {
-        return Step::Drop;
-    }
-    // Keep the offload header in step with the rewrite (VLAN push/pop moves it).
-    if let (Some(after_start), Some(before_start)) = (meta.partial.map(|p| p.0), start_before)
-        && after_start != before_start
-        && let Some(v) = vnet.as_mut()
-    {
-        let _ = v.shift(i32::from(after_start) - i32::from(before_start));
-    }
-    let out_vnet = vnet_links
-        .get(usize::from(out_link))
-        .copied()
-        .unwrap_or(false);
-    if !out_vnet && let Some((s, o)) = meta.partial {
-        // The out link cannot finish the checksum: do it here.
-        let data = &mut buf[..new_len];
-        let _ = if ip_proto(data) == Some(17) {
-            altroute_packet::checksum::complete_partial_udp(data, s.into(), o.into())
-        } else {
-            altroute_packet::checksum::complete_partial(data, s.into(), o.into())
-        };
-    }
-    Step::Send {
-        link: out_link,
-        len: new_len,
-    }
-}
-
-/// Runs one frame through the pipeline: `buf` is the frame and the room after it, `len` the
-/// frame's length, `vnet` its offload header (updated for transmit).
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    ctx: &mut Context,
-    vnet_links: &[bool],
-    link: u8,
-    buf: &mut [u8],
-    len: usize,
-    vnet: &mut Option<VnetHdr>,
-    csum_not_ready: bool,
-    t: Time,
-) -> Step {
-    let mut meta = frame_meta(buf.get(..len).unwrap_or(&[]), *vnet, csum_not_ready);
-    let start_before = meta.partial.map(|p| p.0);
-    let verdict = ctx.process(buf, len, link, &mut meta, t);
-    finish(
-        ctx,
-        vnet_links,
-        link,
-        buf,
-        verdict,
-        meta,
-        start_before,
-        vnet,
-    )
 }
 
 /// Per received frame of the current batch that this worker processes itself.
@@ -378,9 +254,7 @@ fn handle(
 struct Pending {
     /// Index in the RX batch.
     idx: usize,
-    vnet: Option<VnetHdr>,
-    meta: FrameMeta,
-    start_before: Option<u16>,
+    offload: TxOffload,
 }
 
 /// Reuses a vector's allocation for the same type with another lifetime (empty in, empty out;
@@ -440,7 +314,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         coalesced: 0,
         pending: Vec::with_capacity(w.batch),
         pkts: Vec::with_capacity(w.batch),
-        verdicts: vec![Verdict::Drop(DropReason::Other); w.batch],
+        verdicts: vec![Verdict::default(); w.batch],
         queued_to: vec![false; nworkers],
     };
     let mut last_stats = Instant::now();
@@ -565,14 +439,14 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
                 continue;
             }
         }
-        let vnet = f.vnet().copied();
-        let meta = frame_meta(f.data(), vnet, f.meta().csum_not_ready);
-        s.pending.push(Pending {
-            idx: i,
-            vnet,
-            meta,
-            start_before: meta.partial.map(|p| p.0),
-        });
+        let Some(offload) = tx::rx_offload(f.data(), f.vnet().copied(), f.meta().csum_not_ready)
+        else {
+            w.ctx.counters.drops.inc(DropReason::UnsupportedGso);
+            f.drop_frame();
+            s.outs.push(Out::None);
+            continue;
+        };
+        s.pending.push(Pending { idx: i, offload });
         s.outs.push(Out::None);
     }
     // 2. The whole batch through the pipeline at once (parse, batched flow lookups, handle).
@@ -588,16 +462,15 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
                 buf: f.into_frame_and_tail(),
                 len,
                 link: link as u8,
-                meta: p.meta,
+                offload: p.offload,
             });
         }
         if s.verdicts.len() < pkts.len() {
-            s.verdicts
-                .resize(pkts.len(), Verdict::Drop(DropReason::Other));
+            s.verdicts.resize(pkts.len(), Verdict::default());
         }
         w.ctx.process_batch(&mut pkts, t, &mut s.verdicts);
         for (p, pk) in s.pending.iter_mut().zip(&pkts) {
-            p.meta = pk.meta;
+            p.offload = pk.offload;
         }
         s.pkts = recycle(pkts);
     }
@@ -606,24 +479,21 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
         let Some(mut f) = batch.get_mut(p.idx) else {
             continue;
         };
-        let verdict = s
-            .verdicts
-            .get(j)
-            .copied()
-            .unwrap_or(Verdict::Drop(DropReason::Other));
-        let mut vnet = p.vnet;
-        let step = finish(
+        let verdict = s.verdicts.get(j).copied().unwrap_or(Verdict::default());
+        let step = tx::finish(
             &w.ctx,
             &w.vnet,
             link as u8,
             f.frame_and_tail_mut(),
             verdict,
-            p.meta,
-            p.start_before,
-            &mut vnet,
+            p.offload,
         );
         let out = match step {
-            Step::Send { link: out, len } => {
+            Step::Send {
+                link: out,
+                len,
+                vnet,
+            } => {
                 f.set_vnet(vnet);
                 if f.set_len(len) {
                     sends |= 1 << (out & 31);
@@ -657,7 +527,7 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
         }
         let target = Out::Link(out_link as u8);
         if w.udp_coalesce && w.vnet.get(out_link).copied().unwrap_or(false) {
-            s.coalesced += coalesce_udp(&mut batch, &mut s.outs, target);
+            s.coalesced += tx::coalesce_udp(&mut batch, &mut s.outs, target);
         }
         let outs = &s.outs;
         let frames = (0..batch.len())
@@ -676,122 +546,6 @@ fn rx_link(w: &mut WorkerSetup, s: &mut Scratch, link: usize, t: Time) -> Result
     drop(batch);
     wake_peers(w, s);
     Ok(true)
-}
-
-/// The group being built by [`coalesce_udp`]: its first frame and what it has gathered.
-struct Group {
-    idx: usize,
-    key: [u8; coalesce::HDR_LEN],
-    payload: usize,
-    len: usize,
-    segs: u32,
-}
-
-/// Merges runs of consecutive small datagrams of one flow bound for `target` into UDP GSO
-/// frames (see [`coalesce`]): the later payloads are copied into the first frame's tail room
-/// and the later frames dropped from the batch. Returns how many frames were merged away.
-fn coalesce_udp(batch: &mut altroute_io::RxBatch<'_>, outs: &mut [Out], target: Out) -> u64 {
-    let mut merged = 0;
-    let mut group: Option<Group> = None;
-    let mut tmp = [0u8; coalesce::MAX_PAYLOAD];
-    for i in 0..batch.len() {
-        if outs.get(i) != Some(&target) {
-            continue;
-        }
-        let Some(f) = batch.get_mut(i) else {
-            continue;
-        };
-        if f.is_dropped() {
-            continue;
-        }
-        let plain = f.vnet().is_none_or(|v| !v.is_gso());
-        let cand = if plain {
-            coalesce::candidate(f.data())
-        } else {
-            None
-        };
-        if let (Some(g), Some(p)) = (group.as_mut(), cand)
-            && p == g.payload
-            && g.segs < coalesce::MAX_SEGMENTS
-            && g.len + p - 14 <= usize::from(u16::MAX)
-            && coalesce::same_flow(&g.key, f.data())
-            && append(batch, g, i, p, &mut tmp)
-        {
-            merged += 1;
-            if let Some(mut f) = batch.get_mut(i) {
-                f.drop_frame();
-            }
-            if let Some(o) = outs.get_mut(i) {
-                *o = Out::None;
-            }
-            continue;
-        }
-        // This frame does not continue the group: close it, maybe open a new one.
-        if let Some(g) = group.take() {
-            close_group(batch, &g);
-        }
-        group = cand.and_then(|p| {
-            let f = batch.get_mut(i)?;
-            Some(Group {
-                idx: i,
-                key: f.data().get(..coalesce::HDR_LEN)?.try_into().ok()?,
-                payload: p,
-                len: f.len(),
-                segs: 1,
-            })
-        });
-    }
-    if let Some(g) = group.take() {
-        close_group(batch, &g);
-    }
-    merged
-}
-
-/// Appends the `p`-byte payload of frame `i` to group `g`'s first frame (through `tmp`: both
-/// frames live in the same batch). `false`, with the group unchanged, when it does not fit.
-fn append(
-    batch: &mut altroute_io::RxBatch<'_>,
-    g: &mut Group,
-    i: usize,
-    p: usize,
-    tmp: &mut [u8; coalesce::MAX_PAYLOAD],
-) -> bool {
-    let Some(f) = batch.get_mut(i) else {
-        return false;
-    };
-    let (Some(src), Some(dst)) = (
-        f.data().get(coalesce::HDR_LEN..coalesce::HDR_LEN + p),
-        tmp.get_mut(..p),
-    ) else {
-        return false;
-    };
-    dst.copy_from_slice(src);
-    let Some(mut h) = batch.get_mut(g.idx) else {
-        return false;
-    };
-    let Some(d) = h.frame_and_tail_mut().get_mut(g.len..g.len + p) else {
-        return false;
-    };
-    d.copy_from_slice(&tmp[..p]);
-    if !h.set_len(g.len + p) {
-        return false;
-    }
-    g.len += p;
-    g.segs += 1;
-    true
-}
-
-/// Turns a group of two or more datagrams into its GSO frame.
-fn close_group(batch: &mut altroute_io::RxBatch<'_>, g: &Group) {
-    if g.segs < 2 {
-        return;
-    }
-    if let Some(mut h) = batch.get_mut(g.idx) {
-        let v = coalesce::finish_gso(h.data_mut(), g.payload);
-        if v.is_some() {
-            h.set_vnet(v);
-        }
-    }
 }
 
 /// Copies a frame another worker owns into one of our pool buffers and queues it to the owner.
@@ -869,19 +623,20 @@ fn drain_inbox(w: &mut WorkerSetup, s: &mut Scratch, t: Time) -> bool {
     }
     s.hstats.handed_in += s.handed.len() as u64;
     for m in &mut s.handed {
-        let step = handle(
+        let step = tx::handle(
             &mut w.ctx,
             &w.vnet,
             m.link,
             &mut m.buf,
             m.len,
-            &mut m.vnet,
+            m.vnet,
             m.csum_not_ready,
             t,
         );
         let out = match step {
-            Step::Send { link, len } => {
+            Step::Send { link, len, vnet } => {
                 m.len = len;
+                m.vnet = vnet;
                 Out::Link(link)
             }
             Step::Control(reason) => {
@@ -988,7 +743,6 @@ fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
             .collect(),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1027,11 +781,7 @@ mod tests {
         hs[2].homes[usize::from(m.home)].try_send(m.buf).unwrap();
         assert_eq!(hs[0].pool.len(), HANDOFF_POOL);
         // The owner of a LAN frame is the block of its source port.
-        let mut f = vec![0u8; 60];
-        f[12] = 0x08;
-        f[14] = 0x45;
-        f[23] = 17;
-        f[34..36].copy_from_slice(&(64u16 * 5).to_be_bytes());
+        let f = tx::tests::udp_frame(64 * 5);
         assert_eq!(hs[1].steering[0].worker(&f, 0), 5 % 3);
     }
 
@@ -1046,24 +796,10 @@ mod tests {
             buf: &mut buf,
             len: 8,
             link: 0,
-            meta: FrameMeta::default(),
+            offload: TxOffload::NONE,
         });
         let back: Vec<Packet<'static>> = recycle(w);
         assert!(back.is_empty());
         assert_eq!((back.as_ptr() as usize, back.capacity()), (ptr, 64));
-    }
-
-    #[test]
-    fn partial_offsets_of_tcp_udp() {
-        let mut f = vec![0u8; 60];
-        f[12] = 0x08;
-        f[14] = 0x45;
-        f[23] = 6;
-        assert_eq!(partial_offsets(&f), Some((34, 16)));
-        f[23] = 17;
-        assert_eq!(partial_offsets(&f), Some((34, 6)));
-        f[23] = 1;
-        assert_eq!(partial_offsets(&f), None);
-        assert_eq!(partial_offsets(&[0u8; 10]), None);
     }
 }

@@ -1,4 +1,4 @@
-//! UDP coalescing (`datapath.udp_coalesce`, `worker/coalesce.rs`) end to end with the real kernel
+//! UDP coalescing (`datapath.udp_coalesce`, `altroute_packet::egress::coalesce`) end to end with the real kernel
 //! in the netns lab (root + netns): the router merges runs of small equal-size DF datagrams of one
 //! flow into UDP GSO frames and the kernel segments them back; every datagram must arrive exactly
 //! once, intact and with its size.

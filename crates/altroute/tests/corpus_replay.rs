@@ -15,7 +15,8 @@ use altroute::config::Config;
 use altroute::replay::{self, CapFrame, Options};
 use altroute_flow::Time;
 use altroute_packet::DropReason;
-use altroute_packet::pipeline::{Context, FrameMeta, MAX_FRAME, Packet, Verdict};
+use altroute_packet::egress::TxOffload;
+use altroute_packet::pipeline::{Context, MAX_FRAME, Packet, Verdict};
 
 const CONFIG: &str = "
 ports:
@@ -166,10 +167,10 @@ fn corpus_through_every_port() {
                                 buf: b.as_mut_slice(),
                                 len: f.data.len(),
                                 link,
-                                meta: FrameMeta::default(),
+                                offload: TxOffload::NONE,
                             })
                             .collect();
-                        let mut verdicts = vec![Verdict::Drop(DropReason::Other); pkts.len()];
+                        let mut verdicts = vec![Verdict::default(); pkts.len()];
                         ctx.process_batch(&mut pkts, Time::from_millis(clock), &mut verdicts);
                         tally.frames += chunk.len() as u64;
                         for v in verdicts {
@@ -186,7 +187,7 @@ fn corpus_through_every_port() {
                             &mut v,
                             n,
                             link,
-                            &mut FrameMeta::default(),
+                            &mut TxOffload::default(),
                             Time::from_millis(clock),
                         );
                         if let Verdict::Forward { len, .. } | Verdict::Reply { len } = verdict {

@@ -9,8 +9,8 @@
 //! and goes down the full path ([`Context::process_parsed`]), which creates flows, answers ARP and
 //! ICMP, runs the TCP state machine and counts every drop by its reason. The two paths give
 //! byte-identical output for every packet the fast path takes (a property test in
-//! `pipeline/tests.rs` replays random traffic through both and compares frames, verdicts and
-//! counters).
+//! `pipeline/tests/fast_path.rs` replays random traffic through both and compares frames, verdicts
+//! and counters).
 //!
 //! # What is precomputed per flow
 //!
@@ -28,9 +28,8 @@
 
 use altroute_flow::{Dir, Hit, MAX_GATEWAYS, ReasonKind, SCRATCH, Time};
 
-use super::{
-    Context, L4Window, MAX_FRAME, MAX_PORTS, NO_PORT, Packet, PortId, Role, Verdict, ipv4_of,
-};
+use super::rewrite::L4Window;
+use super::{Context, MAX_FRAME, MAX_PORTS, NO_PORT, Packet, PortId, Role, Verdict, ipv4_of};
 use crate::fast::{FastFrame, IcmpQuery};
 
 /// The scratch's `ready` bit of a direction: its flow-only checks passed.
@@ -106,7 +105,7 @@ impl Context {
         ff: &FastFrame,
         hit: Hit,
     ) -> Option<Verdict> {
-        let (buf, len, meta) = (&mut *pkt.buf, pkt.len, &mut pkt.meta);
+        let (buf, len, offload) = (&mut *pkt.buf, pkt.len, &mut pkt.offload);
         if len > buf.len()
             || len > MAX_FRAME
             || ff.vlan.is_some()
@@ -160,7 +159,7 @@ impl Context {
         let out_fast = &self.port_fast[usize::from(out.0) % MAX_PORTS];
         let (out_mac, tagged) = (out_fast.mac, out_fast.tagged);
         let ip_len = u32::from(ff.ip_total_len);
-        if !meta.gso && ip_len > u32::from(out_fast.mtu) {
+        if offload.gso.is_none() && ip_len > u32::from(out_fast.mtu) {
             return None;
         }
         let window = L4Window::of(buf, usize::from(ff.l3_offset), ff.key.proto)?;
@@ -169,7 +168,7 @@ impl Context {
         self.table.touch(hit, now, ip_len);
         // One arm per direction, so each gets a rewrite specialised for it (no runtime `Option`s
         // in the checksum arithmetic).
-        let partial = meta.partial.is_some();
+        let partial = offload.partial.is_some();
         match hit.dir {
             Dir::Orig => {
                 let (a, port) = sc.outside;
@@ -189,7 +188,7 @@ impl Context {
             self.count_gateway(g, hit.dir, ip_len);
         }
         if tagged {
-            return Some(self.finish_l2(buf, len, out, mac, None, meta));
+            return Some(self.finish_l2(buf, len, out, mac, None, offload));
         }
         // `finish_l2` for an untagged out port, with the port's MAC at hand.
         let eth = buf.first_chunk_mut::<12>()?;

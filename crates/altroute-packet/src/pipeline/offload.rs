@@ -238,7 +238,7 @@ pub fn matches(rec: &OffloadRecord, frame: &[u8]) -> bool {
         && r16(36) == rec.dport
 }
 
-/// What the kernel's tc program does with a frame that [`matches`] `rec`: MACs, addresses,
+/// What the kernel's tc program does with a frame that [`matches()`] `rec`: MACs, addresses,
 /// ports and TTL rewritten, the IPv4 checksum adjusted by `l3_diff`, the TCP/UDP checksum by
 /// `l4_addr_diff` as a pseudo-header change and then by `l4_port_diff` — except that for a
 /// "checksum not ready" frame (`partial`) only the pseudo-header diff is applied, to the

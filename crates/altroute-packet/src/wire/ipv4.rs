@@ -132,6 +132,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn frag_offset(&self) -> u16 {
         rd16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff
     }
+    /// True for an atomic datagram (RFC 6864): DF set, MF clear, fragment offset zero, and the
+    /// reserved flag clear. Its identification field carries no meaning.
+    #[inline]
+    pub fn is_atomic(&self) -> bool {
+        rd16(self.buffer.as_ref(), field::FLG_OFF) == 0x4000
+    }
     /// True when this packet is a fragment (first or later).
     #[inline]
     pub fn is_fragment(&self) -> bool {
@@ -204,6 +210,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn set_dst(&mut self, a: Ipv4Addr) {
         wr(self.buffer.as_mut(), field::DST, &a.octets());
+    }
+    /// Sets the total length (checksum untouched).
+    #[inline]
+    pub fn set_total_len(&mut self, len: u16) {
+        wr16(self.buffer.as_mut(), field::LEN, len);
     }
     /// Stores a checksum value.
     #[inline]

@@ -108,6 +108,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn set_dst_port(&mut self, p: u16) {
         wr16(self.buffer.as_mut(), field::DST_PORT, p);
     }
+    /// Sets the length field (checksum untouched).
+    #[inline]
+    pub fn set_len(&mut self, len: u16) {
+        wr16(self.buffer.as_mut(), field::LEN, len);
+    }
     /// Stores a checksum value.
     #[inline]
     pub fn set_checksum(&mut self, c: u16) {

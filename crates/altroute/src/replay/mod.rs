@@ -40,7 +40,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use altroute_flow::{DownAction, Failback, FlowTable, GatewayId, Time};
-use altroute_packet::pipeline::{Context, Counters, FrameMeta, MAX_FRAME, Packet, Verdict};
+use altroute_packet::egress::TxOffload;
+use altroute_packet::pipeline::{Context, Counters, MAX_FRAME, Packet, Verdict};
 use altroute_packet::wire::MacAddr;
 
 use crate::build::{self, BuildError};
@@ -380,7 +381,7 @@ pub fn replay_frames(
     let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; MAX_FRAME + 64]; batch];
     // Per batch: (index into `order`, link) of each frame handed to the pipeline.
     let mut taken: Vec<(usize, u8)> = Vec::with_capacity(batch);
-    let mut verdicts = vec![Verdict::Drop(altroute_packet::DropReason::Other); batch];
+    let mut verdicts = vec![Verdict::default(); batch];
     let mut next_event = 0;
     let mut n = 0;
     while n < order.len() {
@@ -437,9 +438,14 @@ pub fn replay_frames(
         if batch == 1 {
             if let Some(&(k, link)) = taken.first() {
                 let (_, f, i) = order[k];
-                let mut meta = FrameMeta::default();
-                verdicts[0] =
-                    ctx.process(&mut bufs[0], files[f].1[i].data.len(), link, &mut meta, now);
+                let mut offload = TxOffload::NONE;
+                verdicts[0] = ctx.process(
+                    &mut bufs[0],
+                    files[f].1[i].data.len(),
+                    link,
+                    &mut offload,
+                    now,
+                );
             }
         } else {
             let mut pkts: Vec<Packet<'_>> = bufs
@@ -451,7 +457,7 @@ pub fn replay_frames(
                         len: files[f].1[i].data.len(),
                         buf: buf.as_mut_slice(),
                         link,
-                        meta: FrameMeta::default(),
+                        offload: TxOffload::NONE,
                     }
                 })
                 .collect();

@@ -6,8 +6,10 @@
 
 use super::super::*;
 use super::{OffloadRecord, apply, matches};
-use altroute_flow::FlowId;
+use crate::egress::PartialChecksum;
+use crate::testutil::ones;
 use altroute_flow::tcp::flags::{ACK, FIN, SYN};
+use altroute_flow::{FlowId, proto};
 use etherparse::PacketBuilder;
 
 // The router of the pipeline's own tests (its port forward is inbound only: no outbound flow
@@ -65,17 +67,6 @@ fn l4_csum_at(f: &[u8]) -> usize {
     if f[23] == proto::UDP { 40 } else { 50 }
 }
 
-fn ones(data: &[u8], init: u32) -> u16 {
-    let mut s = init;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 fn pseudo(f: &[u8]) -> u32 {
     let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
     let mut s = u32::from(f[23]) + (total as u32 - 20);
@@ -121,9 +112,12 @@ fn same_sum(a: u16, b: u16) -> bool {
 fn process(c: &mut Context, frame: &[u8], link: u8, partial: bool) -> (Verdict, Vec<u8>) {
     let mut buf = frame.to_vec();
     buf.resize(frame.len() + 64, 0);
-    let mut meta = FrameMeta {
-        partial: partial.then_some((34, if frame[23] == proto::UDP { 6 } else { 16 })),
-        gso: false,
+    let mut meta = TxOffload {
+        partial: partial.then_some(PartialChecksum {
+            start: 34,
+            offset: if frame[23] == proto::UDP { 6 } else { 16 },
+        }),
+        gso: None,
     };
     let v = c.process(&mut buf, frame.len(), link, &mut meta, T);
     if let Verdict::Forward { len, .. } = v {

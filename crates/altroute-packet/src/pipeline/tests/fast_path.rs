@@ -1,0 +1,392 @@
+//! The established-flow fast path against the full path: random traffic through two routers,
+//! one with the fast path and one without, must give the same frames, verdicts, counters and
+//! tables; and the fast path must actually take the common case.
+
+use super::*;
+
+/// One step of random traffic for [`fast_path_is_invisible`].
+#[derive(Clone, Debug)]
+enum Step {
+    /// A TCP segment from a LAN host: (host index, source port index, flags, TTL, other MAC).
+    LanTcp(u8, u8, u8, u8, bool),
+    /// A UDP datagram from a LAN host: (host index, source port index).
+    LanUdp(u8, u8),
+    /// The answer to the `n`th frame forwarded out of a WAN so far, with these TCP flags (ignored
+    /// for UDP) and TTL.
+    Reply(u16, u8, u8),
+    /// A frame forwarded earlier, replayed with one byte changed (at offset `n % len`).
+    Mangled(u16, u16, u8),
+    /// Time passes (seconds).
+    Wait(u8),
+    /// Gateway `g` goes down (flows reset) or comes back.
+    Link(u8, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    use proptest::prelude::*;
+    // Mostly what makes connections established, some of what ends them.
+    let flags = prop_oneof![
+        12 => Just(ACK),
+        3 => Just(SYN),
+        1 => Just(ACK | 0x01), // FIN
+        1 => Just(RST),
+    ];
+    let reply_flags = prop_oneof![
+        8 => Just(ACK),
+        4 => Just(SYN | ACK),
+        1 => Just(ACK | 0x01), // FIN
+        1 => Just(RST),
+    ];
+    let ttl = prop_oneof![8 => Just(64u8), 1 => Just(1u8)];
+    prop_oneof![
+        20 => (0u8..3, 0u8..6, flags, ttl.clone(), proptest::bool::weighted(0.05))
+            .prop_map(|(h, p, f, t, m)| Step::LanTcp(h, p, f, t, m)),
+        8 => (0u8..3, 0u8..6).prop_map(|(h, p)| Step::LanUdp(h, p)),
+        24 => (any::<u16>(), reply_flags, ttl).prop_map(|(n, f, t)| Step::Reply(n, f, t)),
+        2 => (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(n, o, b)| Step::Mangled(n, o, b)),
+        2 => (0u8..40).prop_map(Step::Wait),
+        1 => (0u8..2, any::<bool>()).prop_map(|(g, up)| Step::Link(g, up)),
+    ]
+}
+
+use proptest::strategy::Strategy;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The fast path only ever takes packets the full path would treat exactly the same way: two
+    /// routers fed the same random traffic in the same batches, one with the fast path and one
+    /// without, produce the same frames, verdicts, counters and flow tables.
+    #[test]
+    fn fast_path_is_invisible(
+        steps in proptest::collection::vec(step(), 1..400),
+        batch in 1usize..48,
+        lan_vlan in proptest::bool::weighted(0.2),
+        partial_every in 0usize..4,
+    ) {
+        let vlan = lan_vlan.then_some(7);
+        let (mut fast, mut full) = (ctx((3, 1), vlan), ctx((3, 1), vlan));
+        full.set_fast_path(false);
+        let hosts = [HOST, HOST2, [10, 0, 0, 4]];
+        let host_mac = |h: usize, other: bool| MacAddr([2, 0, 0, 0, 0, 0x40 + h as u8 + if other { 8 } else { 0 }]);
+        // Frames sent out of a WAN so far (output bytes, out port), for replies.
+        let mut sent: Vec<(Vec<u8>, PortId)> = Vec::new();
+        let mut now = T;
+        let lan_tag = |f: Vec<u8>| -> Vec<u8> {
+            match vlan {
+                None => f,
+                Some(v) => {
+                    let mut t = f[..12].to_vec();
+                    t.extend_from_slice(&[0x81, 0x00, 0, v as u8]);
+                    t.extend_from_slice(&f[12..]);
+                    t
+                }
+            }
+        };
+        let mut i = 0;
+        while i < steps.len() {
+            // One batch of frames (other steps act between batches).
+            let mut frames: Vec<(Vec<u8>, u8, bool)> = Vec::new();
+            while i < steps.len() && frames.len() < batch {
+                match steps[i] {
+                    Step::LanTcp(h, p, fl, ttl, other) => {
+                        let h = usize::from(h);
+                        let f = tcp_frame(host_mac(h, other), LAN_MAC, hosts[h], SRV, 40000 + u16::from(p), 443, fl, ttl);
+                        frames.push((lan_tag(f), 0, false));
+                    }
+                    Step::LanUdp(h, p) => {
+                        let h = usize::from(h);
+                        let f = udp_frame(host_mac(h, false), LAN_MAC, hosts[h], SRV, 50000 + u16::from(p), 53);
+                        frames.push((lan_tag(f), 0, false));
+                    }
+                    Step::Reply(n, fl, ttl) => {
+                        if sent.is_empty() {
+                            i += 1;
+                            continue;
+                        }
+                        let (out, port) = &sent[usize::from(n) % sent.len()];
+                        let (src, dst, pr) = ips(out);
+                        let (sp, dp) = ports(out);
+                        let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
+                        let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
+                        let f = if pr == proto::TCP {
+                            tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, fl, ttl)
+                        } else {
+                            udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
+                        };
+                        frames.push((f, port.0, false));
+                    }
+                    Step::Mangled(n, at, b) => {
+                        if let Some((out, port)) = sent.get(usize::from(n) % sent.len().max(1)) {
+                            let (src, dst, pr) = ips(out);
+                            let (sp, dp) = ports(out);
+                            let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
+                            let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
+                            let mut f = if pr == proto::TCP {
+                                tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, ACK, 64)
+                            } else {
+                                udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
+                            };
+                            let k = usize::from(at) % f.len();
+                            f[k] ^= b | 1;
+                            frames.push((f, port.0, true));
+                        }
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+            if !frames.is_empty() {
+                // Some frames arrive as veth hands them over: "checksum not ready".
+                let batch: Vec<(Vec<u8>, u8, TxOffload)> = frames
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (f, link, mangled))| {
+                        let mut f = f.clone();
+                        let meta = if partial_every != 0 && k % partial_every == 0 && !mangled {
+                            make_partial(&mut f).unwrap_or_default()
+                        } else {
+                            TxOffload::default()
+                        };
+                        (f, *link, meta)
+                    })
+                    .collect();
+                let (v_fast, o_fast, m_fast) = run_batch_meta(&mut fast, &batch, now);
+                let (v_full, o_full, m_full) = run_batch_meta(&mut full, &batch, now);
+                proptest::prop_assert_eq!(&v_fast, &v_full);
+                proptest::prop_assert_eq!(&o_fast, &o_full);
+                proptest::prop_assert_eq!(&m_fast, &m_full);
+                for (((out, v), meta), (_, _, mangled)) in
+                    o_fast.iter().zip(&v_fast).zip(&m_fast).zip(&frames)
+                {
+                    if let Verdict::Forward { port, .. } = v
+                        && !mangled
+                    {
+                        // Finish a partial checksum as the NIC (or the kernel) would.
+                        let mut out = out.clone();
+                        let r = crate::egress::complete_checksum(&mut out, &mut meta.clone());
+                        proptest::prop_assert!(r.is_ok());
+                        assert_checksums(&out);
+                        if port.0 != 0 && out.len() > 14 && out[12..14] == [0x08, 0x00] {
+                            sent.push((out, *port));
+                        }
+                    }
+                }
+            }
+            match steps.get(i) {
+                Some(&Step::Wait(s)) => {
+                    now = now.plus_secs(u64::from(s));
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    fast.table.expire(now, 0, &mut a);
+                    full.table.expire(now, 0, &mut b);
+                    proptest::prop_assert_eq!(a, b);
+                    i += 1;
+                }
+                Some(&Step::Link(g, up)) => {
+                    let g = GatewayId(g);
+                    if up {
+                        let a = fast.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                        let b = full.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                        proptest::prop_assert_eq!(a, b);
+                    } else {
+                        let a = fast.table.gateway_down(g, now, DownAction::Reset);
+                        let b = full.table.gateway_down(g, now, DownAction::Reset);
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                    i += 1;
+                }
+                _ => {}
+            }
+        }
+        let fast_frames = fast.counters.fast_path;
+        fast.counters.fast_path = 0;
+        proptest::prop_assert_eq!(&fast.counters, &full.counters);
+        proptest::prop_assert_eq!(fast.table.stats(), full.table.stats());
+        let (a, b): (Vec<_>, Vec<_>) = (fast.table.iter().collect(), full.table.iter().collect());
+        proptest::prop_assert_eq!(a, b);
+        proptest::prop_assert_eq!(full.counters.fast_path, 0);
+        let _ = fast_frames;
+    }
+}
+
+/// Opens TCP HOST:40000 -> SRV:443 through isp1, one frame at a time (SYN, SYN|ACK, ACK: the
+/// full path), and returns its external address and port and the inside host's ACK frame.
+fn open_tcp(c: &mut Context) -> ([u8; 4], u16, Vec<u8>) {
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(c, &syn, 0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    run(
+        c,
+        &tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60),
+        1,
+    );
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(c, &ack, 0);
+    (src, sp, ack)
+}
+
+/// The fast path does take the common case (else the test above would prove nothing): an
+/// established TCP connection and a UDP flow, both directions, all on the fast path.
+#[test]
+fn fast_path_takes_established_flows() {
+    let mut c = ctx((1, 0), None);
+    let (src, sp, ack) = open_tcp(&mut c);
+    let udp = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 50000, 53);
+    let (_, uout) = run(&mut c, &udp, 0);
+    let (usp, _) = ports(&uout);
+    assert_eq!(c.counters.fast_path, 0, "single frames take the full path");
+    let back = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, ACK, 60);
+    let uback = udp_frame(G1_MAC, W1_MAC, SRV, src, 53, usp);
+    let frames = [(ack, 0u8), (back, 1), (udp, 0), (uback, 1)];
+    let (v, outs) = run_batch(&mut c, &frames, T);
+    assert!(
+        v.iter().all(|v| matches!(v, Verdict::Forward { .. })),
+        "{v:?}"
+    );
+    assert_eq!(c.counters.fast_path, 4);
+    for out in &outs {
+        assert_checksums(out);
+    }
+}
+
+/// The fast path keeps the checks that depend only on the flow in the flow's scratch, both
+/// sides' once they have been seen; a pipeline taking over the table starts from nothing, since
+/// its configuration may decide differently.
+#[test]
+fn fast_path_prepares_each_side_once_and_a_new_pipeline_forgets() {
+    let mut c = ctx((1, 0), None);
+    let (src, sp, ack) = open_tcp(&mut c);
+    let key = FlowKey::v4(HOST.into(), SRV.into(), proto::TCP, 40000, 443);
+    let id = c.table.lookup(&key).unwrap().flow;
+    let scratch = |c: &Context| *c.table.flow(id).unwrap().scratch().unwrap();
+    assert_eq!(
+        scratch(&c),
+        [0; altroute_flow::SCRATCH],
+        "the full path stores nothing"
+    );
+    run_batch(&mut c, &[(ack.clone(), 0u8)], T);
+    assert_eq!(c.counters.fast_path, 1);
+    assert_eq!(scratch(&c)[0], 1, "the inside host's side is prepared");
+    let back = tcp_frame(G1_MAC, W1_MAC, SRV, src, 443, sp, ACK, 60);
+    run_batch(&mut c, &[(ack, 0u8), (back, 1)], T);
+    assert_eq!(c.counters.fast_path, 3);
+    assert_eq!(scratch(&c)[0], 3, "both sides are prepared");
+    let cfg = c.config().clone();
+    let c2 = Context::new(cfg, c.table).unwrap();
+    assert_eq!(
+        c2.table.flow(id).unwrap().scratch(),
+        Some(&[0; altroute_flow::SCRATCH])
+    );
+}
+
+/// A host whose frames start arriving on another LAN port (it moved, or there are two paths to
+/// it) keeps the fast path: that side is worked out again for the new port, and every frame
+/// leaves as the full path sends it.
+#[test]
+fn fast_path_follows_a_host_to_another_lan_port() {
+    const LAN2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 1]);
+    let two_lans = |fast: bool| {
+        let c = ctx((1, 0), None);
+        let mut cfg = c.config().clone();
+        cfg.ports.push(PortSpec {
+            name: "lan2".into(),
+            role: Role::Lan,
+            link: 3,
+            vlan: None,
+            mac: LAN2_MAC,
+            addrs: vec![(Ipv4Addr::new(10, 1, 0, 1), 24)],
+            mtu: 1500,
+        });
+        let mut c = Context::new(cfg, c.table).unwrap();
+        c.set_fast_path(fast);
+        c
+    };
+    let (mut fast, mut full) = (two_lans(true), two_lans(false));
+    let mut outs = Vec::new();
+    for c in [&mut fast, &mut full] {
+        let (_, _, ack) = open_tcp(c);
+        let moved = tcp_frame(H_MAC, LAN2_MAC, HOST, SRV, 40000, 443, ACK, 64);
+        let mut o = Vec::new();
+        for (frame, link) in [(ack.clone(), 0u8), (moved.clone(), 3), (moved, 3), (ack, 0)] {
+            let (v, out) = run_batch(c, &[(frame, link)], T);
+            assert!(matches!(v[0], Verdict::Forward { .. }), "{v:?}");
+            o.push(out);
+        }
+        outs.push(o);
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(fast.counters.fast_path, 4, "every frame, from either port");
+    assert_eq!(full.counters.fast_path, 0);
+}
+
+/// The first-octet filter of the fast path covers every own, NAT, attached and private address
+/// (a miss there would let the fast path skip a check the full path makes).
+#[test]
+fn special_first_octets_cover_every_checked_address() {
+    let c = ctx((1, 1), None);
+    for o in 0..=255u32 {
+        let a = Ipv4Addr::from(o << 24 | 0x0001_0203);
+        let b = Ipv4Addr::from(o << 24);
+        let c_ = Ipv4Addr::from(o << 24 | 0x00ff_ffff);
+        for x in [a, b, c_] {
+            if c.is_own(x).is_some()
+                || c.attached(x).is_some()
+                || c.is_private(x)
+                || c.ext.contains(&Some(x))
+            {
+                assert!(c.special_first[o as usize], "{x}");
+            }
+        }
+    }
+    for x in [
+        HOST,
+        SRV,
+        EXT1,
+        EXT2,
+        [224, 0, 0, 1],
+        [239, 1, 2, 3],
+        [127, 0, 0, 1],
+    ] {
+        let x = Ipv4Addr::from(x);
+        let special = c.is_own(x).is_some()
+            || c.attached(x).is_some()
+            || c.is_private(x)
+            || c.ext.contains(&Some(x));
+        assert!(
+            !special || c.special_first[usize::from(x.octets()[0])],
+            "{x}"
+        );
+    }
+    assert!(
+        !c.special_first[203],
+        "documentation range 203.0.113.0/24 is not special"
+    );
+}
+
+/// A gateway whose MAC is learned, not configured, and then changes (new hardware): the fast
+/// path's cached gateway MACs follow the neighbour table at once.
+#[test]
+fn fast_path_follows_a_learned_gateway_mac() {
+    let mut c = ctx_gw_macs((1, 0), None, [None, None]);
+    let g1 = Ipv4Addr::new(192, 0, 2, 2);
+    c.neighbors.learn(g1, G1_MAC, 1, T);
+    let syn = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, SYN, 64);
+    let (_, out) = run(&mut c, &syn, 0);
+    assert_eq!(&out[..6], &G1_MAC.0);
+    let (src, _, _) = ips(&out);
+    let (sp, _) = ports(&out);
+    let synack = tcp_frame(G2_MAC, W1_MAC, SRV, src, 443, sp, SYN | ACK, 60);
+    run(&mut c, &synack, 1);
+    let ack = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 64);
+    run(&mut c, &ack, 0); // established now
+    let frames = [(ack.clone(), 0u8), (ack.clone(), 0)];
+    let (_, outs) = run_batch(&mut c, &frames, T);
+    assert_eq!(c.counters.fast_path, 2);
+    assert!(outs.iter().all(|o| o[..6] == G1_MAC.0));
+    let moved = MacAddr([2, 0, 0, 0, 0x99, 0x99]);
+    c.neighbors.learn(g1, moved, 1, T);
+    let (_, outs) = run_batch(&mut c, &frames, T);
+    assert_eq!(c.counters.fast_path, 4);
+    assert!(outs.iter().all(|o| o[..6] == moved.0), "{:02x?}", outs[0]);
+}

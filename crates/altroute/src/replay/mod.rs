@@ -336,14 +336,8 @@ pub fn replay_frames(
         }
     }
     events.sort_by_key(|e| e.0);
-    let down_action = match cfg.policy.on_gateway_down {
-        config::OnGatewayDown::Reset => DownAction::Reset,
-        config::OnGatewayDown::Wait => DownAction::Keep,
-    };
-    let failback = match cfg.policy.failback {
-        config::Failback::Stay => Failback::Stay,
-        config::Failback::Move => Failback::Move,
-    };
+    let down_action = DownAction::from(cfg.policy.on_gateway_down);
+    let failback = Failback::from(cfg.policy.failback);
 
     let mut ctx = context(cfg)?;
     // Merge by capture time; stable, so ties keep the input order, then file order.

@@ -5,6 +5,9 @@
 //! fanout-steered so both directions of a connection reach the worker that owns it) and build
 //! each worker's pipeline; start the workers; run the control loop until SIGINT or SIGTERM; join
 //! the workers and log their counters.
+//!
+//! With `datapath.backend: pnet` one worker reads and writes every link through pnet
+//! ([`altroute_io::PnetPort`]): no rings, no vnet header, no kernel offload.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -19,7 +22,8 @@ use altroute::worker::{self, FromWorker, ToWorker, WorkerSetup, WorkerStats};
 use altroute::{build, control, kernel};
 use altroute_flow::FlowTable;
 use altroute_io::{
-    Fanout, FanoutMode, IoError, OtherTraffic, Port, PortConfig, RxBind, RxMode, Side, Steering,
+    Fanout, FanoutMode, IoError, OtherTraffic, PnetPort, Port, PortConfig, RxBind, RxMode, Side,
+    Steering,
 };
 use altroute_packet::pipeline::{Context, PipelineConfig};
 use altroute_packet::wire::MacAddr;
@@ -240,8 +244,10 @@ fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
     }
 }
 
-/// The datapath this run builds: the configuration with the command-line overrides applied.
+/// The datapath this run builds: the configuration with the command-line overrides and the
+/// backend's limits applied.
 struct Plan {
+    backend: config::Backend,
     workers: u16,
     vnet: bool,
     /// Hash fanout with user-space handoff instead of the cBPF steering program.
@@ -263,7 +269,8 @@ impl Plan {
         let dp = &cfg.datapath;
         let vnet = dp.vnet_hdr;
         let ring_frames = args.ring_frames.or(dp.ring_frames);
-        Ok(Plan {
+        let mut plan = Plan {
+            backend: dp.backend,
             workers: args.workers.unwrap_or_else(|| cfg.limits.workers()).max(1),
             vnet,
             handoff: match args.fanout.as_deref() {
@@ -296,7 +303,32 @@ impl Plan {
             qdisc_bypass: args.qdisc_bypass,
             sndbuf: args.sndbuf_kib.map(|k| k << 10),
             ingress_drop: args.kernel_ingress_drop,
-        })
+        };
+        if plan.backend == config::Backend::Pnet {
+            plan.limit_to_pnet();
+        }
+        Ok(plan)
+    }
+
+    /// What pnet cannot do is off, each with a log line when it was asked for: one worker (pnet
+    /// cannot attach the steering program that sends both directions of a NAT flow to one
+    /// worker), no kernel offload (its socket sees every frame before tc), no coalescing (no
+    /// vnet header; `check-config` already refuses `vnet_hdr` with pnet).
+    fn limit_to_pnet(&mut self) {
+        if self.workers > 1 {
+            warn!(
+                "datapath.backend: pnet runs one worker (pnet cannot steer both directions of a NAT flow to the same worker); {} asked for",
+                self.workers
+            );
+            self.workers = 1;
+        }
+        if self.offload {
+            info!("datapath.backend: pnet: kernel offload off (every frame goes through pnet)");
+            self.offload = false;
+        }
+        self.vnet = false;
+        self.udp_coalesce = false;
+        self.handoff = false;
     }
 }
 
@@ -343,6 +375,12 @@ impl Links {
             .position(|l| l == iface)
             .and_then(|i| self.mac.get(i).copied().flatten())
     }
+}
+
+/// A worker ready to start: its setup and, with pnet, its ports.
+enum Ready {
+    Rings(WorkerSetup),
+    Pnet(WorkerSetup, Vec<PnetPort>),
 }
 
 /// What the workers are built from.
@@ -399,24 +437,54 @@ impl Build<'_> {
         })
     }
 
-    /// Every worker with its ports (fanout-steered rings per link and worker), in worker order;
-    /// `to_workers` gets each one's control channel.
+    /// Every worker with its ports (AF_PACKET: fanout-steered rings per link and worker), in
+    /// worker order; `to_workers` gets each one's control channel.
     fn workers(
         &self,
         events: &Sender<FromWorker>,
         to_workers: &mut Vec<Sender<ToWorker>>,
-    ) -> anyhow::Result<Vec<WorkerSetup>> {
+    ) -> anyhow::Result<Vec<Ready>> {
         let p = self.plan;
         let mut ready = Vec::new();
+        if p.backend == config::Backend::Pnet {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            to_workers.push(tx);
+            let ports = self.pnet_ports()?;
+            ready.push(Ready::Pnet(
+                self.setup(0, Vec::new(), rx, events.clone(), None)?,
+                ports,
+            ));
+            return Ok(ready);
+        }
         let rings = RingPorts::new(self)?;
         // Fanout members are numbered in join order: open worker 0's sockets first, and so on.
         for (w, handoff) in (0..p.workers).zip(rings.handoffs()?) {
             let ports = rings.open(w)?;
             let (tx, rx) = crossbeam_channel::unbounded();
             to_workers.push(tx);
-            ready.push(self.setup(w, ports, rx, events.clone(), handoff)?);
+            ready.push(Ready::Rings(self.setup(
+                w,
+                ports,
+                rx,
+                events.clone(),
+                handoff,
+            )?));
         }
         Ok(ready)
+    }
+
+    /// One pnet port per link.
+    fn pnet_ports(&self) -> anyhow::Result<Vec<PnetPort>> {
+        self.links
+            .names
+            .iter()
+            .map(|l| {
+                let mut pc = PortConfig::new(l.clone());
+                pc.batch_max = self.plan.batch;
+                pc.sndbuf = self.plan.sndbuf.or(pc.sndbuf);
+                PnetPort::open(&pc).with_context(|| format!("opening {l} through pnet"))
+            })
+            .collect()
     }
 }
 
@@ -513,16 +581,17 @@ impl<'a> RingPorts<'a> {
 }
 
 /// Starts one thread per worker.
-fn spawn(
-    setups: Vec<WorkerSetup>,
-) -> anyhow::Result<Vec<JoinHandle<Result<WorkerStats, IoError>>>> {
+fn spawn(ready: Vec<Ready>) -> anyhow::Result<Vec<JoinHandle<Result<WorkerStats, IoError>>>> {
     let mut handles = Vec::new();
-    for s in setups {
-        let id = s.id;
+    for r in ready {
+        let (id, run): (u16, Box<dyn FnOnce() -> _ + Send>) = match r {
+            Ready::Rings(s) => (s.id, Box::new(move || worker::run(s))),
+            Ready::Pnet(s, ports) => (s.id, Box::new(move || worker::pnet::run(s, ports))),
+        };
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{id}"))
-                .spawn(move || worker::run(s))
+                .spawn(run)
                 .context("starting a worker thread")?,
         );
     }
@@ -550,6 +619,17 @@ fn join(handles: Vec<JoinHandle<Result<WorkerStats, IoError>>>) -> bool {
 
 /// The start-up line.
 fn log_start(cfg: &Config, plan: &Plan, links: &Links, taps: &[&str], offload: bool) {
+    if plan.backend == config::Backend::Pnet {
+        info!(
+            "altroute running: {} port(s) on {} link(s) through pnet (no rings, no vnet header, no offload), {} gateway(s), 1 worker, batch {}, pin {:?}",
+            cfg.ports.len(),
+            links.names.len(),
+            cfg.gateways.len(),
+            plan.batch,
+            plan.pins,
+        );
+        return;
+    }
     info!(
         "altroute running: {} port(s) on {} link(s) (ETH_P_ALL taps: {:?}, the others bound to IPv4, ARP and IPv6), {} gateway(s), {} worker(s), vnet_hdr {}, fanout {}, batch {}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
         cfg.ports.len(),

@@ -10,7 +10,8 @@ pub enum Backend {
     /// AF_PACKET rings (altroute-io).
     #[default]
     AfPacket,
-    /// pnet_datalink (portable, slower).
+    /// pnet_datalink: a simple, slower fallback (one worker, no rings, no vnet header, no
+    /// offload; see the module docs of `config` for what it needs).
     Pnet,
 }
 

@@ -97,7 +97,12 @@
 //! (192.0.2/24, 198.51.100/24, 203.0.113/24) are deliberately not in the default.
 //!
 //! ## `datapath:`
-//! `backend` (`af-packet|pnet`, default `af-packet`), `vnet_hdr` (default true: receive GSO
+//! `backend` (`af-packet|pnet`, default `af-packet`; `pnet`: a simple, slower fallback through
+//! `pnet_datalink`, one `recvfrom`/`sendto` per frame: one worker whatever `limits.workers` says
+//! (pnet cannot steer both directions of a NAT flow to one worker), no rings, no kernel offload;
+//! it needs `vnet_hdr: false`, untagged ports (no `vlan`: pnet cannot see the tags the kernel
+//! strips) and peers that send finished checksums, as real NICs deliver them: a veth peer needs
+//! its TX checksum offload off), `vnet_hdr` (default true: receive GSO
 //! super-frames with their offload metadata), `rx_ring` (`v2|v2-spill|v3`, default `v2`: TPACKET_V2,
 //! with `vnet_hdr` every slot sized for a 64 KiB super-frame; `v2-spill`: MTU-sized slots, larger
 //! GSO super-frames spilled to the socket queue and read whole, many more small frames per MiB

@@ -542,11 +542,21 @@ fn misc(c: &Config, s: &mut Sink) {
             );
         }
     }
-    if d.vnet_hdr && d.backend == super::Backend::Pnet {
-        s.err(
-            "datapath.vnet_hdr",
-            "vnet_hdr needs backend: af-packet (pnet cannot set PACKET_VNET_HDR)",
-        );
+    if d.backend == super::Backend::Pnet {
+        if d.vnet_hdr {
+            s.err(
+                "datapath.vnet_hdr",
+                "vnet_hdr needs backend: af-packet (pnet cannot set PACKET_VNET_HDR)",
+            );
+        }
+        for (i, p) in c.ports.iter().enumerate() {
+            if p.vlan.is_some() {
+                s.err(
+                    format!("ports[{i}].vlan"),
+                    "a VLAN port needs backend: af-packet (pnet cannot see the VLAN tags the kernel strips)",
+                );
+            }
+        }
     }
     let lvl = c.logging.level.to_ascii_lowercase();
     if !["off", "error", "warn", "info", "debug", "trace"].contains(&lvl.as_str()) {

@@ -78,7 +78,7 @@ pub struct Gateway {
     /// Free text.
     #[serde(default)]
     pub comment: Option<String>,
-    /// NAT source address; `None` means the port's first IPv4 address (see [`Config::nat_address`]).
+    /// NAT source address; `None` means the port's first IPv4 address (see [`crate::config::Config::nat_address`]).
     #[serde(default, deserialize_with = "types::opt_ipv4")]
     pub nat_address: Option<Ipv4Addr>,
     /// Health probing.

@@ -3,8 +3,13 @@
 //!
 //! Probes are crafted here (ICMP echo to each target, ARP for the gateway's MAC) and sent by
 //! worker 0 out of the gateway's own link to the gateway's MAC, whatever the policy says, from the
-//! gateway's NAT address. Probe identifiers are below [`PROBE_ID_LIMIT`], a range NAT never hands
-//! out, so the workers recognise the replies and pass them up.
+//! gateway's NAT address. Probe identifiers are below
+//! [`PROBE_ID_LIMIT`](altroute_packet::pipeline::PROBE_ID_LIMIT), a range NAT never hands out, so
+//! the workers recognise the replies and pass them up.
+//!
+//! The parts (private modules): `gateway` (per-gateway state and probe rounds), `probe` (probe
+//! frames and the replies), `status` (log line, status file, transition history), `hooks`,
+//! `commands` (the command file); this module holds the loop.
 //!
 //! When the workers report new failed connections through a usable gateway (SYN retried or
 //! reset), its probe rounds go out at least every [`BOOST_INTERVAL`] for [`BOOST_FOR`], so the

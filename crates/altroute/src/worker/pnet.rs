@@ -3,9 +3,9 @@
 //! counters, and none of its I/O machinery (no rings, vnet headers, offload, coalescing, handoff).
 //!
 //! The loop, per round: apply control messages; for each link, take a batch of frames (copies
-//! pnet read), run each through the pipeline in place ([`super::handle`], as frames handed over
-//! between ring workers are) and send it out of its link (one `sendto` each); sleep in `poll` on
-//! every port when all were idle. It runs alone: pnet cannot attach the steering program that
+//! of what pnet read), run each through the pipeline in place (the worker's `handle`, as frames
+//! handed over between ring workers are) and send it out of its link (one `sendto` each); sleep
+//! in `poll` on every port when all were idle. It runs alone: pnet cannot attach the steering program that
 //! sends both directions of a NAT flow to the worker owning it, so the daemon starts one worker.
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
-//! Host inspection for the daemon's start-up check: what the kernel has configured on an
-//! interface (addresses, IPv6 and forwarding sysctls, MTU, MAC, link state, offloads). Plain data
-//! out; whether any of it is acceptable is the daemon's policy.
+//! Host inspection: what the kernel has configured on an interface (addresses, IPv6, forwarding
+//! and ARP sysctls, MTU, MAC, link state, offloads). The one place the project reads host facts;
+//! plain data out. Whether any of it is acceptable is the daemon's policy (its start-up check),
+//! and changing it is the daemon's `setup` command.
 //!
 //! Everything is read in the network namespace of the calling thread (netlink via `getifaddrs`,
 //! ioctls on a fresh socket, `/proc/sys/net`, which follow the thread's namespace).
@@ -35,6 +36,8 @@ pub struct Offloads {
     pub gso: Option<bool>,
     /// generic-receive-offload.
     pub gro: Option<bool>,
+    /// large-receive-offload.
+    pub lro: Option<bool>,
 }
 
 /// What the host has configured on one interface.
@@ -64,6 +67,8 @@ pub struct InterfaceInfo {
     pub ipv4_forwarding: Option<bool>,
     /// `net.ipv4.ip_forward` (global for the namespace).
     pub ip_forward: Option<bool>,
+    /// `/proc/sys/net/ipv4/conf/<if>/arp_ignore`.
+    pub arp_ignore: Option<u8>,
     /// Offload state.
     pub offloads: Offloads,
 }
@@ -107,6 +112,23 @@ pub fn mtu(iface: &str) -> Result<u32, IoError> {
     Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]).max(0) as u32)
 }
 
+/// `ETHTOOL_GFLAGS`: the legacy feature flags word (the kernel derives it from the device's
+/// features for every driver).
+const ETHTOOL_GFLAGS: u32 = 0x25;
+/// `ETH_FLAG_LRO` in that word.
+const ETH_FLAG_LRO: u32 = 1 << 15;
+
+/// The `/proc/sys` file of a per-interface key, e.g. `sysctl_path("ipv6", "wan1",
+/// "disable_ipv6")`. Interface names with dots stay as they are (only `sysctl -w` notation turns
+/// them into slashes).
+pub fn sysctl_path(family: &str, iface: &str, key: &str) -> String {
+    format!("/proc/sys/net/{family}/conf/{iface}/{key}")
+}
+
+fn read_u8(path: &str) -> Option<u8> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 fn read_bool(path: &str) -> Option<bool> {
     let s = std::fs::read_to_string(path).ok()?;
     match s.trim() {
@@ -117,6 +139,10 @@ fn read_bool(path: &str) -> Option<bool> {
 }
 
 fn ethtool(fd: &OwnedFd, iface: &str, cmd: u32) -> Option<bool> {
+    ethtool_value(fd, iface, cmd).map(|v| v != 0)
+}
+
+fn ethtool_value(fd: &OwnedFd, iface: &str, cmd: u32) -> Option<u32> {
     let mut v = EthtoolValue { cmd, data: 0 };
     let mut r = IfReq::new(iface)?;
     let p = (&mut v as *mut EthtoolValue) as usize;
@@ -124,7 +150,7 @@ fn ethtool(fd: &OwnedFd, iface: &str, cmd: u32) -> Option<bool> {
     // SAFETY: SIOCETHTOOL reads `ifr_data` (the pointer to `v`, valid and writable for the call)
     // and the driver writes one `ethtool_value` there.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL as _, &mut r as *mut IfReq) };
-    (rc == 0).then_some(v.data != 0)
+    (rc == 0).then_some(v.data)
 }
 
 fn prefix_len(mask: &[u8]) -> u8 {
@@ -171,6 +197,7 @@ pub fn inspect(iface: &str) -> Result<InterfaceInfo, IoError> {
         tso: ethtool(&fd, iface, sys::ETHTOOL_GTSO),
         gso: ethtool(&fd, iface, sys::ETHTOOL_GGSO),
         gro: ethtool(&fd, iface, sys::ETHTOOL_GGRO),
+        lro: ethtool_value(&fd, iface, ETHTOOL_GFLAGS).map(|f| f & ETH_FLAG_LRO != 0),
     };
     Ok(InterfaceInfo {
         name: iface.to_owned(),
@@ -182,11 +209,21 @@ pub fn inspect(iface: &str) -> Result<InterfaceInfo, IoError> {
         promiscuous: flags & libc::IFF_PROMISC != 0,
         ipv4,
         ipv6,
-        ipv6_disabled: read_bool(&format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6")),
-        ipv4_forwarding: read_bool(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding")),
+        ipv6_disabled: read_bool(&sysctl_path("ipv6", iface, "disable_ipv6")),
+        ipv4_forwarding: read_bool(&sysctl_path("ipv4", iface, "forwarding")),
         ip_forward: read_bool("/proc/sys/net/ipv4/ip_forward"),
+        arp_ignore: read_u8(&sysctl_path("ipv4", iface, "arp_ignore")),
         offloads,
     })
+}
+
+/// [`inspect`], or `None` when no interface of that name exists in this namespace.
+pub fn find(iface: &str) -> Result<Option<InterfaceInfo>, IoError> {
+    match sys::ifindex(iface) {
+        Err(IoError::Os { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => inspect(iface).map(Some),
+    }
 }
 
 type Addrs = (Vec<IfAddr<Ipv4Addr>>, Vec<IfAddr<Ipv6Addr>>);
@@ -279,6 +316,8 @@ mod tests {
             "{e}"
         );
         assert!(inspect("an-interface-name-that-is-too-long").is_err());
+        assert!(find("ar-no-such0").unwrap().is_none());
+        assert!(find("lo").unwrap().is_some_and(|i| i.name == "lo"));
         assert_eq!(prefix_len(&[255, 255, 255, 0]), 24);
     }
 }

@@ -113,7 +113,7 @@ pub use bpf::{BpfInsn, BpfProgram, OtherTraffic, Side, Steering};
 pub use error::{IoError, errno_name};
 pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, VlanTag};
 pub use geometry::{RingGeometry, RingVersion};
-pub use pnet_port::PnetPort;
+pub use pnet_port::{PnetPort, PnetReceiver, PnetSender, wait_pnet_ports};
 pub use port::{
     AUX_RING_BYTES, DEFAULT_RING_BYTES, DEFAULT_SPILL_FRAMES, DEFAULT_SPILL_RCVBUF, ETH_P_ARP,
     ETH_P_IP, ETH_P_IPV6, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,

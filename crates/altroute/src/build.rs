@@ -8,8 +8,9 @@
 use std::net::IpAddr;
 
 use altroute_flow::{
-    FailureRedirect, Gateway, GatewayId, GatewaySet, GatewayState, Mode, NatConfig, OnDown,
-    Overrides, Pin, Policy, PortPartition, Prefix, Rule, Sticky, TableConfig, Timeouts,
+    DownAction, Failback, FailureRedirect, Gateway, GatewayId, GatewaySet, GatewayState, Mode,
+    NatConfig, OnDown, Overrides, Pin, Policy, PortPartition, Prefix, Rule, Sticky, TableConfig,
+    Timeouts,
 };
 use altroute_packet::pipeline::{
     GatewaySpec, Options, PipelineConfig, PortForward, PortId, PortSpec, Role,
@@ -91,6 +92,54 @@ fn prefix(c: &Cidr) -> Result<Prefix, BuildError> {
     Ok(Prefix::new(c.addr(), c.prefix())?)
 }
 
+// The configuration's policy enums are the file's spelling (serde, kebab-case) of the engine's;
+// these are the one mapping between the two.
+
+impl From<config::Mode> for Mode {
+    fn from(m: config::Mode) -> Mode {
+        match m {
+            config::Mode::LoadBalance => Mode::LoadBalance,
+            config::Mode::Failover => Mode::Failover,
+        }
+    }
+}
+
+impl From<config::Sticky> for Sticky {
+    fn from(s: config::Sticky) -> Sticky {
+        match s {
+            config::Sticky::Flow => Sticky::Flow,
+            config::Sticky::Source => Sticky::Source,
+        }
+    }
+}
+
+impl From<config::OnDown> for OnDown {
+    fn from(d: config::OnDown) -> OnDown {
+        match d {
+            config::OnDown::Fallback => OnDown::Fallback,
+            config::OnDown::Reject => OnDown::Reject,
+        }
+    }
+}
+
+impl From<config::OnGatewayDown> for DownAction {
+    fn from(d: config::OnGatewayDown) -> DownAction {
+        match d {
+            config::OnGatewayDown::Reset => DownAction::Reset,
+            config::OnGatewayDown::Wait => DownAction::Keep,
+        }
+    }
+}
+
+impl From<config::Failback> for Failback {
+    fn from(f: config::Failback) -> Failback {
+        match f {
+            config::Failback::Stay => Failback::Stay,
+            config::Failback::Move => Failback::Move,
+        }
+    }
+}
+
 fn proto_number(p: config::Proto) -> Option<u8> {
     match p {
         config::Proto::Tcp => Some(altroute_flow::proto::TCP),
@@ -148,14 +197,8 @@ pub fn table_config(cfg: &Config, worker: u16, workers: u16) -> Result<TableConf
         failed_ratio: p.failure_redirect.failed_ratio as f32,
     });
     let policy = Policy {
-        mode: match p.mode {
-            config::Mode::LoadBalance => Mode::LoadBalance,
-            config::Mode::Failover => Mode::Failover,
-        },
-        sticky: match p.sticky {
-            config::Sticky::Flow => Sticky::Flow,
-            config::Sticky::Source => Sticky::Source,
-        },
+        mode: p.mode.into(),
+        sticky: p.sticky.into(),
         syn_retry,
         failure_redirect,
     };
@@ -169,10 +212,7 @@ pub fn table_config(cfg: &Config, worker: u16, workers: u16) -> Result<TableConf
             proto: proto_number(r.proto),
             dports: r.dport.map(|d| (d.lo, d.hi)),
             gateway: gateway_id(cfg, &r.gateway)?,
-            on_down: match r.on_down {
-                config::OnDown::Fallback => OnDown::Fallback,
-                config::OnDown::Reject => OnDown::Reject,
-            },
+            on_down: r.on_down.into(),
         });
     }
     let mut pins = Vec::with_capacity(cfg.pins.len());

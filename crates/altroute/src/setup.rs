@@ -2,12 +2,17 @@
 //! MTU, flushes its addresses, disables IPv6, turns forwarding off, sets `arp_ignore=8`, and sets
 //! offloads for the datapath mode. Builds a plan of [`Step`]s first so `--dry-run` prints exactly
 //! what a real run would do.
+//!
+//! Reading host facts is the I/O crate's ([`altroute_io::host`], through [`crate::kernel`]);
+//! changing them stays here as the same `ip`, `ethtool` and `/proc/sys` commands an operator
+//! would type, so the dry-run plan is a script they can read, run or adapt.
 
 use std::fmt;
 use std::process::Command;
 
+use altroute_io::host::sysctl_path;
+
 use crate::config::Config;
-use crate::kernel::sysctl_path;
 
 /// One action of the set-up.
 #[derive(Debug, Clone, PartialEq, Eq)]

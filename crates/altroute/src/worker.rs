@@ -14,6 +14,7 @@
 //! layer's virtio-net headers and keeps the bookkeeping of UDP coalescing over a batch.
 
 pub mod offload;
+pub mod pnet;
 mod tx;
 
 pub use offload::{OffloadCounters, WorkerOffload};
@@ -199,7 +200,8 @@ pub struct WorkerSetup {
     pub id: u16,
     /// The pipeline with its flow table.
     pub ctx: Context,
-    /// One port per link, indexed by link number.
+    /// One port per link, indexed by link number (empty with the pnet backend: [`pnet::run`]
+    /// takes its ports beside the setup).
     pub ports: Vec<Port>,
     /// Whether each link runs in vnet mode.
     pub vnet: Vec<bool>,
@@ -723,6 +725,18 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
 }
 
 fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
+    WorkerStats {
+        tx_failed: s.tx_failed.to_vec(),
+        handoff: s.hstats,
+        ring_drops: s.ring_drops.clone(),
+        otherhost_skipped: s.otherhost_skipped.clone(),
+        coalesced: s.coalesced,
+        ..pipeline_stats(w)
+    }
+}
+
+/// A worker's pipeline, flow-table and offload counters; the I/O counters left empty.
+fn pipeline_stats(w: &WorkerSetup) -> WorkerStats {
     let per_gw = (0..w.ctx.table.gateways().len())
         .map(|g| u64::from(w.ctx.table.flows_on(GatewayId(g as u8))))
         .collect();
@@ -732,11 +746,11 @@ fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {
         table: *w.ctx.table.stats(),
         flows: w.ctx.table.len(),
         flows_per_gateway: per_gw,
-        tx_failed: s.tx_failed.to_vec(),
-        handoff: s.hstats,
-        ring_drops: s.ring_drops.clone(),
-        otherhost_skipped: s.otherhost_skipped.clone(),
-        coalesced: s.coalesced,
+        tx_failed: Vec::new(),
+        handoff: HandoffStats::default(),
+        ring_drops: Vec::new(),
+        otherhost_skipped: Vec::new(),
+        coalesced: 0,
         offload: w.offload.as_ref().map(|o| o.counters()).unwrap_or_default(),
         failures: (0..w.ctx.table.gateways().len())
             .map(|g| w.ctx.table.failure_totals(GatewayId(g as u8), now(w.epoch)))

@@ -1,25 +1,34 @@
-//! `altroute run --config FILE`: the router. Checks that the kernel is silent on the ports, opens
-//! one port per link and worker (AF_PACKET sockets bound to IPv4, ARP and IPv6, or one
-//! `ETH_P_ALL` tap on a VLAN trunk; fanout-steered so both directions of a connection reach the
-//! worker that owns it), starts the workers and runs the control loop until SIGINT or SIGTERM.
+//! `altroute run --config FILE`: the router. In steps ([`Args::run`]): load the configuration and
+//! check that the kernel is silent on the ports; resolve the datapath [`Plan`] (config, flags,
+//! backend limits); inspect the links; load the kernel offload; open one port per link and
+//! worker (AF_PACKET sockets bound to IPv4, ARP and IPv6, or one `ETH_P_ALL` tap on a VLAN trunk;
+//! fanout-steered so both directions of a connection reach the worker that owns it) and build
+//! each worker's pipeline; start the workers; run the control loop until SIGINT or SIGTERM; join
+//! the workers and log their counters.
+//!
+//! With `datapath.backend: pnet` one worker reads and writes every link through pnet
+//! ([`altroute_io::PnetPort`]): no rings, no vnet header, no kernel offload.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use altroute::config::{self, Config};
-use altroute::worker::{self, WorkerSetup};
+use altroute::worker::{self, FromWorker, ToWorker, WorkerSetup, WorkerStats};
 use altroute::{build, control, kernel};
 use altroute_flow::FlowTable;
 use altroute_io::{
-    Fanout, FanoutMode, OtherTraffic, Port, PortConfig, RxBind, RxMode, Side, Steering,
+    Fanout, FanoutMode, IoError, OtherTraffic, PnetPort, Port, PortConfig, RxBind, RxMode, Side,
+    Steering,
 };
-use altroute_packet::pipeline::Context;
+use altroute_packet::pipeline::{Context, PipelineConfig};
 use altroute_packet::wire::MacAddr;
 use anyhow::{Context as _, anyhow, bail};
+use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
 /// Arguments of `run`.
@@ -235,9 +244,441 @@ fn pin_list(spec: &str) -> anyhow::Result<Vec<usize>> {
     }
 }
 
+/// The datapath this run builds: the configuration with the command-line overrides and the
+/// backend's limits applied.
+struct Plan {
+    backend: config::Backend,
+    workers: u16,
+    vnet: bool,
+    /// Hash fanout with user-space handoff instead of the cBPF steering program.
+    handoff: bool,
+    batch: usize,
+    rx: RxMode,
+    pins: Vec<usize>,
+    /// Load the tc offload (falls back to none if it cannot be loaded).
+    offload: bool,
+    udp_coalesce: bool,
+    spin: Duration,
+    qdisc_bypass: bool,
+    sndbuf: Option<usize>,
+    ingress_drop: bool,
+}
+
+impl Plan {
+    fn new(args: &Args, cfg: &Config) -> anyhow::Result<Plan> {
+        let dp = &cfg.datapath;
+        let vnet = dp.vnet_hdr;
+        let ring_frames = args.ring_frames.or(dp.ring_frames);
+        let mut plan = Plan {
+            backend: dp.backend,
+            workers: args.workers.unwrap_or_else(|| cfg.limits.workers()).max(1),
+            vnet,
+            handoff: match args.fanout.as_deref() {
+                Some(f) => f == "handoff",
+                None => dp.fanout == config::Fanout::Handoff,
+            },
+            batch: usize::from(args.batch.unwrap_or(dp.batch).max(1)),
+            rx: match dp.rx_ring {
+                config::RxRing::V2 => RxMode::V2 {
+                    frames: ring_frames.unwrap_or(if vnet { 128 } else { 1024 }),
+                },
+                // MTU-sized slots; GSO super-frames spill to the socket queue.
+                config::RxRing::V2Spill if vnet => RxMode::spill(ring_frames.unwrap_or(4096)),
+                config::RxRing::V2Spill => RxMode::V2 {
+                    frames: ring_frames.unwrap_or(1024),
+                },
+                config::RxRing::V3 => RxMode::V3 {
+                    block_size: 1 << 20,
+                    blocks: 8,
+                    retire_ms: 1,
+                },
+            },
+            pins: pin_list(&args.pin)?,
+            offload: match args.offload.as_deref() {
+                Some(o) => o == "tc",
+                None => dp.offload == config::Offload::Tc,
+            },
+            udp_coalesce: dp.udp_coalesce && !args.no_udp_coalesce,
+            spin: Duration::from_micros(args.spin_us),
+            qdisc_bypass: args.qdisc_bypass,
+            sndbuf: args.sndbuf_kib.map(|k| k << 10),
+            ingress_drop: args.kernel_ingress_drop,
+        };
+        if plan.backend == config::Backend::Pnet {
+            plan.limit_to_pnet();
+        }
+        Ok(plan)
+    }
+
+    /// What pnet cannot do is off, each with a log line when it was asked for: one worker (pnet
+    /// cannot attach the steering program that sends both directions of a NAT flow to one
+    /// worker), no kernel offload (its socket sees every frame before tc), no coalescing (no
+    /// vnet header; `check-config` already refuses `vnet_hdr` with pnet).
+    fn limit_to_pnet(&mut self) {
+        if self.workers > 1 {
+            warn!(
+                "datapath.backend: pnet runs one worker (pnet cannot steer both directions of a NAT flow to the same worker); {} asked for",
+                self.workers
+            );
+            self.workers = 1;
+        }
+        if self.offload {
+            info!("datapath.backend: pnet: kernel offload off (every frame goes through pnet)");
+            self.offload = false;
+        }
+        self.vnet = false;
+        self.udp_coalesce = false;
+        self.handoff = false;
+    }
+}
+
+/// The links (interfaces) the router's ports use, as the host has them.
+struct Links {
+    names: Vec<String>,
+    mac: Vec<Option<MacAddr>>,
+    ifindex: Vec<u32>,
+    /// The side of each link decides what its steering program reads.
+    side: Vec<Side>,
+}
+
+impl Links {
+    fn inspect(cfg: &Config) -> anyhow::Result<Links> {
+        let names = build::links(cfg);
+        let (mut mac, mut ifindex) = (Vec::new(), Vec::new());
+        for l in &names {
+            let info = altroute_io::host::inspect(l)
+                .with_context(|| format!("inspecting interface {l}"))?;
+            mac.push(info.mac.map(MacAddr));
+            ifindex.push(info.ifindex);
+        }
+        let side = names
+            .iter()
+            .map(|l| {
+                let wan = cfg
+                    .ports
+                    .iter()
+                    .any(|p| &p.interface == l && p.role == config::Role::Wan);
+                if wan { Side::Wan } else { Side::Lan }
+            })
+            .collect();
+        Ok(Links {
+            names,
+            mac,
+            ifindex,
+            side,
+        })
+    }
+
+    fn mac_of(&self, iface: &str) -> Option<MacAddr> {
+        self.names
+            .iter()
+            .position(|l| l == iface)
+            .and_then(|i| self.mac.get(i).copied().flatten())
+    }
+}
+
+/// A worker ready to start: its setup and, with pnet, its ports.
+enum Ready {
+    Rings(WorkerSetup),
+    Pnet(WorkerSetup, Vec<PnetPort>),
+}
+
+/// What the workers are built from.
+struct Build<'a> {
+    cfg: &'a Config,
+    plan: &'a Plan,
+    links: &'a Links,
+    pipeline: &'a PipelineConfig,
+    offload: Option<&'a KernelOffload>,
+    epoch: Instant,
+}
+
+impl Build<'_> {
+    /// Worker `w`'s pipeline with its own flow table.
+    fn context(&self, w: u16) -> anyhow::Result<Context> {
+        let cfg =
+            build::table_config(self.cfg, w, self.plan.workers).map_err(|e| anyhow!("{e}"))?;
+        let table = FlowTable::new(cfg).map_err(|e| anyhow!("flow table: {e}"))?;
+        back_with_huge_pages(&table, w);
+        Context::new(self.pipeline.clone(), table).map_err(|e| anyhow!("pipeline: {e}"))
+    }
+
+    /// The setup of worker `w` (ports not included).
+    fn setup(
+        &self,
+        w: u16,
+        ports: Vec<Port>,
+        rx: Receiver<ToWorker>,
+        tx: Sender<FromWorker>,
+        handoff: Option<worker::Handoff>,
+    ) -> anyhow::Result<WorkerSetup> {
+        let p = self.plan;
+        let offload = match self.offload {
+            Some(o) => Some(worker::WorkerOffload::new(
+                o.progs.map.try_clone().context("sharing the offload map")?,
+                o.ifindex.clone(),
+            )),
+            None => None,
+        };
+        Ok(WorkerSetup {
+            id: w,
+            ctx: self.context(w)?,
+            ports,
+            vnet: vec![p.vnet; self.links.names.len()],
+            batch: p.batch,
+            rx,
+            tx,
+            epoch: self.epoch,
+            spin: p.spin,
+            cpu: p.pins.get(usize::from(w) % p.pins.len().max(1)).copied(),
+            handoff,
+            udp_coalesce: p.udp_coalesce,
+            offload,
+        })
+    }
+
+    /// Every worker with its ports (AF_PACKET: fanout-steered rings per link and worker), in
+    /// worker order; `to_workers` gets each one's control channel.
+    fn workers(
+        &self,
+        events: &Sender<FromWorker>,
+        to_workers: &mut Vec<Sender<ToWorker>>,
+    ) -> anyhow::Result<Vec<Ready>> {
+        let p = self.plan;
+        let mut ready = Vec::new();
+        if p.backend == config::Backend::Pnet {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            to_workers.push(tx);
+            let ports = self.pnet_ports()?;
+            ready.push(Ready::Pnet(
+                self.setup(0, Vec::new(), rx, events.clone(), None)?,
+                ports,
+            ));
+            return Ok(ready);
+        }
+        let rings = RingPorts::new(self)?;
+        // Fanout members are numbered in join order: open worker 0's sockets first, and so on.
+        for (w, handoff) in (0..p.workers).zip(rings.handoffs()?) {
+            let ports = rings.open(w)?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            to_workers.push(tx);
+            ready.push(Ready::Rings(self.setup(
+                w,
+                ports,
+                rx,
+                events.clone(),
+                handoff,
+            )?));
+        }
+        Ok(ready)
+    }
+
+    /// One pnet port per link.
+    fn pnet_ports(&self) -> anyhow::Result<Vec<PnetPort>> {
+        self.links
+            .names
+            .iter()
+            .map(|l| {
+                let mut pc = PortConfig::new(l.clone());
+                pc.batch_max = self.plan.batch;
+                pc.sndbuf = self.plan.sndbuf.or(pc.sndbuf);
+                PnetPort::open(&pc).with_context(|| format!("opening {l} through pnet"))
+            })
+            .collect()
+    }
+}
+
+/// How the AF_PACKET ports of every worker are opened: per link, what its sockets bind to and
+/// the steering of its fanout group.
+struct RingPorts<'a> {
+    b: &'a Build<'a>,
+    binds: Vec<RxBind>,
+    steering: Vec<Steering>,
+    group_base: u16,
+}
+
+impl<'a> RingPorts<'a> {
+    fn new(b: &'a Build<'a>) -> anyhow::Result<RingPorts<'a>> {
+        let block = NonZeroU32::new(u32::from(b.cfg.nat.port_block))
+            .ok_or_else(|| anyhow!("nat.port_block must not be 0"))?;
+        let nworkers = NonZeroU32::new(u32::from(b.plan.workers))
+            .ok_or_else(|| anyhow!("workers must not be 0"))?;
+        let steering = b
+            .links
+            .side
+            .iter()
+            .map(|&side| {
+                let mut st = Steering::new(side, block, nworkers);
+                st.other = OtherTraffic::Worker0;
+                st
+            })
+            .collect();
+        Ok(RingPorts {
+            b,
+            binds: link_binds(b.cfg, &b.pipeline.ports, &b.links.mac, b.plan.ingress_drop),
+            steering,
+            group_base: (std::process::id() as u16) & 0x7f00,
+        })
+    }
+
+    /// Each worker's handoff queues (`handoff` fanout with several workers), else none.
+    fn handoffs(&self) -> anyhow::Result<Vec<Option<worker::Handoff>>> {
+        let n = self.b.plan.workers;
+        if self.b.plan.handoff && n > 1 {
+            Ok(worker::Handoff::build(n, self.steering.clone())
+                .context("setting up the handoff queues")?
+                .into_iter()
+                .map(Some)
+                .collect())
+        } else {
+            Ok((0..n).map(|_| None).collect())
+        }
+    }
+
+    /// Worker `w`'s ports, one per link.
+    fn open(&self, w: u16) -> anyhow::Result<Vec<Port>> {
+        let p = self.b.plan;
+        let mut ports = Vec::new();
+        let links = self
+            .b
+            .links
+            .names
+            .iter()
+            .zip(&self.binds)
+            .zip(&self.steering);
+        for (li, ((l, bind), steering)) in links.enumerate() {
+            let mut pc = PortConfig::new(l.clone());
+            pc.bind = bind.clone();
+            pc.rx = p.rx.clone();
+            pc.vnet_hdr = p.vnet;
+            pc.batch_max = p.batch;
+            pc.qdisc_bypass = p.qdisc_bypass;
+            pc.sndbuf = p.sndbuf.or(pc.sndbuf);
+            if p.workers > 1 {
+                pc.fanout = Some(Fanout {
+                    group: self.group_base + GROUPS_PER_LINK * li as u16,
+                    mode: if p.handoff {
+                        FanoutMode::Hash
+                    } else {
+                        FanoutMode::Cbpf(steering.program())
+                    },
+                    defrag: false,
+                });
+            }
+            let port = Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?;
+            // A tap sees frames before the tc program redirects them: the filter drops them.
+            if let (Some(o), RxBind::All) = (self.b.offload, &pc.bind) {
+                use std::os::fd::AsFd as _;
+                o.progs
+                    .filter
+                    .attach_socket(port.as_fd())
+                    .with_context(|| format!("attaching the offload socket filter on {l}"))?;
+            }
+            ports.push(port);
+        }
+        Ok(ports)
+    }
+}
+
+/// Starts one thread per worker.
+fn spawn(ready: Vec<Ready>) -> anyhow::Result<Vec<JoinHandle<Result<WorkerStats, IoError>>>> {
+    let mut handles = Vec::new();
+    for r in ready {
+        let (id, run): (u16, Box<dyn FnOnce() -> _ + Send>) = match r {
+            Ready::Rings(s) => (s.id, Box::new(move || worker::run(s))),
+            Ready::Pnet(s, ports) => (s.id, Box::new(move || worker::pnet::run(s, ports))),
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(run)
+                .context("starting a worker thread")?,
+        );
+    }
+    Ok(handles)
+}
+
+/// Waits for every worker; `true` if one failed.
+fn join(handles: Vec<JoinHandle<Result<WorkerStats, IoError>>>) -> bool {
+    let mut failed = false;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!("worker stopped with an error: {e}");
+                failed = true;
+            }
+            Err(_) => {
+                warn!("a worker panicked");
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
+/// The start-up line.
+fn log_start(cfg: &Config, plan: &Plan, links: &Links, taps: &[&str], offload: bool) {
+    if plan.backend == config::Backend::Pnet {
+        info!(
+            "altroute running: {} port(s) on {} link(s) through pnet (no rings, no vnet header, no offload), {} gateway(s), 1 worker, batch {}, pin {:?}",
+            cfg.ports.len(),
+            links.names.len(),
+            cfg.gateways.len(),
+            plan.batch,
+            plan.pins,
+        );
+        return;
+    }
+    info!(
+        "altroute running: {} port(s) on {} link(s) (ETH_P_ALL taps: {:?}, the others bound to IPv4, ARP and IPv6), {} gateway(s), {} worker(s), vnet_hdr {}, fanout {}, batch {}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
+        cfg.ports.len(),
+        links.names.len(),
+        taps,
+        cfg.gateways.len(),
+        plan.workers,
+        if plan.vnet { "on" } else { "off" },
+        if plan.workers < 2 {
+            "none"
+        } else if plan.handoff {
+            "hash+handoff"
+        } else {
+            "cbpf"
+        },
+        plan.batch,
+        plan.pins,
+        plan.spin.as_micros(),
+        plan.qdisc_bypass,
+        if offload { "tc" } else { "off" }
+    );
+}
+
+/// One line per worker with its final counters.
+fn log_final(last: &[WorkerStats]) {
+    for s in last {
+        info!(
+            "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, other-host frames skipped {:?}, tx failed {:?}, offload {:?}, udp coalesced {}",
+            s.worker,
+            s.flows,
+            s.table.created,
+            s.table.expired,
+            s.counters.drops.0.iter().sum::<u64>(),
+            s.handoff.handed_out,
+            s.handoff.handed_in,
+            s.handoff.dropped,
+            s.ring_drops,
+            s.otherhost_skipped,
+            s.tx_failed,
+            s.offload,
+            s.coalesced
+        );
+    }
+}
+
 impl Args {
-    /// Runs the router until a signal stops it.
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    /// Loads the configuration, enters the namespace and checks that the kernel is silent on
+    /// the ports (unless told not to).
+    fn load_and_check(&self) -> anyhow::Result<Config> {
         let cfg = Config::load(&self.config).map_err(|e| anyhow!("{e}"))?;
         if let Some(ns) = &self.netns {
             altroute_io::netns::enter(ns)
@@ -255,76 +696,24 @@ impl Args {
                 self.config.display()
             );
         }
-        let workers = self.workers.unwrap_or_else(|| cfg.limits.workers()).max(1);
-        let links = build::links(&cfg);
-        let (mut link_mac, mut link_ifindex) = (Vec::new(), Vec::new());
-        for l in &links {
-            let info = altroute_io::host::inspect(l)
-                .with_context(|| format!("inspecting interface {l}"))?;
-            link_mac.push(info.mac.map(MacAddr));
-            link_ifindex.push(info.ifindex);
-        }
-        let mac_of = |iface: &str| {
-            links
-                .iter()
-                .position(|l| l == iface)
-                .and_then(|i| link_mac[i])
-        };
-        let _ingress_drop = if self.kernel_ingress_drop {
-            Some(IngressDrop::install(&links).context("--kernel-ingress-drop")?)
+        Ok(cfg)
+    }
+
+    /// Runs the router until a signal stops it.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let cfg = self.load_and_check()?;
+        let plan = Plan::new(&self, &cfg)?;
+        let links = Links::inspect(&cfg)?;
+        let _ingress_drop = if plan.ingress_drop {
+            Some(IngressDrop::install(&links.names).context("--kernel-ingress-drop")?)
         } else {
             None
         };
-        let pipeline = build::pipeline_config(&cfg, &links, &mac_of).map_err(|e| anyhow!("{e}"))?;
-        let port_link: Vec<u8> = pipeline.ports.iter().map(|p| p.link).collect();
-        let port_mac: Vec<MacAddr> = pipeline.ports.iter().map(|p| p.mac).collect();
-        // The side of each link decides what its steering program reads.
-        let link_side: Vec<Side> = links
-            .iter()
-            .map(|l| {
-                let wan = cfg
-                    .ports
-                    .iter()
-                    .any(|p| &p.interface == l && p.role == config::Role::Wan);
-                if wan { Side::Wan } else { Side::Lan }
-            })
-            .collect();
-        let block = NonZeroU32::new(u32::from(cfg.nat.port_block))
-            .ok_or_else(|| anyhow!("nat.port_block must not be 0"))?;
-        let nworkers =
-            NonZeroU32::new(u32::from(workers)).ok_or_else(|| anyhow!("workers must not be 0"))?;
-        let vnet = cfg.datapath.vnet_hdr;
-        let handoff = match self.fanout.as_deref() {
-            Some("handoff") => true,
-            Some(_) => false,
-            None => cfg.datapath.fanout == config::Fanout::Handoff,
-        };
-        let pins = pin_list(&self.pin)?;
-        let batch = usize::from(self.batch.unwrap_or(cfg.datapath.batch).max(1));
-        let ring_frames = self.ring_frames.or(cfg.datapath.ring_frames);
-        let rx = match cfg.datapath.rx_ring {
-            config::RxRing::V2 => RxMode::V2 {
-                frames: ring_frames.unwrap_or(if vnet { 128 } else { 1024 }),
-            },
-            // MTU-sized slots; GSO super-frames spill to the socket queue.
-            config::RxRing::V2Spill if vnet => RxMode::spill(ring_frames.unwrap_or(4096)),
-            config::RxRing::V2Spill => RxMode::V2 {
-                frames: ring_frames.unwrap_or(1024),
-            },
-            config::RxRing::V3 => RxMode::V3 {
-                block_size: 1 << 20,
-                blocks: 8,
-                retire_ms: 1,
-            },
-        };
-        let want_offload = match self.offload.as_deref() {
-            Some("tc") => true,
-            Some(_) => false,
-            None => cfg.datapath.offload == config::Offload::Tc,
-        };
+        let pipeline = build::pipeline_config(&cfg, &links.names, &|i: &str| links.mac_of(i))
+            .map_err(|e| anyhow!("{e}"))?;
         // Declared before the workers' ports: dropped (detached) after them.
-        let offload = if want_offload {
-            match load_offload(&links, &link_ifindex) {
+        let offload = if plan.offload {
+            match load_offload(&links.names, &links.ifindex) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     warn!("kernel offload unavailable, every frame goes through user space: {e:#}");
@@ -334,181 +723,48 @@ impl Args {
         } else {
             None
         };
-        let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&stop))
                 .context("installing the signal handlers")?;
         }
+        let epoch = Instant::now();
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(4096);
         let mut to_workers = Vec::new();
-        let mut setups = Vec::new();
-        let group_base = (std::process::id() as u16) & 0x7f00;
-        let link_bind = link_binds(&cfg, &pipeline.ports, &link_mac, self.kernel_ingress_drop);
+        let b = Build {
+            cfg: &cfg,
+            plan: &plan,
+            links: &links,
+            pipeline: &pipeline,
+            offload: offload.as_ref(),
+            epoch,
+        };
+        let ready = b.workers(&ev_tx, &mut to_workers)?;
+        drop(ev_tx);
         // The links that keep a tap, for the start-up line.
+        let binds = link_binds(&cfg, &pipeline.ports, &links.mac, plan.ingress_drop);
         let taps: Vec<&str> = links
+            .names
             .iter()
-            .zip(&link_bind)
+            .zip(&binds)
             .filter(|(_, b)| **b == RxBind::All)
             .map(|(l, _)| l.as_str())
             .collect();
-        let steering: Vec<Steering> = link_side
-            .iter()
-            .map(|&side| {
-                let mut st = Steering::new(side, block, nworkers);
-                st.other = OtherTraffic::Worker0;
-                st
-            })
-            .collect();
-        let mut handoffs = if handoff && workers > 1 {
-            worker::Handoff::build(workers, steering.clone())
-                .context("setting up the handoff queues")?
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        // Fanout members are numbered in join order: open worker 0's sockets first, and so on.
-        for w in 0..workers {
-            let table =
-                FlowTable::new(build::table_config(&cfg, w, workers).map_err(|e| anyhow!("{e}"))?)
-                    .map_err(|e| anyhow!("flow table: {e}"))?;
-            back_with_huge_pages(&table, w);
-            let ctx =
-                Context::new(pipeline.clone(), table).map_err(|e| anyhow!("pipeline: {e}"))?;
-            let mut ports = Vec::new();
-            for (li, l) in links.iter().enumerate() {
-                let mut pc = PortConfig::new(l.clone());
-                pc.bind = link_bind[li].clone();
-                pc.rx = rx.clone();
-                pc.vnet_hdr = vnet;
-                pc.batch_max = batch;
-                pc.qdisc_bypass = self.qdisc_bypass;
-                if let Some(k) = self.sndbuf_kib {
-                    pc.sndbuf = Some(k << 10);
-                }
-                if workers > 1 {
-                    pc.fanout = Some(Fanout {
-                        group: group_base + GROUPS_PER_LINK * li as u16,
-                        mode: if handoff {
-                            FanoutMode::Hash
-                        } else {
-                            FanoutMode::Cbpf(steering[li].program())
-                        },
-                        defrag: false,
-                    });
-                }
-                let port =
-                    Port::open(&pc).with_context(|| format!("opening {l} for worker {w}"))?;
-                // A tap sees frames before the tc program redirects them: the filter drops them.
-                if let (Some(o), RxBind::All) = (&offload, &pc.bind) {
-                    use std::os::fd::AsFd as _;
-                    o.progs
-                        .filter
-                        .attach_socket(port.as_fd())
-                        .with_context(|| format!("attaching the offload socket filter on {l}"))?;
-                }
-                ports.push(port);
-            }
-            let worker_offload = match &offload {
-                Some(o) => Some(worker::WorkerOffload::new(
-                    o.progs.map.try_clone().context("sharing the offload map")?,
-                    o.ifindex.clone(),
-                )),
-                None => None,
-            };
-            let (tx, rx) = crossbeam_channel::unbounded();
-            to_workers.push(tx);
-            setups.push(WorkerSetup {
-                id: w,
-                ctx,
-                ports,
-                vnet: vec![vnet; links.len()],
-                batch,
-                rx,
-                tx: ev_tx.clone(),
-                epoch,
-                spin: Duration::from_micros(self.spin_us),
-                cpu: (!pins.is_empty()).then(|| pins[usize::from(w) % pins.len()]),
-                handoff: handoffs.get_mut(usize::from(w)).and_then(Option::take),
-                udp_coalesce: cfg.datapath.udp_coalesce && !self.no_udp_coalesce,
-                offload: worker_offload,
-            });
-        }
-        drop(ev_tx);
-        info!(
-            "altroute running: {} port(s) on {} link(s) (ETH_P_ALL taps: {:?}, the others bound to IPv4, ARP and IPv6), {} gateway(s), {workers} worker(s), vnet_hdr {}, fanout {}, batch {batch}, pin {:?}, spin {} us, qdisc bypass {}, offload {}",
-            cfg.ports.len(),
-            links.len(),
-            taps,
-            cfg.gateways.len(),
-            if vnet { "on" } else { "off" },
-            if workers < 2 {
-                "none"
-            } else if handoff {
-                "hash+handoff"
-            } else {
-                "cbpf"
-            },
-            pins,
-            self.spin_us,
-            self.qdisc_bypass,
-            if offload.is_some() { "tc" } else { "off" }
-        );
-        let mut handles = Vec::new();
-        for s in setups {
-            let id = s.id;
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("worker-{id}"))
-                    .spawn(move || worker::run(s))
-                    .context("starting a worker thread")?,
-            );
-        }
+        log_start(&cfg, &plan, &links, &taps, offload.is_some());
+        let handles = spawn(ready)?;
         let last = control::run(control::ControlSetup {
+            port_link: pipeline.ports.iter().map(|p| p.link).collect(),
+            port_mac: pipeline.ports.iter().map(|p| p.mac).collect(),
             cfg,
-            port_link,
-            port_mac,
             to_workers,
             from_workers: ev_rx,
             epoch,
-            stop: Arc::clone(&stop),
+            stop,
             status_file: self.status_file.clone(),
             log_every: Duration::from_secs(self.log_every.max(1)),
         });
-        let mut failed = false;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    warn!("worker stopped with an error: {e}");
-                    failed = true;
-                }
-                Err(_) => {
-                    warn!("a worker panicked");
-                    failed = true;
-                }
-            }
-        }
-        for s in &last {
-            info!(
-                "worker {}: {} flows, created {}, expired {}, drops {}, handed out {} in {} dropped {}, ring drops {:?}, other-host frames skipped {:?}, tx failed {:?}, offload {:?}, udp coalesced {}",
-                s.worker,
-                s.flows,
-                s.table.created,
-                s.table.expired,
-                s.counters.drops.0.iter().sum::<u64>(),
-                s.handoff.handed_out,
-                s.handoff.handed_in,
-                s.handoff.dropped,
-                s.ring_drops,
-                s.otherhost_skipped,
-                s.tx_failed,
-                s.offload,
-                s.coalesced
-            );
-        }
+        let failed = join(handles);
+        log_final(&last);
         info!("altroute stopped");
         Ok(if failed {
             ExitCode::FAILURE

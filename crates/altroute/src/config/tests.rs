@@ -407,3 +407,23 @@ fn offload_modes() {
     let d = one_err(&format!("{GOOD}datapath:\n  offload: xdp\n"));
     assert_at(&d, "datapath.offload", 24, "unknown variant `xdp`");
 }
+
+#[test]
+fn pnet_backend_needs_plain_frames_and_untagged_ports() {
+    let c = load(&format!(
+        "{GOOD}datapath:\n  backend: pnet\n  vnet_hdr: false\n"
+    ))
+    .unwrap();
+    assert_eq!(c.datapath.backend, Backend::Pnet);
+    let d = one_err(&format!("{GOOD}datapath:\n  backend: pnet\n"));
+    assert_at(&d, "datapath.vnet_hdr", 23, "needs backend: af-packet");
+    let tagged = GOOD.replace(
+        "    interface: r-wan1\n",
+        "    interface: r-wan1\n    vlan: 7\n",
+    );
+    let d = one_err(&format!(
+        "{tagged}datapath:\n  backend: pnet\n  vnet_hdr: false\n"
+    ));
+    assert_at(&d, "ports[1].vlan", 9, "pnet cannot see the VLAN tags");
+    load(&format!("{tagged}datapath:\n  vnet_hdr: false\n")).unwrap();
+}

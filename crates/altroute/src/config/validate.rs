@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{Config, Proto, Role};
+use super::{Config, Gateway, Proto, Role};
 
 /// One problem found by `validate()`: the key path and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,52 +212,7 @@ fn gateways(c: &Config, s: &mut Sink) {
         if g.name.trim().is_empty() {
             s.err(at("name"), "must not be empty");
         }
-        match c.port(&g.port) {
-            None => {
-                let wans: Vec<&str> = c
-                    .ports
-                    .iter()
-                    .filter(|p| p.role == Role::Wan)
-                    .map(|p| p.name.as_str())
-                    .collect();
-                s.err(
-                    at("port"),
-                    format!("unknown port {:?} (wan ports: {})", g.port, wans.join(", ")),
-                );
-            }
-            Some(p) if p.role != Role::Wan => s.err(
-                at("port"),
-                format!("port {:?} has role lan; a gateway needs a wan port", g.port),
-            ),
-            Some(p) => {
-                let via = IpAddr::V4(g.via);
-                if p.addresses.iter().any(|a| a.addr() == via) {
-                    s.err(
-                        at("via"),
-                        format!("{} is the router's own address on port {:?}", g.via, p.name),
-                    );
-                } else if p.subnet_of(via).is_none() {
-                    let subnets: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
-                    s.err(
-                        at("via"),
-                        format!(
-                            "{} is not in a subnet of port {:?} ({}): the next hop must be directly attached",
-                            g.via,
-                            p.name,
-                            subnets.join(", ")
-                        ),
-                    );
-                }
-                if let Some(n) = g.nat_address {
-                    if !p.addresses.iter().any(|a| a.addr() == IpAddr::V4(n)) {
-                        s.err(
-                            at("nat_address"),
-                            format!("{n} is not one of port {:?}'s addresses", p.name),
-                        );
-                    }
-                }
-            }
-        }
+        gateway_port(c, s, i, g);
         if let Some(m) = g.mac {
             if m.is_multicast() || m.is_zero() {
                 s.err(at("mac"), format!("{m} is not a unicast MAC address"));
@@ -275,71 +230,128 @@ fn gateways(c: &Config, s: &mut Sink) {
                 "weight must be > 0 (use enabled: false to stop using a gateway)",
             );
         }
-        let pr = &g.probe;
-        if pr.interval_ms < 10 {
+        gateway_probe(s, i, g);
+    }
+}
+
+/// `gateways[i].port` names a WAN port whose subnet holds `via` (and `nat_address`, if set).
+fn gateway_port(c: &Config, s: &mut Sink, i: usize, g: &Gateway) {
+    let at = |k: &str| format!("gateways[{i}].{k}");
+    match c.port(&g.port) {
+        None => {
+            let wans: Vec<&str> = c
+                .ports
+                .iter()
+                .filter(|p| p.role == Role::Wan)
+                .map(|p| p.name.as_str())
+                .collect();
             s.err(
-                at("probe.interval_ms"),
-                format!("{} ms is too short (minimum 10)", pr.interval_ms),
+                at("port"),
+                format!("unknown port {:?} (wan ports: {})", g.port, wans.join(", ")),
             );
         }
-        if pr.timeout_ms == 0 {
-            s.err(at("probe.timeout_ms"), "must be > 0");
-        }
-        for (j, t) in pr.targets.iter().enumerate() {
-            if t.is_unspecified() || t.is_multicast() || t.is_broadcast() {
+        Some(p) if p.role != Role::Wan => s.err(
+            at("port"),
+            format!("port {:?} has role lan; a gateway needs a wan port", g.port),
+        ),
+        Some(p) => {
+            let via = IpAddr::V4(g.via);
+            if p.addresses.iter().any(|a| a.addr() == via) {
                 s.err(
-                    format!("gateways[{i}].probe.targets[{j}]"),
-                    format!("{t} cannot be pinged"),
+                    at("via"),
+                    format!("{} is the router's own address on port {:?}", g.via, p.name),
+                );
+            } else if p.subnet_of(via).is_none() {
+                let subnets: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
+                s.err(
+                    at("via"),
+                    format!(
+                        "{} is not in a subnet of port {:?} ({}): the next hop must be directly attached",
+                        g.via,
+                        p.name,
+                        subnets.join(", ")
+                    ),
                 );
             }
-        }
-        for (k, th) in [("down", &pr.down), ("up", &pr.up)] {
-            if th.loss_pct > 100 {
-                s.err(
-                    at(&format!("probe.{k}.loss_pct")),
-                    format!("{} is not a percentage (0..=100)", th.loss_pct),
-                );
-            }
-            if th.rounds == 0 {
-                s.err(at(&format!("probe.{k}.rounds")), "must be > 0");
+            if let Some(n) = g.nat_address {
+                if !p.addresses.iter().any(|a| a.addr() == IpAddr::V4(n)) {
+                    s.err(
+                        at("nat_address"),
+                        format!("{n} is not one of port {:?}'s addresses", p.name),
+                    );
+                }
             }
         }
-        if pr.up.loss_pct >= pr.down.loss_pct {
+    }
+}
+
+/// `gateways[i].probe` and `.hooks`: ranges, targets, thresholds with hysteresis, quorum.
+fn gateway_probe(s: &mut Sink, i: usize, g: &Gateway) {
+    let at = |k: &str| format!("gateways[{i}].{k}");
+    let pr = &g.probe;
+    if pr.interval_ms < 10 {
+        s.err(
+            at("probe.interval_ms"),
+            format!("{} ms is too short (minimum 10)", pr.interval_ms),
+        );
+    }
+    if pr.timeout_ms == 0 {
+        s.err(at("probe.timeout_ms"), "must be > 0");
+    }
+    for (j, t) in pr.targets.iter().enumerate() {
+        if t.is_unspecified() || t.is_multicast() || t.is_broadcast() {
             s.err(
-                at("probe.up.loss_pct"),
-                format!(
-                    "up.loss_pct ({}) must be below down.loss_pct ({}) or the gateway would flap",
-                    pr.up.loss_pct, pr.down.loss_pct
-                ),
+                format!("gateways[{i}].probe.targets[{j}]"),
+                format!("{t} cannot be pinged"),
             );
         }
-        if let (Some(u), Some(d)) = (pr.up.rtt_ms, pr.down.rtt_ms) {
-            if u >= d {
-                s.err(
-                    at("probe.up.rtt_ms"),
-                    format!("up.rtt_ms ({u}) must be below down.rtt_ms ({d})"),
-                );
-            }
+    }
+    for (k, th) in [("down", &pr.down), ("up", &pr.up)] {
+        if th.loss_pct > 100 {
+            s.err(
+                at(&format!("probe.{k}.loss_pct")),
+                format!("{} is not a percentage (0..=100)", th.loss_pct),
+            );
         }
-        let n = g.probe_targets().len();
-        if let Some(q) = pr.quorum {
-            if q == 0 || q as usize > n {
-                s.err(
-                    at("probe.quorum"),
-                    format!("quorum {q} must be between 1 and the number of targets ({n})"),
-                );
-            }
+        if th.rounds == 0 {
+            s.err(at(&format!("probe.{k}.rounds")), "must be > 0");
         }
-        if g.hooks.timeout_ms == 0 {
-            s.err(at("hooks.timeout_ms"), "must be > 0");
+    }
+    if pr.up.loss_pct >= pr.down.loss_pct {
+        s.err(
+            at("probe.up.loss_pct"),
+            format!(
+                "up.loss_pct ({}) must be below down.loss_pct ({}) or the gateway would flap",
+                pr.up.loss_pct, pr.down.loss_pct
+            ),
+        );
+    }
+    if let (Some(u), Some(d)) = (pr.up.rtt_ms, pr.down.rtt_ms) {
+        if u >= d {
+            s.err(
+                at("probe.up.rtt_ms"),
+                format!("up.rtt_ms ({u}) must be below down.rtt_ms ({d})"),
+            );
         }
-        for (k, h) in [("up", &g.hooks.up), ("down", &g.hooks.down)] {
-            if h.as_deref().is_some_and(|h| h.trim().is_empty()) {
-                s.err(
-                    at(&format!("hooks.{k}")),
-                    "empty command (leave the key out instead)",
-                );
-            }
+    }
+    let n = g.probe_targets().len();
+    if let Some(q) = pr.quorum {
+        if q == 0 || q as usize > n {
+            s.err(
+                at("probe.quorum"),
+                format!("quorum {q} must be between 1 and the number of targets ({n})"),
+            );
+        }
+    }
+    if g.hooks.timeout_ms == 0 {
+        s.err(at("hooks.timeout_ms"), "must be > 0");
+    }
+    for (k, h) in [("up", &g.hooks.up), ("down", &g.hooks.down)] {
+        if h.as_deref().is_some_and(|h| h.trim().is_empty()) {
+            s.err(
+                at(&format!("hooks.{k}")),
+                "empty command (leave the key out instead)",
+            );
         }
     }
 }
@@ -530,11 +542,21 @@ fn misc(c: &Config, s: &mut Sink) {
             );
         }
     }
-    if d.vnet_hdr && d.backend == super::Backend::Pnet {
-        s.err(
-            "datapath.vnet_hdr",
-            "vnet_hdr needs backend: af-packet (pnet cannot set PACKET_VNET_HDR)",
-        );
+    if d.backend == super::Backend::Pnet {
+        if d.vnet_hdr {
+            s.err(
+                "datapath.vnet_hdr",
+                "vnet_hdr needs backend: af-packet (pnet cannot set PACKET_VNET_HDR)",
+            );
+        }
+        for (i, p) in c.ports.iter().enumerate() {
+            if p.vlan.is_some() {
+                s.err(
+                    format!("ports[{i}].vlan"),
+                    "a VLAN port needs backend: af-packet (pnet cannot see the VLAN tags the kernel strips)",
+                );
+            }
+        }
     }
     let lvl = c.logging.level.to_ascii_lowercase();
     if !["off", "error", "warn", "info", "debug", "trace"].contains(&lvl.as_str()) {

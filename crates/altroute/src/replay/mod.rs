@@ -319,14 +319,12 @@ pub fn replay(cfg: &Config, opts: &Options) -> Result<Report, ReplayError> {
     replay_frames(cfg, files, opts)
 }
 
-/// Replays frames already read: one `(in-port index, frames)` per capture.
-pub fn replay_frames(
+/// The gateway events of `opts` as `(packet number, down, gateway)`, in packet order.
+fn gateway_events(
     cfg: &Config,
-    files: Vec<(usize, Vec<CapFrame>)>,
     opts: &Options,
-) -> Result<Report, ReplayError> {
-    let links = build::links(cfg);
-    let mut events: Vec<(usize, bool, GatewayId)> = Vec::new();
+) -> Result<Vec<(usize, bool, GatewayId)>, ReplayError> {
+    let mut events = Vec::new();
     for (list, down) in [(&opts.down, true), (&opts.up, false)] {
         for e in list {
             let g = cfg
@@ -337,17 +335,12 @@ pub fn replay_frames(
         }
     }
     events.sort_by_key(|e| e.0);
-    let down_action = match cfg.policy.on_gateway_down {
-        config::OnGatewayDown::Reset => DownAction::Reset,
-        config::OnGatewayDown::Wait => DownAction::Keep,
-    };
-    let failback = match cfg.policy.failback {
-        config::Failback::Stay => Failback::Stay,
-        config::Failback::Move => Failback::Move,
-    };
+    Ok(events)
+}
 
-    let mut ctx = context(cfg)?;
-    // Merge by capture time; stable, so ties keep the input order, then file order.
+/// Every frame as `(capture time, file, index in file)`, merged by capture time; stable, so ties
+/// keep the input order, then file order.
+fn capture_order(files: &[(usize, Vec<CapFrame>)]) -> Vec<(u64, usize, usize)> {
     let mut order: Vec<(u64, usize, usize)> = files
         .iter()
         .enumerate()
@@ -359,7 +352,144 @@ pub fn replay_frames(
         })
         .collect();
     order.sort_by_key(|&(ts, f, i)| (ts, f, i));
+    order
+}
 
+/// The buffers of one batch and what became of its frames.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    /// (index into the capture order, link) of each frame handed to the pipeline.
+    taken: Vec<(usize, u8)>,
+    verdicts: Vec<Verdict>,
+}
+
+impl Batch {
+    fn new(size: usize) -> Batch {
+        Batch {
+            bufs: vec![vec![0u8; MAX_FRAME + 64]; size],
+            taken: Vec::with_capacity(size),
+            verdicts: vec![Verdict::default(); size],
+        }
+    }
+
+    /// Copies frames `range` of `order` into the buffers (truncated ones are counted and
+    /// skipped); returns the latest capture time seen, in ms since `first_ts`, at least `last_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        order: &[(u64, usize, usize)],
+        range: std::ops::Range<usize>,
+        files: &[(usize, Vec<CapFrame>)],
+        cfg: &Config,
+        links: &[String],
+        report: &mut Report,
+        (first_ts, mut last_ms, from_capture): (u64, u64, bool),
+    ) -> u64 {
+        self.taken.clear();
+        for (k, &(ts, f, i)) in order.iter().enumerate().take(range.end).skip(range.start) {
+            if from_capture {
+                last_ms = (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms);
+            }
+            let (in_port, frames) = &files[f];
+            let frame = &frames[i];
+            if frame.is_truncated() {
+                report.truncated += 1;
+                continue;
+            }
+            let len = frame.data.len();
+            let buf = &mut self.bufs[self.taken.len()];
+            if buf.len() < len + 64 {
+                // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
+                buf.resize(len + 64, 0);
+            }
+            buf[..len].copy_from_slice(&frame.data);
+            let link = links
+                .iter()
+                .position(|l| *l == cfg.ports[*in_port].interface)
+                .unwrap_or(0) as u8;
+            self.taken.push((k, link));
+        }
+        last_ms
+    }
+
+    /// Runs the taken frames through the pipeline: one at a time (`process`) for batches of one,
+    /// else `process_batch`.
+    fn run(
+        &mut self,
+        ctx: &mut Context,
+        order: &[(u64, usize, usize)],
+        files: &[(usize, Vec<CapFrame>)],
+        now: Time,
+    ) {
+        let frame_len = |k: usize| {
+            let (_, f, i) = order[k];
+            files[f].1[i].data.len()
+        };
+        if self.bufs.len() == 1 {
+            if let Some(&(k, link)) = self.taken.first() {
+                let mut offload = TxOffload::NONE;
+                self.verdicts[0] =
+                    ctx.process(&mut self.bufs[0], frame_len(k), link, &mut offload, now);
+            }
+            return;
+        }
+        let mut pkts: Vec<Packet<'_>> = self
+            .bufs
+            .iter_mut()
+            .zip(&self.taken)
+            .map(|(buf, &(k, link))| Packet {
+                len: frame_len(k),
+                buf: buf.as_mut_slice(),
+                link,
+                offload: TxOffload::NONE,
+            })
+            .collect();
+        ctx.process_batch(&mut pkts, now, &mut self.verdicts);
+    }
+
+    /// Counts the verdicts and appends the frames that leave to their port's output.
+    fn emit(
+        &self,
+        order: &[(u64, usize, usize)],
+        files: &[(usize, Vec<CapFrame>)],
+        report: &mut Report,
+    ) {
+        for (j, &(k, _)) in self.taken.iter().enumerate() {
+            let (ts, f, _) = order[k];
+            let in_port = files[f].0;
+            let v = self.verdicts[j];
+            count(report, v);
+            let out = match v {
+                Verdict::Forward { port, len } => Some((usize::from(port.0), len)),
+                Verdict::Reply { len } => Some((in_port, len)),
+                Verdict::Drop(_) | Verdict::Control(_) => None,
+            };
+            if let Some((port, len)) = out
+                && let (Some(out), Some(data)) =
+                    (report.outputs.get_mut(port), self.bufs[j].get(..len))
+            {
+                out.push(OutFrame {
+                    ts_ns: ts,
+                    data: data.to_vec(),
+                });
+            }
+        }
+    }
+}
+
+/// Replays frames already read: one `(in-port index, frames)` per capture.
+pub fn replay_frames(
+    cfg: &Config,
+    files: Vec<(usize, Vec<CapFrame>)>,
+    opts: &Options,
+) -> Result<Report, ReplayError> {
+    let links = build::links(cfg);
+    let events = gateway_events(cfg, opts)?;
+    let down_action = DownAction::from(cfg.policy.on_gateway_down);
+    let failback = Failback::from(cfg.policy.failback);
+
+    let mut ctx = context(cfg)?;
+    let order = capture_order(&files);
     let mut report = Report {
         ports: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         outputs: vec![Vec::new(); cfg.ports.len()],
@@ -378,10 +508,7 @@ pub fn replay_frames(
     let mut last_ms = 0u64;
     let mut expired = Vec::new();
     let batch = opts.batch.max(1);
-    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; MAX_FRAME + 64]; batch];
-    // Per batch: (index into `order`, link) of each frame handed to the pipeline.
-    let mut taken: Vec<(usize, u8)> = Vec::with_capacity(batch);
-    let mut verdicts = vec![Verdict::default(); batch];
+    let mut b = Batch::new(batch);
     let mut next_event = 0;
     let mut n = 0;
     while n < order.len() {
@@ -411,77 +538,17 @@ pub fn replay_frames(
         if let Some(&(at, _, _)) = events.get(next_event) {
             end = end.min(at.saturating_sub(1).max(n + 1));
         }
-        taken.clear();
-        for (k, &(ts, f, i)) in order.iter().enumerate().take(end).skip(n) {
-            if opts.time_from_capture {
-                last_ms = (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms);
-            }
-            let (in_port, frames) = &files[f];
-            let frame = &frames[i];
-            if frame.is_truncated() {
-                report.truncated += 1;
-                continue;
-            }
-            let len = frame.data.len();
-            let buf = &mut bufs[taken.len()];
-            if buf.len() < len + 64 {
-                // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
-                buf.resize(len + 64, 0);
-            }
-            buf[..len].copy_from_slice(&frame.data);
-            let link = links
-                .iter()
-                .position(|l| *l == cfg.ports[*in_port].interface)
-                .unwrap_or(0) as u8;
-            taken.push((k, link));
-        }
-        if batch == 1 {
-            if let Some(&(k, link)) = taken.first() {
-                let (_, f, i) = order[k];
-                let mut offload = TxOffload::NONE;
-                verdicts[0] = ctx.process(
-                    &mut bufs[0],
-                    files[f].1[i].data.len(),
-                    link,
-                    &mut offload,
-                    now,
-                );
-            }
-        } else {
-            let mut pkts: Vec<Packet<'_>> = bufs
-                .iter_mut()
-                .zip(&taken)
-                .map(|(buf, &(k, link))| {
-                    let (_, f, i) = order[k];
-                    Packet {
-                        len: files[f].1[i].data.len(),
-                        buf: buf.as_mut_slice(),
-                        link,
-                        offload: TxOffload::NONE,
-                    }
-                })
-                .collect();
-            ctx.process_batch(&mut pkts, now, &mut verdicts);
-        }
-        for (j, &(k, _)) in taken.iter().enumerate() {
-            let (ts, f, _) = order[k];
-            let in_port = files[f].0;
-            let v = verdicts[j];
-            count(&mut report, v);
-            let out = match v {
-                Verdict::Forward { port, len } => Some((usize::from(port.0), len)),
-                Verdict::Reply { len } => Some((in_port, len)),
-                Verdict::Drop(_) | Verdict::Control(_) => None,
-            };
-            if let Some((port, len)) = out
-                && let (Some(out), Some(data)) = (report.outputs.get_mut(port), bufs[j].get(..len))
-            {
-                out.push(OutFrame {
-                    ts_ns: ts,
-                    data: data.to_vec(),
-                });
-            }
-        }
+        last_ms = b.fill(
+            &order,
+            n..end,
+            &files,
+            cfg,
+            &links,
+            &mut report,
+            (first_ts, last_ms, opts.time_from_capture),
+        );
+        b.run(&mut ctx, &order, &files, now);
+        b.emit(&order, &files, &mut report);
         n = end;
     }
     report.gateways = ctx

@@ -204,14 +204,14 @@ fn load_and_attach() -> (
     host::InterfaceInfo,
     [TcxLink; 2],
 ) {
-    let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
+    let mut off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
     let (r0, r1) = (
         host::inspect("r0").expect("r0"),
         host::inspect("r1").expect("r1"),
     );
     let links = [
-        off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
-        off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
+        off.attach_tc("r0").expect("tcx r0"),
+        off.attach_tc("r1").expect("tcx r1"),
     ];
     (off, r0, r1, links)
 }
@@ -253,11 +253,9 @@ fn offload_programs_load_attach_and_forward() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let (off, r0, r1, links) = load_and_attach();
+        let (mut off, r0, r1, links) = load_and_attach();
         let mut port = Port::open(&PortConfig::new("r0")).expect("open r0");
-        off.filter
-            .attach_socket(port.as_fd())
-            .expect("attach filter");
+        off.attach_filter(port.as_fd()).expect("attach filter");
         let topo = Topo::of(&r0, &r1, s_mac);
         let entries = [
             topo.entry(40000, 6),
@@ -370,7 +368,7 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let (off, r0, r1, links) = load_and_attach();
+        let (mut off, r0, r1, links) = load_and_attach();
         let mut bound = Port::open(&PortConfig {
             bind: RxBind::ip(),
             ..PortConfig::new("r0")

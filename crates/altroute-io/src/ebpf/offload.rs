@@ -275,6 +275,14 @@ impl OffloadMap {
     }
 }
 
+/// The `struct __sk_buff` of a test run: only the fields the kernel lets a test set may be
+/// non-zero.
+fn test_ctx(gso_size: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    ctx
+}
+
 /// The tc program's attachment to one interface's tcx ingress; dropping it detaches the program.
 #[derive(Debug)]
 pub struct TcxLink {
@@ -372,9 +380,7 @@ impl Offload {
     /// `gso_size` as given; nothing is redirected). Returns the verdict (`TC_ACT_OK`,
     /// [`TC_ACT_REDIRECT`] ...) and the frame as the program left it.
     pub fn test_run_tc(&self, frame: &[u8], gso_size: u32) -> Result<(u32, Vec<u8>), EbpfError> {
-        // `struct __sk_buff`: only the fields the kernel lets a test set may be non-zero.
-        let mut ctx = [0u8; 192];
-        ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+        let ctx = test_ctx(gso_size);
         let mut out = vec![0u8; frame.len() + 256];
         let opts = aya::programs::TestRunOptions {
             data_in: Some(frame),
@@ -388,16 +394,18 @@ impl Offload {
     }
 
     /// Runs the socket filter once on `frame` as a packet socket would (`BPF_PROG_TEST_RUN`,
-    /// conditions as for [`Offload::test_run_tc`], `pkt_type` host): returns how many bytes the
-    /// socket would get (0: none).
-    pub fn test_run_filter(&self, frame: &[u8]) -> Result<u32, EbpfError> {
-        // The kernel starts a socket filter's test skb after an Ethernet header it takes off
-        // (a packet socket's filter sees the frame from the MAC header on): a zero header, for
-        // the loopback device's address, goes in front.
-        let mut data = vec![0u8; 14];
+    /// conditions as for [`Offload::test_run_tc`]): returns how many bytes the socket would get
+    /// (0: none).
+    pub fn test_run_filter(&self, frame: &[u8], gso_size: u32) -> Result<u32, EbpfError> {
+        // The kernel starts a socket filter's test skb after the Ethernet header, which it takes
+        // off (and sets `pkt_type` by); a packet socket's filter sees the frame from the MAC
+        // header on. So the header goes in twice.
+        let mut data = frame.get(..14).unwrap_or_default().to_vec();
         data.extend_from_slice(frame);
+        let ctx = test_ctx(gso_size);
         let opts = aya::programs::TestRunOptions {
             data_in: Some(&data),
+            ctx_in: Some(&ctx),
             ..Default::default()
         };
         let r = self

@@ -120,8 +120,8 @@ static __always_inline struct flow_action *flow_lookup(struct __sk_buff *skb, co
 	key.ifindex = skb->ifindex;
 	key.saddr = ip->saddr;
 	key.daddr = ip->daddr;
-	key.sport = tcp->source; /* the UDP ports are at the same offsets */
-	key.dport = tcp->dest;
+	/* Both ports in one copy (the UDP ports are at the same offsets). */
+	__builtin_memcpy(&key.sport, &tcp->source, sizeof(key.sport) + sizeof(key.dport));
 	key.proto = ip->protocol;
 	act = bpf_map_lookup_elem(&altroute_flows, &key);
 	if (!act)

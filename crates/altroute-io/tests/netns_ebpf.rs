@@ -476,9 +476,17 @@ fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
 
 type Tuple = ([u8; 4], [u8; 4], u16, u16);
 
-/// An offload record for `proto` (arriving as `old`, leaving as `new`) as the pipeline makes it:
-/// the checksum diffs of the addresses (with the TTL decrement for IPv4) and of the ports.
-fn record(proto: u8, old: Tuple, new: Tuple, macs: ([u8; 6], [u8; 6]), max_len: u16) -> Record {
+/// An offload record for `proto` (arriving as `old`, leaving as `new`) as the pipeline makes it
+/// (the checksum diffs of the addresses, with the TTL decrement for IPv4, and of the ports), and
+/// the map entry the daemon makes of it for frames arriving on the loopback device (ifindex 1:
+/// test skbs do).
+fn record(
+    proto: u8,
+    old: Tuple,
+    new: Tuple,
+    macs: ([u8; 6], [u8; 6]),
+    max_len: u16,
+) -> (Record, OffloadKey, OffloadAction) {
     use altroute_packet::pipeline::PortId;
     use altroute_packet::wire::MacAddr;
     let addr = diff(&[old.0, old.1].concat(), &[new.0, new.1].concat());
@@ -486,7 +494,7 @@ fn record(proto: u8, old: Tuple, new: Tuple, macs: ([u8; 6], [u8; 6]), max_len: 
         &[old.2.to_be_bytes(), old.3.to_be_bytes()].concat(),
         &[new.2.to_be_bytes(), new.3.to_be_bytes()].concat(),
     );
-    Record {
+    let rec = Record {
         in_port: PortId(0),
         in_link: 0,
         src: old.0.into(),
@@ -506,35 +514,30 @@ fn record(proto: u8, old: Tuple, new: Tuple, macs: ([u8; 6], [u8; 6]), max_len: 
         l4_addr_diff: addr,
         l4_port_diff: ports,
         max_len,
-    }
-}
-
-/// The map entry of `rec` for frames arriving on interface `ifindex` (as the daemon's worker
-/// makes it).
-fn entry_of(rec: &Record, ifindex: u32) -> (OffloadKey, OffloadAction) {
-    (
-        OffloadKey {
-            ifindex,
-            saddr: rec.src,
-            daddr: rec.dst,
-            sport: rec.sport,
-            dport: rec.dport,
-            proto: rec.proto,
-        },
-        OffloadAction {
-            saddr: rec.new_src,
-            daddr: rec.new_dst,
-            sport: rec.new_sport,
-            dport: rec.new_dport,
-            out_ifindex: ifindex,
-            dst_mac: rec.dst_mac.0,
-            src_mac: rec.src_mac.0,
-            l3_diff: rec.l3_diff,
-            l4_addr_diff: rec.l4_addr_diff,
-            l4_port_diff: rec.l4_port_diff,
-            max_len: u32::from(rec.max_len),
-        },
-    )
+    };
+    let (saddr, daddr, sport, dport) = old;
+    let key = OffloadKey {
+        ifindex: 1,
+        saddr: saddr.into(),
+        daddr: daddr.into(),
+        sport,
+        dport,
+        proto,
+    };
+    let action = OffloadAction {
+        saddr: new.0.into(),
+        daddr: new.1.into(),
+        sport: new.2,
+        dport: new.3,
+        out_ifindex: 1,
+        dst_mac: macs.0,
+        src_mac: macs.1,
+        l3_diff: rec.l3_diff,
+        l4_addr_diff: rec.l4_addr_diff,
+        l4_port_diff: rec.l4_port_diff,
+        max_len: max_len.into(),
+    };
+    (rec, key, action)
 }
 
 /// A frame of `rec`'s flow, changed by `m`: TTL, TCP flags, both checksums (any values: the
@@ -654,12 +657,11 @@ fn the_c_programs_do_what_the_rust_mirror_does() {
                 // The MTU: as drawn, or one less, equal or one more than the frame's length.
                 let total = 20 + if udp { 8 } else { 20 } + payload.len() as u16;
                 let max_len = around.map_or(mtu, |d| total + d - 1);
-                let rec = record(proto, old, new, (dmac, smac), max_len);
+                let (rec, key, action) = record(proto, old, new, (dmac, smac), max_len);
                 let other_host = [0x02, oh[0], oh[1], oh[2], oh[3], oh[4]];
                 let frame = frame_of(&rec, m, ttl, flags, csums, z, &payload, other_host);
-                // Test skbs arrive on the namespace's loopback device: ifindex 1, and pkt_type
-                // host for the destination MAC 00:00:00:00:00:00 (its address).
-                let (key, action) = entry_of(&rec, 1);
+                // Test skbs arrive on the namespace's loopback device: pkt_type host for the
+                // destination MAC 00:00:00:00:00:00 (its address).
                 let mut off = off.borrow_mut();
                 off.map.insert(&key, &action).expect("insert");
                 let gso_size = if gso { 1400 } else { 0 };

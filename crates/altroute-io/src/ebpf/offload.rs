@@ -13,7 +13,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, SocketFilter, TcAttachType, TestRun};
+use aya::programs::{
+    LinkOrder, Program, ProgramError, SchedClassifier, SocketFilter, TcAttachType, TestRun,
+    TestRunOptions,
+};
 
 use super::EbpfError;
 
@@ -38,6 +41,10 @@ const V_BYTES: usize = 64;
 /// `TC_ACT_REDIRECT`: what the tc program returns for a frame it forwards.
 pub const TC_ACT_REDIRECT: u32 = 7;
 
+/// `BPF_ANY`: create or replace.
+const BPF_ANY: u64 = 0;
+
+/// The map as aya sees it; aya checks the sizes against the object's when it takes the map.
 type FlowHash = HashMap<MapData, [u8; KEY_SIZE], [u8; VALUE_SIZE]>;
 
 /// A frame as it arrives: the map key.
@@ -233,7 +240,9 @@ impl OffloadMap {
 
     /// Installs (or replaces, counters reset) one direction.
     pub fn insert(&mut self, key: &OffloadKey, action: &OffloadAction) -> Result<(), EbpfError> {
-        Ok(self.map.insert(key.to_bytes(), action.to_bytes(), 0)?)
+        Ok(self
+            .map
+            .insert(key.to_bytes(), action.to_bytes(), BPF_ANY)?)
     }
 
     /// Removes one direction; `false` if it was not there.
@@ -283,6 +292,16 @@ fn test_ctx(gso_size: u32) -> [u8; 192] {
     ctx
 }
 
+/// One test run on `data` with the context `ctx`, the frame as the program leaves it to `out`.
+fn test_opts<'a>(data: &'a [u8], out: Option<&'a mut [u8]>, ctx: &'a [u8]) -> TestRunOptions<'a> {
+    TestRunOptions {
+        data_in: Some(data),
+        data_out: out,
+        ctx_in: Some(ctx),
+        ..TestRunOptions::new()
+    }
+}
+
 /// The tc program's attachment to one interface's tcx ingress; dropping it detaches the program.
 #[derive(Debug)]
 pub struct TcxLink {
@@ -310,50 +329,41 @@ impl Offload {
             map: OffloadMap::new(ebpf.take_map(MAP).ok_or(EbpfError::Missing(MAP))?)?,
             ebpf,
         };
-        this.tc_mut()?.load().map_err(EbpfError::program(TC))?;
-        this.filter_mut()?
+        this.program_mut::<SchedClassifier>(TC)?
+            .load()
+            .map_err(EbpfError::program(TC))?;
+        this.program_mut::<SocketFilter>(FILTER)?
             .load()
             .map_err(EbpfError::program(FILTER))?;
         Ok(this)
     }
 
-    fn tc_mut(&mut self) -> Result<&mut SchedClassifier, EbpfError> {
-        self.ebpf
-            .program_mut(TC)
-            .ok_or(EbpfError::Missing(TC))?
-            .try_into()
-            .map_err(EbpfError::program(TC))
+    /// The object's program `name`, as a `P` (a [`SchedClassifier`] or a [`SocketFilter`]).
+    fn program<'a, P>(&'a self, name: &'static str) -> Result<&'a P, EbpfError>
+    where
+        &'a P: TryFrom<&'a Program, Error = ProgramError>,
+    {
+        let p = self.ebpf.program(name).ok_or(EbpfError::Missing(name))?;
+        p.try_into().map_err(EbpfError::program(name))
     }
 
-    fn tc(&self) -> Result<&SchedClassifier, EbpfError> {
-        self.ebpf
-            .program(TC)
-            .ok_or(EbpfError::Missing(TC))?
-            .try_into()
-            .map_err(EbpfError::program(TC))
-    }
-
-    fn filter_mut(&mut self) -> Result<&mut SocketFilter, EbpfError> {
-        self.ebpf
-            .program_mut(FILTER)
-            .ok_or(EbpfError::Missing(FILTER))?
-            .try_into()
-            .map_err(EbpfError::program(FILTER))
-    }
-
-    fn filter(&self) -> Result<&SocketFilter, EbpfError> {
-        self.ebpf
-            .program(FILTER)
-            .ok_or(EbpfError::Missing(FILTER))?
-            .try_into()
-            .map_err(EbpfError::program(FILTER))
+    /// [`Offload::program`], to load or attach it.
+    fn program_mut<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, EbpfError>
+    where
+        &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+    {
+        let p = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::Missing(name))?;
+        p.try_into().map_err(EbpfError::program(name))
     }
 
     /// Attaches the tc program to tcx ingress (Linux 6.6+; there is no fallback to the older
     /// clsact qdisc) of `interface` in the calling thread's network namespace, after any
     /// programs already there. It stays attached while the returned link lives.
     pub fn attach_tc(&mut self, interface: &str) -> Result<TcxLink, EbpfError> {
-        let tc = self.tc_mut()?;
+        let tc = self.program_mut::<SchedClassifier>(TC)?;
         let id = tc
             .attach_with_options(
                 interface,
@@ -369,7 +379,7 @@ impl Offload {
     /// `setsockopt(SO_ATTACH_BPF)`: runs the socket filter on every frame `sock` receives
     /// (replacing any filter it had) until the socket is closed.
     pub fn attach_filter(&self, sock: BorrowedFd<'_>) -> Result<(), EbpfError> {
-        self.filter()?
+        self.program::<SocketFilter>(FILTER)?
             .attach(sock)
             .map_err(EbpfError::program(FILTER))
     }
@@ -382,13 +392,10 @@ impl Offload {
     pub fn test_run_tc(&self, frame: &[u8], gso_size: u32) -> Result<(u32, Vec<u8>), EbpfError> {
         let ctx = test_ctx(gso_size);
         let mut out = vec![0u8; frame.len() + 256];
-        let opts = aya::programs::TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..Default::default()
-        };
-        let r = self.tc()?.test_run(opts).map_err(EbpfError::program(TC))?;
+        let r = self
+            .program::<SchedClassifier>(TC)?
+            .test_run(test_opts(frame, Some(&mut out), &ctx))
+            .map_err(EbpfError::program(TC))?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }
@@ -403,14 +410,9 @@ impl Offload {
         let mut data = frame.get(..14).unwrap_or_default().to_vec();
         data.extend_from_slice(frame);
         let ctx = test_ctx(gso_size);
-        let opts = aya::programs::TestRunOptions {
-            data_in: Some(&data),
-            ctx_in: Some(&ctx),
-            ..Default::default()
-        };
         let r = self
-            .filter()?
-            .test_run(opts)
+            .program::<SocketFilter>(FILTER)?
+            .test_run(test_opts(&data, None, &ctx))
             .map_err(EbpfError::program(FILTER))?;
         Ok(r.return_value)
     }

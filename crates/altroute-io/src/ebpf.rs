@@ -1,59 +1,57 @@
-//! eBPF for the kernel-side fast path of established flows: a small assembler ([`asm`]), thin
-//! safe wrappers over `bpf(2)` ([`sys`]: hash maps, program loading with the verifier log, tcx
-//! links, `SO_ATTACH_BPF`) and the two offload programs with their map ([`offload`]): the tc
-//! program, and the socket filter an `ETH_P_ALL` tap needs (it sees frames before tc ingress;
-//! EtherType-bound sockets get them after, so redirected frames never reach those).
+//! eBPF for the kernel-side fast path of established flows ([`offload`]): the tc (tcx ingress)
+//! program that forwards offloaded flows, the socket filter an `ETH_P_ALL` tap needs (it sees
+//! frames before tc ingress; EtherType-bound sockets get them after, so redirected frames never
+//! reach those), and their shared flow map.
 //!
-//! The programs are built by Rust functions and assembled here by hand — no clang, no ELF, no
-//! BTF, no aya/libbpf — so the repository needs no C or BPF toolchain. The kernel's verifier is
-//! the check that matters: the netns test `tests/netns_ebpf.rs` loads both programs and
-//! attaches them. Every object is an owned file descriptor, so closing it (dropping the Rust
-//! value) frees the map, unloads the program or detaches the link.
+//! The programs are C, `crates/altroute-io/ebpf/offload.bpf.c`, compiled by Debian's clang into
+//! `offload.bpf.o` beside it (`ebpf/build.sh`); the object is committed and embedded here, so
+//! building altroute needs no BPF toolchain, and CI rebuilds it and fails if it differs
+//! (`ebpf/check.sh`). The [`aya`] crate loads it, creates the map and attaches the programs. The
+//! kernel's verifier is the check that matters: the netns test `tests/netns_ebpf.rs` loads both
+//! programs, attaches them, forwards frames through them and holds the tc program to the pure
+//! Rust mirror (`altroute_packet::pipeline::offload::apply`) on random frames. Every object is
+//! an owned file descriptor, so dropping the Rust value frees the map, unloads the program or
+//! detaches the link.
 
-pub mod asm;
 pub mod offload;
-pub mod sys;
 
-pub use asm::{Asm, EbpfInsn, Reg};
-pub use offload::{Offload, OffloadAction, OffloadKey, OffloadMap, OffloadStats};
-pub use sys::{HashMap, ProgType, Program, TcxLink};
+pub use offload::{Offload, OffloadAction, OffloadKey, OffloadMap, OffloadStats, TcxLink};
 
 /// An eBPF failure.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    /// A `bpf(2)` (or related) syscall failed.
-    #[error("{op}: {source}")]
-    Os {
-        /// The operation, e.g. `bpf(BPF_MAP_CREATE)`.
-        op: &'static str,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The verifier (or the loader) refused a program; `log` is the verifier's log.
-    #[error("loading {name}: {source}; verifier log:\n{log}")]
-    Load {
+    /// The object could not be parsed, or its map created.
+    #[error("loading the offload object: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    /// The object lacks a program or map it must have.
+    #[error("the offload object has no {0}")]
+    Missing(&'static str),
+    /// Loading (the verifier's message is in the error), attaching or test-running a program
+    /// failed.
+    #[error("{program}: {source}")]
+    Program {
         /// Program name.
-        name: String,
-        /// The OS error of the first attempt.
+        program: &'static str,
+        /// What aya reports.
         #[source]
-        source: std::io::Error,
-        /// The verifier log of the second attempt (log level 1).
-        log: String,
+        source: Box<aya::programs::ProgramError>,
     },
-    /// A program could not be assembled (unbound label, jump too far) or used that way.
-    #[error("eBPF: {0}")]
-    Assemble(String),
-    /// A key or value had the wrong size for the map.
-    #[error("map element size {key}/{value}, the map wants {want_key}/{want_value}")]
-    Size {
-        /// Key length given.
-        key: usize,
-        /// Value length given.
-        value: usize,
-        /// The map's key size.
-        want_key: usize,
-        /// The map's value size.
-        want_value: usize,
-    },
+    /// A map operation failed.
+    #[error("the flow map: {0}")]
+    Map(#[source] Box<aya::maps::MapError>),
+}
+
+impl EbpfError {
+    fn program(program: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EbpfError {
+        move |e| EbpfError::Program {
+            program,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<aya::maps::MapError> for EbpfError {
+    fn from(e: aya::maps::MapError) -> EbpfError {
+        EbpfError::Map(Box::new(e))
+    }
 }

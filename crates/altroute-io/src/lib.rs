@@ -82,10 +82,11 @@
 //!
 //! # Kernel offload of established flows
 //!
-//! [`ebpf`] assembles and loads a tc (tcx ingress) program that forwards offloaded flows inside
-//! the kernel (GSO super-frames whole, no copies); user space installs one map entry per flow
-//! and direction. EtherType-bound ports never see those frames; for an `ETH_P_ALL` tap, which
-//! sees them first, a socket filter doing the same lookup keeps them out of its ring.
+//! [`ebpf`] loads (with aya, from C compiled into a committed object) a tc (tcx ingress) program
+//! that forwards offloaded flows inside the kernel (GSO super-frames whole, no copies); user
+//! space installs one map entry per flow and direction. EtherType-bound ports never see those
+//! frames; for an `ETH_P_ALL` tap, which sees them first, a socket filter doing the same lookup
+//! keeps them out of its ring.
 //!
 //! # Also here
 //!

@@ -6,7 +6,8 @@
 //! zero). And without any socket filter: a port bound to IPv4, ARP and IPv6 (`RxBind::ip`) gets
 //! frames after tc ingress, so the offloaded ones never reach it (the kernel does not even count
 //! them for it) while ARP, IPv6 and other IPv4 frames do; an `ETH_P_ALL` tap on the same link
-//! still sees the offloaded frames (it runs before tc ingress).
+//! still sees the offloaded frames (it runs before tc ingress). And on random records and frames
+//! (`BPF_PROG_TEST_RUN`), the C programs do what the pure Rust mirror in `altroute-packet` says.
 
 mod common;
 
@@ -16,8 +17,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use altroute_io::ebpf::offload::TC_ACT_REDIRECT;
 use altroute_io::ebpf::{Offload, OffloadAction, OffloadKey, TcxLink};
 use altroute_io::{Port, PortConfig, RxBind, host};
+use altroute_packet::pipeline::offload::{OffloadRecord as Record, apply, matches};
 use common::{
     Lab, arp_request, in_ns, ipv4_header, ipv6_frame, lab_or_skip, mac_of, send_raw, spawn_in,
 };
@@ -204,14 +207,14 @@ fn load_and_attach() -> (
     host::InterfaceInfo,
     [TcxLink; 2],
 ) {
-    let off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
+    let mut off = Offload::load(64).unwrap_or_else(|e| panic!("load: {e}"));
     let (r0, r1) = (
         host::inspect("r0").expect("r0"),
         host::inspect("r1").expect("r1"),
     );
     let links = [
-        off.tc.attach_tcx_ingress(r0.ifindex).expect("tcx r0"),
-        off.tc.attach_tcx_ingress(r1.ifindex).expect("tcx r1"),
+        off.attach_tc("r0").expect("tcx r0"),
+        off.attach_tc("r1").expect("tcx r1"),
     ];
     (off, r0, r1, links)
 }
@@ -253,11 +256,9 @@ fn offload_programs_load_attach_and_forward() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let (off, r0, r1, links) = load_and_attach();
+        let (mut off, r0, r1, links) = load_and_attach();
         let mut port = Port::open(&PortConfig::new("r0")).expect("open r0");
-        off.filter
-            .attach_socket(port.as_fd())
-            .expect("attach filter");
+        off.attach_filter(port.as_fd()).expect("attach filter");
         let topo = Topo::of(&r0, &r1, s_mac);
         let entries = [
             topo.entry(40000, 6),
@@ -370,7 +371,7 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let router = spawn_in(&r, move || {
-        let (off, r0, r1, links) = load_and_attach();
+        let (mut off, r0, r1, links) = load_and_attach();
         let mut bound = Port::open(&PortConfig {
             bind: RxBind::ip(),
             ..PortConfig::new("r0")
@@ -446,4 +447,257 @@ fn offloaded_frames_never_reach_an_ethertype_bound_port() {
         "{bound_stats:?}"
     );
     assert_eq!(bound_stats.rx_frames, seen.len() as u64);
+}
+
+/// The knobs of one random case: which way (if any) the frame differs from the record.
+#[derive(Clone, Copy, Debug)]
+enum Mutation {
+    None,
+    Tuple(u8),
+    EtherType,
+    VersionIhl,
+    Fragment,
+    OtherProtocol,
+    NotForUs,
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => Just(Mutation::None),
+        1 => (0u8..5).prop_map(Mutation::Tuple),
+        1 => Just(Mutation::EtherType),
+        1 => Just(Mutation::VersionIhl),
+        1 => Just(Mutation::Fragment),
+        1 => Just(Mutation::OtherProtocol),
+        1 => Just(Mutation::NotForUs),
+    ]
+}
+
+type Tuple = ([u8; 4], [u8; 4], u16, u16);
+
+/// An offload record for `proto` (arriving as `old`, leaving as `new`) as the pipeline makes it
+/// (the checksum diffs of the addresses, with the TTL decrement for IPv4, and of the ports), and
+/// the map entry the daemon makes of it for frames arriving on the loopback device (ifindex 1:
+/// test skbs do).
+fn record(
+    proto: u8,
+    old: Tuple,
+    new: Tuple,
+    macs: ([u8; 6], [u8; 6]),
+    max_len: u16,
+) -> (Record, OffloadKey, OffloadAction) {
+    use altroute_packet::pipeline::PortId;
+    use altroute_packet::wire::MacAddr;
+    let addr = diff(&[old.0, old.1].concat(), &[new.0, new.1].concat());
+    let ports = diff(
+        &[old.2.to_be_bytes(), old.3.to_be_bytes()].concat(),
+        &[new.2.to_be_bytes(), new.3.to_be_bytes()].concat(),
+    );
+    let rec = Record {
+        in_port: PortId(0),
+        in_link: 0,
+        src: old.0.into(),
+        dst: old.1.into(),
+        sport: old.2,
+        dport: old.3,
+        proto,
+        out_port: PortId(1),
+        out_link: 1,
+        dst_mac: MacAddr(macs.0),
+        src_mac: MacAddr(macs.1),
+        new_src: new.0.into(),
+        new_dst: new.1.into(),
+        new_sport: new.2,
+        new_dport: new.3,
+        l3_diff: addr + 0xfeff,
+        l4_addr_diff: addr,
+        l4_port_diff: ports,
+        max_len,
+    };
+    let (saddr, daddr, sport, dport) = old;
+    let key = OffloadKey {
+        ifindex: 1,
+        saddr: saddr.into(),
+        daddr: daddr.into(),
+        sport,
+        dport,
+        proto,
+    };
+    let action = OffloadAction {
+        saddr: new.0.into(),
+        daddr: new.1.into(),
+        sport: new.2,
+        dport: new.3,
+        out_ifindex: 1,
+        dst_mac: macs.0,
+        src_mac: macs.1,
+        l3_diff: rec.l3_diff,
+        l4_addr_diff: rec.l4_addr_diff,
+        l4_port_diff: rec.l4_port_diff,
+        max_len: max_len.into(),
+    };
+    (rec, key, action)
+}
+
+/// A frame of `rec`'s flow, changed by `m`: TTL, TCP flags, both checksums (any values: the
+/// programs only adjust them) and the payload as given; a zero UDP checksum when `udp_zero`.
+#[allow(clippy::too_many_arguments)]
+fn frame_of(
+    rec: &Record,
+    m: Mutation,
+    ttl: u8,
+    tcp_flags: u8,
+    csums: (u16, u16),
+    udp_zero: bool,
+    payload: &[u8],
+    other_host: [u8; 6],
+) -> Vec<u8> {
+    let tcp = rec.proto == 6;
+    let l4 = if tcp { 20 } else { 8 };
+    let mut f = vec![0u8; 14 + 20 + l4];
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 9]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    let total = (20 + l4 + payload.len()) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[20] = 0x40; // DF: not a fragment
+    f[22] = ttl;
+    f[23] = rec.proto;
+    f[24..26].copy_from_slice(&csums.0.to_be_bytes());
+    f[26..30].copy_from_slice(&rec.src.octets());
+    f[30..34].copy_from_slice(&rec.dst.octets());
+    f[34..36].copy_from_slice(&rec.sport.to_be_bytes());
+    f[36..38].copy_from_slice(&rec.dport.to_be_bytes());
+    if tcp {
+        f[46] = 5 << 4;
+        f[47] = tcp_flags;
+        f[50..52].copy_from_slice(&csums.1.to_be_bytes());
+    } else {
+        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        let c = if udp_zero { 0 } else { csums.1 };
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    match m {
+        Mutation::None => {}
+        Mutation::Tuple(i) => {
+            let at = [26, 30, 34, 36, 29][usize::from(i)];
+            f[at] ^= 0x10;
+        }
+        // VLAN or ARP (the kernel refuses to test-run an IPv6 frame shorter than its header).
+        Mutation::EtherType => f[12..14].copy_from_slice(if ttl % 2 == 0 {
+            &[0x81, 0x00]
+        } else {
+            &[0x08, 0x06]
+        }),
+        Mutation::VersionIhl => f[14] = if ttl % 2 == 0 { 0x46 } else { 0x65 },
+        Mutation::Fragment => f[20..22].copy_from_slice(&[0x20 | (ttl & 0x1f), csums.0 as u8]),
+        Mutation::OtherProtocol => f[23] = if tcp { 17 } else { 6 },
+        Mutation::NotForUs => f[0..6].copy_from_slice(&other_host),
+    }
+    f
+}
+
+/// The C tc program and socket filter against the pure Rust mirror
+/// (`altroute_packet::pipeline::offload::{matches, apply}`), on random records and frames run
+/// through `BPF_PROG_TEST_RUN`: the program forwards (`TC_ACT_REDIRECT`) exactly the frames the
+/// mirror matches (and that fit the out link unless GSO), leaves the bytes `apply` leaves
+/// (MACs, addresses, ports, TTL, both checksums), counts the frame in the entry, and leaves
+/// every other frame alone; the socket filter drops exactly the frames the tc program forwards.
+/// Test skbs are `CHECKSUM_NONE`: the "checksum not ready" case (`BPF_F_PSEUDO_HDR` alone
+/// applies) is the lab tests' (veth hands such frames over) and the packet crate's property test.
+#[test]
+fn the_c_programs_do_what_the_rust_mirror_does() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let Some(mut lab) = lab_or_skip("ebpf_mirror", &[]) else {
+        return;
+    };
+    let ns = lab.ns("m");
+    in_ns(&ns, || {
+        let off =
+            std::cell::RefCell::new(Offload::load(16).unwrap_or_else(|e| panic!("load: {e}")));
+        let addr = any::<[u8; 4]>();
+        let tuple = (addr, addr, any::<u16>(), any::<u16>());
+        // Edges weighted up: TTL 0..=2, ACK or PSH|ACK as TCP flags, checksums 0 and 0xffff,
+        // an out link MTU around the frames' lengths (42..=214 bytes) and at them.
+        let ttl = prop_oneof![3 => 2u8..=255, 1 => 0u8..=2];
+        let flags = prop_oneof![any::<u8>(), Just(0x10u8), Just(0x18u8)];
+        let csum = || prop_oneof![3 => any::<u16>(), 1 => Just(0u16), 1 => Just(0xffffu16)];
+        let strategy = (
+            (any::<bool>(), tuple, tuple),
+            (
+                any::<[u8; 6]>(),
+                any::<[u8; 6]>(),
+                (0u16..320, prop_oneof![Just(None), (0u16..3).prop_map(Some)]),
+                any::<bool>(),
+            ),
+            (mutation(), ttl, flags, (csum(), csum()), any::<bool>()),
+            proptest::collection::vec(any::<u8>(), 0..160),
+            any::<[u8; 5]>(),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let forwarded = std::cell::Cell::new(0u32);
+        let result = runner.run(
+            &strategy,
+            |(
+                (udp, old, new),
+                (dmac, smac, (mtu, around), gso),
+                (m, ttl, flags, csums, z),
+                payload,
+                oh,
+            )| {
+                let proto = if udp { 17 } else { 6 };
+                // The MTU: as drawn, or one less, equal or one more than the frame's length.
+                let total = 20 + if udp { 8 } else { 20 } + payload.len() as u16;
+                let max_len = around.map_or(mtu, |d| total + d - 1);
+                let (rec, key, action) = record(proto, old, new, (dmac, smac), max_len);
+                let other_host = [0x02, oh[0], oh[1], oh[2], oh[3], oh[4]];
+                let frame = frame_of(&rec, m, ttl, flags, csums, z, &payload, other_host);
+                // Test skbs arrive on the namespace's loopback device: pkt_type host for the
+                // destination MAC 00:00:00:00:00:00 (its address).
+                let mut off = off.borrow_mut();
+                off.map.insert(&key, &action).expect("insert");
+                let gso_size = if gso { 1400 } else { 0 };
+                let runs = off
+                    .test_run_tc(&frame, gso_size)
+                    .and_then(|(verdict, out)| {
+                        let kept = off.test_run_filter(&frame, gso_size)?;
+                        Ok((verdict, out, kept, off.map.stats(&key)?))
+                    });
+                off.map.remove(&key).expect("remove");
+                let (verdict, out, kept, stats) = runs.unwrap_or_else(|e| {
+                    panic!("test runs: {e} on {frame:02x?} (GSO size {gso_size})")
+                });
+                let stats = stats.expect("entry");
+
+                let total = u32::from(total);
+                let for_us = frame[0..6] == [0; 6];
+                let fits = gso || total <= u32::from(max_len);
+                let want = for_us && fits && matches(&rec, &frame);
+                let mut expect = frame.clone();
+                if want {
+                    prop_assert!(apply(&rec, &mut expect, false));
+                    forwarded.set(forwarded.get() + 1);
+                }
+                prop_assert_eq!(verdict, if want { TC_ACT_REDIRECT } else { 0 });
+                prop_assert_eq!(&out, &expect);
+                prop_assert_eq!(kept, if want { 0 } else { u32::MAX }, "socket filter");
+                let counted = if want { (1, u64::from(total)) } else { (0, 0) };
+                prop_assert_eq!((stats.packets, stats.bytes), counted);
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        let forwarded = forwarded.get();
+        assert!(forwarded > 300, "only {forwarded} of 2000 frames matched");
+    });
 }

@@ -1,86 +1,51 @@
-//! The established-flow offload: a tc (tcx ingress) program that forwards a flow's frames in the
-//! kernel, a socket filter that keeps those frames out of an `ETH_P_ALL` tap's ring (a tap gets
-//! every frame before tc ingress; sockets bound to an EtherType get frames after it, so the ones
-//! the tc program redirects never reach them and need no filter), and the map that both read and
-//! user space writes (one entry per flow and direction).
-//!
-//! Match (both programs, the same predicate): `pkt_type` host, no VLAN (metadata or ethertype),
-//! IPv4 with IHL 5, not a fragment, TTL > 1, TCP without SYN/FIN/RST or UDP, at least 54 bytes
-//! (Ethernet + IPv4 + TCP headers; shorter UDP frames stay in user space), a map hit on
-//! `{ifindex, saddr, daddr, sport, dport, proto}`, and a non-GSO frame not longer than the out
-//! link's MTU. On a hit the tc program rewrites MACs, addresses, ports and TTL (direct packet
-//! writes, all reads done first), applies the entry's three precomputed checksum diffs with
-//! `bpf_l3_csum_replace` (addresses + TTL) and `bpf_l4_csum_replace` (addresses with
-//! `BPF_F_PSEUDO_HDR`, then ports without it — the kernel applies only the pseudo-header diff to
-//! a `CHECKSUM_PARTIAL` skb, which is exactly right; the L4 checksum is at offset 16 of TCP and
-//! 6 of UDP, and for UDP both replaces carry `BPF_F_MARK_MANGLED_0`: a zero checksum ("none")
-//! stays zero and a result of zero is written as `0xffff`), stamps last-seen and adds to the entry's
-//! packet and byte counters (atomic), and `bpf_redirect`s to the out port's egress: GSO
-//! super-frames stay whole and are never copied. Anything else: `TC_ACT_OK`: the kernel goes on to
-//! deliver it to the EtherType-bound AF_PACKET sockets (user space; an `ETH_P_ALL` tap had its
-//! copy before tc ingress) and to its own stack, which, silent, drops it.
+//! The established-flow offload: the tc (tcx ingress) program `altroute_tc` that forwards a
+//! flow's frames in the kernel, the socket filter `altroute_sock` that keeps those frames out of
+//! an `ETH_P_ALL` tap's ring (a tap gets every frame before tc ingress; sockets bound to an
+//! EtherType get frames after it, so the ones the tc program redirects never reach them and need
+//! no filter), and the map `altroute_flows` that both read and user space writes (one entry per
+//! flow and direction). What the programs match and do is written in their C source,
+//! `crates/altroute-io/ebpf/offload.bpf.c`; this module embeds the compiled object, loads it
+//! with [`aya`] and writes the map in the layout that source declares (`struct flow_key`, 20
+//! bytes; `struct flow_action`, 72 bytes, the last 24 the counters the tc program keeps).
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::asm::{Alu, Asm, Cond, Label, Reg, Size};
-use super::sys::{HashMap, ProgType, Program};
-use super::{EbpfError, EbpfInsn};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{
+    LinkOrder, Program, ProgramError, SchedClassifier, SocketFilter, TcAttachType, TestRun,
+    TestRunOptions,
+};
 
-/// Key size in bytes.
+use super::EbpfError;
+
+/// The compiled programs (`ebpf/build.sh` makes it from `ebpf/offload.bpf.c`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/offload.bpf.o");
+
+/// Key size in bytes (`struct flow_key`).
 pub const KEY_SIZE: usize = 20;
-/// Value size in bytes.
+/// Value size in bytes (`struct flow_action`).
 pub const VALUE_SIZE: usize = 72;
 
-// `struct __sk_buff` offsets.
-const SKB_PKT_TYPE: i16 = 4;
-const SKB_VLAN_PRESENT: i16 = 20;
-const SKB_IFINDEX: i16 = 40;
-const SKB_DATA: i16 = 76;
-const SKB_DATA_END: i16 = 80;
-const SKB_GSO_SIZE: i16 = 176;
+/// The names in the object.
+const MAP: &str = "altroute_flows";
+const TC: &str = "altroute_tc";
+const FILTER: &str = "altroute_sock";
 
-// Helpers (`enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const KTIME_GET_NS: i32 = 5;
-const L3_CSUM_REPLACE: i32 = 10;
-const L4_CSUM_REPLACE: i32 = 11;
-const REDIRECT: i32 = 23;
-const SKB_LOAD_BYTES: i32 = 26;
-const SKB_PULL_DATA: i32 = 39;
-const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
-const BPF_F_MARK_MANGLED_0: i32 = 1 << 5;
+// Where the counters are in a value.
+const V_LAST_SEEN: usize = 48;
+const V_PACKETS: usize = 56;
+const V_BYTES: usize = 64;
 
-const IPPROTO_TCP: i32 = 6;
-const IPPROTO_UDP: i32 = 17;
-/// Frame offsets of the TCP and UDP checksum fields.
-const TCP_CSUM_AT: i32 = 14 + 20 + 16;
-const UDP_CSUM_AT: i32 = 14 + 20 + 6;
+/// `TC_ACT_REDIRECT`: what the tc program returns for a frame it forwards.
+pub const TC_ACT_REDIRECT: u32 = 7;
 
-const TC_ACT_OK: i32 = 0;
-const TC_ACT_SHOT: i32 = 2;
+/// `BPF_ANY`: create or replace.
+const BPF_ANY: u64 = 0;
 
-/// Bytes of Ethernet + IPv4 (no options) + TCP headers the programs read (for UDP too: a UDP
-/// frame shorter than this is not offloaded, by either program).
-const HDR: i32 = 54;
-
-// Value layout.
-const V_ADDRS: i16 = 0;
-const V_PORTS: i16 = 8;
-const V_OUT_IFINDEX: i16 = 12;
-const V_MACS: i16 = 16;
-const V_L3_DIFF: i16 = 28;
-const V_L4_ADDR_DIFF: i16 = 32;
-const V_L4_PORT_DIFF: i16 = 36;
-const V_MAX_LEN: i16 = 40;
-const V_LAST_SEEN: i16 = 48;
-const V_PACKETS: i16 = 56;
-const V_BYTES: i16 = 64;
-
-// Stack: the key at fp-24 (20 bytes); the socket filter's header copy at fp-82 (54 bytes, placed
-// so that the addresses are 4-byte aligned: the verifier refuses misaligned stack access).
-const KEY_AT: i16 = -24;
-const HDR_AT: i16 = -82;
+/// The map as aya sees it; aya checks the sizes against the object's when it takes the map.
+type FlowHash = HashMap<MapData, [u8; KEY_SIZE], [u8; VALUE_SIZE]>;
 
 /// A frame as it arrives: the map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -227,9 +192,9 @@ impl OffloadStats {
             u64::from_ne_bytes(w)
         };
         OffloadStats {
-            last_seen_ns: u(V_LAST_SEEN as usize),
-            packets: u(V_PACKETS as usize),
-            bytes: u(V_BYTES as usize),
+            last_seen_ns: u(V_LAST_SEEN),
+            packets: u(V_PACKETS),
+            bytes: u(V_BYTES),
         }
     }
 }
@@ -237,65 +202,81 @@ impl OffloadStats {
 /// The flow map: one entry per offloaded flow and direction.
 #[derive(Debug)]
 pub struct OffloadMap {
-    map: HashMap,
+    map: FlowHash,
+}
+
+/// Whether a map error is "no such key".
+fn absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 impl OffloadMap {
-    /// Creates the map with room for `max_entries` entries (two per flow).
-    pub fn create(max_entries: u32) -> Result<OffloadMap, EbpfError> {
+    fn new(map: Map) -> Result<OffloadMap, EbpfError> {
         Ok(OffloadMap {
-            map: HashMap::create(
-                "altroute_flows",
-                KEY_SIZE as u32,
-                VALUE_SIZE as u32,
-                max_entries.max(2),
-            )?,
+            map: FlowHash::try_from(map)?,
         })
     }
 
     /// Another handle on the same map (for another worker thread).
     pub fn try_clone(&self) -> Result<OffloadMap, EbpfError> {
-        Ok(OffloadMap {
-            map: self.map.try_clone()?,
-        })
+        let fd = self
+            .map
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| {
+                MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                })
+            })?;
+        OffloadMap::new(Map::HashMap(MapData::from_fd(fd)?))
     }
 
     /// Installs (or replaces, counters reset) one direction.
-    pub fn insert(&self, key: &OffloadKey, action: &OffloadAction) -> Result<(), EbpfError> {
-        self.map
-            .update(&key.to_bytes(), &action.to_bytes(), super::sys::BPF_ANY)
+    pub fn insert(&mut self, key: &OffloadKey, action: &OffloadAction) -> Result<(), EbpfError> {
+        Ok(self
+            .map
+            .insert(key.to_bytes(), action.to_bytes(), BPF_ANY)?)
     }
 
     /// Removes one direction; `false` if it was not there.
-    pub fn remove(&self, key: &OffloadKey) -> Result<bool, EbpfError> {
-        self.map.delete(&key.to_bytes())
+    pub fn remove(&mut self, key: &OffloadKey) -> Result<bool, EbpfError> {
+        match self.map.remove(&key.to_bytes()) {
+            Ok(()) => Ok(true),
+            Err(e) if absent(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The counters of one direction; `None` if absent.
     pub fn stats(&self, key: &OffloadKey) -> Result<Option<OffloadStats>, EbpfError> {
-        let mut v = [0u8; VALUE_SIZE];
-        Ok(self
-            .map
-            .lookup(&key.to_bytes(), &mut v)?
-            .then(|| OffloadStats::from_value(&v)))
+        match self.map.get(&key.to_bytes(), 0) {
+            Ok(v) => Ok(Some(OffloadStats::from_value(&v))),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Every key in the map.
+    /// Every key in the map (a snapshot; entries may change while it runs).
     pub fn keys(&self) -> Result<Vec<OffloadKey>, EbpfError> {
-        Ok(self
-            .map
-            .keys()?
-            .iter()
-            .filter_map(|k| <&[u8; KEY_SIZE]>::try_from(k.as_slice()).ok())
-            .map(OffloadKey::from_bytes)
-            .collect())
+        let mut out = Vec::new();
+        for k in self.map.keys() {
+            out.push(OffloadKey::from_bytes(&k?));
+        }
+        Ok(out)
     }
 
     /// Removes every entry; returns how many were removed.
-    pub fn clear(&self) -> Result<usize, EbpfError> {
+    pub fn clear(&mut self) -> Result<usize, EbpfError> {
         let mut n = 0;
-        for k in self.map.keys()? {
-            if self.map.delete(&k)? {
+        for k in self.keys()? {
+            if self.remove(&k)? {
                 n += 1;
             }
         }
@@ -303,167 +284,28 @@ impl OffloadMap {
     }
 }
 
-fn ne16(b: [u8; 2]) -> i32 {
-    i32::from(u16::from_ne_bytes(b))
+/// The `struct __sk_buff` of a test run: only the fields the kernel lets a test set may be
+/// non-zero.
+fn test_ctx(gso_size: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    ctx
 }
 
-/// The shared predicate: the 54 header bytes are readable at `base + boff`, `ctx` is the skb.
-/// Builds the key on the stack and looks it up; on a hit falls through with the value in `R9`,
-/// otherwise jumps to `miss`. Clobbers `R0`..`R5`; `R6` (ctx) and `base` (if callee-saved) stay.
-fn emit_match(a: &mut Asm, ctx: Reg, base: Reg, boff: i16, map_fd: i32, miss: Label) {
-    let h = |o: i16| boff + o;
-    let l4_ok = a.label();
-    a.ldx(Size::W, Reg::R1, ctx, SKB_PKT_TYPE)
-        .jmp_imm(Cond::Ne, Reg::R1, 0, miss)
-        .ldx(Size::W, Reg::R1, ctx, SKB_VLAN_PRESENT)
-        .jmp_imm(Cond::Ne, Reg::R1, 0, miss)
-        .ldx(Size::H, Reg::R1, base, h(12))
-        .jmp_imm(Cond::Ne, Reg::R1, ne16([0x08, 0x00]), miss)
-        .ldx(Size::B, Reg::R1, base, h(14))
-        .jmp_imm(Cond::Ne, Reg::R1, 0x45, miss)
-        .ldx(Size::H, Reg::R1, base, h(20))
-        .jmp_imm(Cond::Set, Reg::R1, ne16([0x3f, 0xff]), miss)
-        .ldx(Size::B, Reg::R1, base, h(22))
-        .jmp_imm(Cond::Le, Reg::R1, 1, miss)
-        // R2 := protocol: UDP, or TCP without SYN/FIN/RST.
-        .ldx(Size::B, Reg::R2, base, h(23))
-        .jmp_imm(Cond::Eq, Reg::R2, IPPROTO_UDP, l4_ok)
-        .jmp_imm(Cond::Ne, Reg::R2, IPPROTO_TCP, miss)
-        .ldx(Size::B, Reg::R1, base, h(47))
-        .jmp_imm(Cond::Set, Reg::R1, 0x07, miss);
-    a.bind(l4_ok);
-    // The key.
-    a.ldx(Size::W, Reg::R1, ctx, SKB_IFINDEX)
-        .stx(Size::W, Reg::R10, KEY_AT, Reg::R1)
-        .ldx(Size::W, Reg::R1, base, h(26))
-        .stx(Size::W, Reg::R10, KEY_AT + 4, Reg::R1)
-        .ldx(Size::W, Reg::R1, base, h(30))
-        .stx(Size::W, Reg::R10, KEY_AT + 8, Reg::R1)
-        .ldx(Size::W, Reg::R1, base, h(34))
-        .stx(Size::W, Reg::R10, KEY_AT + 12, Reg::R1)
-        .st_imm(Size::W, Reg::R10, KEY_AT + 16, 0)
-        .stx(Size::B, Reg::R10, KEY_AT + 16, Reg::R2)
-        .ld_map_fd(Reg::R1, map_fd)
-        .mov(Reg::R2, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R2, i32::from(KEY_AT))
-        .call(MAP_LOOKUP_ELEM)
-        .jmp_imm(Cond::Eq, Reg::R0, 0, miss)
-        .mov(Reg::R9, Reg::R0)
-        // A frame the kernel will not segment must fit the out link.
-        .ldx(Size::W, Reg::R1, ctx, SKB_GSO_SIZE);
-    let fits = a.label();
-    a.jmp_imm(Cond::Ne, Reg::R1, 0, fits)
-        .ldx(Size::H, Reg::R1, base, h(16))
-        .be16(Reg::R1)
-        .ldx(Size::W, Reg::R2, Reg::R9, V_MAX_LEN)
-        .jmp(Cond::Gt, Reg::R1, Reg::R2, miss);
-    a.bind(fits);
-}
-
-/// The tc (tcx ingress) program's instructions for the map with descriptor `map_fd`.
-pub fn tc_program(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
-    let mut a = Asm::new();
-    let pass = a.label();
-    let shot = a.label();
-    let linear = a.label();
-    a.mov(Reg::R6, Reg::R1)
-        .ldx(Size::W, Reg::R7, Reg::R6, SKB_DATA)
-        .ldx(Size::W, Reg::R8, Reg::R6, SKB_DATA_END)
-        .mov(Reg::R0, Reg::R7)
-        .alu_imm(Alu::Add, Reg::R0, HDR)
-        .jmp(Cond::Le, Reg::R0, Reg::R8, linear)
-        // Headers not all in the linear part: pull them in (the socket filter reads them with
-        // bpf_skb_load_bytes, so both programs must see the same frame), then check again.
-        .mov(Reg::R1, Reg::R6)
-        .mov_imm(Reg::R2, HDR)
-        .call(SKB_PULL_DATA)
-        .ldx(Size::W, Reg::R7, Reg::R6, SKB_DATA)
-        .ldx(Size::W, Reg::R8, Reg::R6, SKB_DATA_END)
-        .mov(Reg::R0, Reg::R7)
-        .alu_imm(Alu::Add, Reg::R0, HDR)
-        .jmp(Cond::Gt, Reg::R0, Reg::R8, pass);
-    a.bind(linear);
-    emit_match(&mut a, Reg::R6, Reg::R7, 0, map_fd, pass);
-    // R8 := IPv4 total length, for the byte counter.
-    a.ldx(Size::H, Reg::R8, Reg::R7, 16)
-        .be16(Reg::R8)
-        // Rewrite: MACs, addresses, ports, TTL (direct writes, every read already done).
-        .ldx(Size::W, Reg::R1, Reg::R9, V_MACS)
-        .stx(Size::W, Reg::R7, 0, Reg::R1)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_MACS + 4)
-        .stx(Size::W, Reg::R7, 4, Reg::R1)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_MACS + 8)
-        .stx(Size::W, Reg::R7, 8, Reg::R1)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_ADDRS)
-        .stx(Size::W, Reg::R7, 26, Reg::R1)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_ADDRS + 4)
-        .stx(Size::W, Reg::R7, 30, Reg::R1)
-        .ldx(Size::W, Reg::R1, Reg::R9, V_PORTS)
-        .stx(Size::W, Reg::R7, 34, Reg::R1)
-        .ldx(Size::B, Reg::R1, Reg::R7, 22)
-        .alu_imm(Alu::Sub, Reg::R1, 1)
-        .stx(Size::B, Reg::R7, 22, Reg::R1)
-        // Accounting.
-        .call(KTIME_GET_NS)
-        .stx(Size::DW, Reg::R9, V_LAST_SEEN, Reg::R0)
-        .mov_imm(Reg::R1, 1)
-        .atomic_add64(Reg::R9, V_PACKETS, Reg::R1)
-        .atomic_add64(Reg::R9, V_BYTES, Reg::R8)
-        // R8 := the protocol (the packet pointers are still valid here).
-        .ldx(Size::B, Reg::R8, Reg::R7, 23)
-        // Checksums (by offset: these helpers invalidate packet pointers).
-        .mov(Reg::R1, Reg::R6)
-        .mov_imm(Reg::R2, 14 + 10)
-        .mov_imm(Reg::R3, 0)
-        .ldx(Size::W, Reg::R4, Reg::R9, V_L3_DIFF)
-        .mov_imm(Reg::R5, 0)
-        .call(L3_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, Reg::R0, 0, shot);
-    for (diff, flags) in [(V_L4_ADDR_DIFF, BPF_F_PSEUDO_HDR), (V_L4_PORT_DIFF, 0)] {
-        // TCP: offset 16, plain; UDP: offset 6, a zero checksum ("none") left alone.
-        let args = a.label();
-        a.mov(Reg::R1, Reg::R6)
-            .mov_imm(Reg::R2, TCP_CSUM_AT)
-            .mov_imm(Reg::R5, flags)
-            .jmp_imm(Cond::Ne, Reg::R8, IPPROTO_UDP, args)
-            .mov_imm(Reg::R2, UDP_CSUM_AT)
-            .mov_imm(Reg::R5, flags | BPF_F_MARK_MANGLED_0);
-        a.bind(args);
-        a.mov_imm(Reg::R3, 0)
-            .ldx(Size::W, Reg::R4, Reg::R9, diff)
-            .call(L4_CSUM_REPLACE)
-            .jmp_imm(Cond::Ne, Reg::R0, 0, shot);
+/// One test run on `data` with the context `ctx`, the frame as the program leaves it to `out`.
+fn test_opts<'a>(data: &'a [u8], out: Option<&'a mut [u8]>, ctx: &'a [u8]) -> TestRunOptions<'a> {
+    TestRunOptions {
+        data_in: Some(data),
+        data_out: out,
+        ctx_in: Some(ctx),
+        ..TestRunOptions::new()
     }
-    a.ldx(Size::W, Reg::R1, Reg::R9, V_OUT_IFINDEX)
-        .mov_imm(Reg::R2, 0)
-        .call(REDIRECT)
-        .exit();
-    a.bind(shot);
-    a.mov_imm(Reg::R0, TC_ACT_SHOT).exit();
-    a.bind(pass);
-    a.mov_imm(Reg::R0, TC_ACT_OK).exit();
-    a.finish()
 }
 
-/// The socket filter's instructions: 0 (not copied to the socket) for exactly the frames the tc
-/// program forwards, the whole frame otherwise. On a `SOCK_RAW` packet socket the skb data
-/// starts at the MAC header when the filter runs.
-pub fn socket_filter(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
-    let mut a = Asm::new();
-    let keep = a.label();
-    a.mov(Reg::R6, Reg::R1)
-        .mov(Reg::R1, Reg::R6)
-        .mov_imm(Reg::R2, 0)
-        .mov(Reg::R3, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R3, i32::from(HDR_AT))
-        .mov_imm(Reg::R4, HDR)
-        .call(SKB_LOAD_BYTES)
-        .jmp_imm(Cond::Ne, Reg::R0, 0, keep);
-    emit_match(&mut a, Reg::R6, Reg::R10, HDR_AT, map_fd, keep);
-    a.mov_imm(Reg::R0, 0).exit();
-    a.bind(keep);
-    a.mov32_imm(Reg::R0, -1).exit();
-    a.finish()
+/// The tc program's attachment to one interface's tcx ingress; dropping it detaches the program.
+#[derive(Debug)]
+pub struct TcxLink {
+    _link: SchedClassifierLink,
 }
 
 /// The loaded offload: the map and both programs.
@@ -471,22 +313,108 @@ pub fn socket_filter(map_fd: i32) -> Result<Vec<EbpfInsn>, EbpfError> {
 pub struct Offload {
     /// The flow map.
     pub map: OffloadMap,
-    /// The tc program (attach with [`Program::attach_tcx_ingress`] on every router port).
-    pub tc: Program,
-    /// The socket filter (attach with [`Program::attach_socket`] on every `ETH_P_ALL` RX socket
-    /// of a port the tc program is attached to; EtherType-bound sockets need none).
-    pub filter: Program,
+    /// The object's programs.
+    ebpf: aya::Ebpf,
 }
 
 impl Offload {
     /// Creates the map (`max_entries`) and loads both programs; the error carries the verifier
     /// log when a program is refused.
     pub fn load(max_entries: u32) -> Result<Offload, EbpfError> {
-        let map = OffloadMap::create(max_entries)?;
-        let fd = map.map.as_fd().as_raw_fd();
-        let tc = Program::load(ProgType::SchedCls, "altroute_tc", &tc_program(fd)?)?;
-        let filter = Program::load(ProgType::SocketFilter, "altroute_sock", &socket_filter(fd)?)?;
-        Ok(Offload { map, tc, filter })
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(MAP, max_entries.max(2))
+            .load(OBJECT)
+            .map_err(|e| EbpfError::Object(Box::new(e)))?;
+        let mut this = Offload {
+            map: OffloadMap::new(ebpf.take_map(MAP).ok_or(EbpfError::Missing(MAP))?)?,
+            ebpf,
+        };
+        this.program_mut::<SchedClassifier>(TC)?
+            .load()
+            .map_err(EbpfError::program(TC))?;
+        this.program_mut::<SocketFilter>(FILTER)?
+            .load()
+            .map_err(EbpfError::program(FILTER))?;
+        Ok(this)
+    }
+
+    /// The object's program `name`, as a `P` (a [`SchedClassifier`] or a [`SocketFilter`]).
+    fn program<'a, P>(&'a self, name: &'static str) -> Result<&'a P, EbpfError>
+    where
+        &'a P: TryFrom<&'a Program, Error = ProgramError>,
+    {
+        let p = self.ebpf.program(name).ok_or(EbpfError::Missing(name))?;
+        p.try_into().map_err(EbpfError::program(name))
+    }
+
+    /// [`Offload::program`], to load or attach it.
+    fn program_mut<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, EbpfError>
+    where
+        &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+    {
+        let p = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::Missing(name))?;
+        p.try_into().map_err(EbpfError::program(name))
+    }
+
+    /// Attaches the tc program to tcx ingress (Linux 6.6+; there is no fallback to the older
+    /// clsact qdisc) of `interface` in the calling thread's network namespace, after any
+    /// programs already there. It stays attached while the returned link lives.
+    pub fn attach_tc(&mut self, interface: &str) -> Result<TcxLink, EbpfError> {
+        let tc = self.program_mut::<SchedClassifier>(TC)?;
+        let id = tc
+            .attach_with_options(
+                interface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(EbpfError::program(TC))?;
+        Ok(TcxLink {
+            _link: tc.take_link(id).map_err(EbpfError::program(TC))?,
+        })
+    }
+
+    /// `setsockopt(SO_ATTACH_BPF)`: runs the socket filter on every frame `sock` receives
+    /// (replacing any filter it had) until the socket is closed.
+    pub fn attach_filter(&self, sock: BorrowedFd<'_>) -> Result<(), EbpfError> {
+        self.program::<SocketFilter>(FILTER)?
+            .attach(sock)
+            .map_err(EbpfError::program(FILTER))
+    }
+
+    /// Runs the tc program once on `frame` (`BPF_PROG_TEST_RUN`: a test skb received on the
+    /// loopback device of the calling thread's network namespace, so the key's ifindex is 1 and
+    /// `pkt_type` is host only for the destination MAC `00:00:00:00:00:00`; `CHECKSUM_NONE`;
+    /// `gso_size` as given; nothing is redirected). Returns the verdict (`TC_ACT_OK`,
+    /// [`TC_ACT_REDIRECT`] ...) and the frame as the program left it.
+    pub fn test_run_tc(&self, frame: &[u8], gso_size: u32) -> Result<(u32, Vec<u8>), EbpfError> {
+        let ctx = test_ctx(gso_size);
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .program::<SchedClassifier>(TC)?
+            .test_run(test_opts(frame, Some(&mut out), &ctx))
+            .map_err(EbpfError::program(TC))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Runs the socket filter once on `frame` as a packet socket would (`BPF_PROG_TEST_RUN`,
+    /// conditions as for [`Offload::test_run_tc`]): returns how many bytes the socket would get
+    /// (0: none).
+    pub fn test_run_filter(&self, frame: &[u8], gso_size: u32) -> Result<u32, EbpfError> {
+        // The kernel starts a socket filter's test skb after the Ethernet header, which it takes
+        // off (and sets `pkt_type` by); a packet socket's filter sees the frame from the MAC
+        // header on. So the header goes in twice.
+        let mut data = frame.get(..14).unwrap_or_default().to_vec();
+        data.extend_from_slice(frame);
+        let ctx = test_ctx(gso_size);
+        let r = self
+            .program::<SocketFilter>(FILTER)?
+            .test_run(test_opts(&data, None, &ctx))
+            .map_err(EbpfError::program(FILTER))?;
+        Ok(r.return_value)
     }
 }
 
@@ -520,21 +448,5 @@ mod tests {
             native_diff(0x1234),
             u32::from(u16::from_ne_bytes([0x12, 0x34]))
         );
-    }
-
-    #[test]
-    fn programs_assemble() {
-        let tc = tc_program(3).expect("tc");
-        let sf = socket_filter(3).expect("filter");
-        assert!(tc.len() > 40 && tc.len() < 200, "{}", tc.len());
-        assert!(sf.len() > 30 && sf.len() < 200, "{}", sf.len());
-        // Both end in exit and reference the map by fd.
-        for p in [&tc, &sf] {
-            assert!(
-                p.iter()
-                    .any(|i| i.code == 0x18 && i.src() == 1 && i.imm == 3)
-            );
-            assert_eq!(p.last().map(|i| i.code), Some(0x95));
-        }
     }
 }

@@ -152,14 +152,13 @@ struct KernelOffload {
 /// Loads the offload programs and attaches the tc program to every link (`ifindex[i]` is the
 /// interface index of `links[i]`).
 fn load_offload(links: &[String], ifindex: &[u32]) -> anyhow::Result<KernelOffload> {
-    let progs = altroute_io::ebpf::Offload::load(OFFLOAD_MAP_ENTRIES)
+    let mut progs = altroute_io::ebpf::Offload::load(OFFLOAD_MAP_ENTRIES)
         .context("loading the eBPF programs")?;
     let mut attached = Vec::new();
-    for (l, &i) in links.iter().zip(ifindex) {
+    for l in links {
         attached.push(
             progs
-                .tc
-                .attach_tcx_ingress(i)
+                .attach_tc(l)
                 .with_context(|| format!("attaching the tc program to {l}"))?,
         );
     }
@@ -570,8 +569,7 @@ impl<'a> RingPorts<'a> {
             if let (Some(o), RxBind::All) = (self.b.offload, &pc.bind) {
                 use std::os::fd::AsFd as _;
                 o.progs
-                    .filter
-                    .attach_socket(port.as_fd())
+                    .attach_filter(port.as_fd())
                     .with_context(|| format!("attaching the offload socket filter on {l}"))?;
             }
             ports.push(port);

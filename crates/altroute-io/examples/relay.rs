@@ -295,6 +295,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         },
         if o.pnet { ", pnet backend" } else { "" }
     );
+    report(&o, &shared);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// Prints the relay's throughput and counters every `o.stats` until `o.duration` has passed
+/// (forever without one).
+fn report(o: &Opts, shared: &Shared) {
     let start = Instant::now();
     let mut prev_tx = 0u64;
     let mut prev_t = Instant::now();
@@ -319,9 +330,4 @@ fn main() -> Result<(), Box<dyn Error>> {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    Ok(())
 }

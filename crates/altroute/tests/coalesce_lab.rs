@@ -424,6 +424,9 @@ fn stop_router(mut router: RouterProcess) -> u64 {
 }
 
 #[test]
+// One scenario read top to bottom: three phases of one lab (the 150-line rule is for code
+// outside tests).
+#[allow(clippy::too_many_lines)]
 fn udp_coalescing_delivers_every_datagram_once_intact() {
     if !should_run(
         "udp_coalescing_delivers_every_datagram_once_intact",

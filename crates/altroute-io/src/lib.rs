@@ -75,8 +75,9 @@
 //! a classic BPF program whose return value (modulo the member count) picks the worker.
 //! [`Steering`] builds the router's program: `worker = (port / BLOCK) % N`, where `port` is the
 //! TCP/UDP source port on a LAN interface or destination port on a WAN interface (ICMP echo
-//! request / reply identifiers likewise), so both directions of a NAT flow land on the worker
-//! that owns its port block. [`Steering::worker`] computes the same choice in Rust. Fanout members
+//! request / reply identifiers likewise; ICMP errors by the packet they carry; port forwards and
+//! hairpin traffic by the port their flows live with), so both directions of a NAT flow land on
+//! the worker that owns its port block. [`Steering::worker`] computes the same choice in Rust. Fanout members
 //! use `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (per-socket `PACKET_IGNORE_OUTGOING` does not work in a
 //! group), and outgoing frames are dropped defensively anyway.
 //!
@@ -106,11 +107,12 @@ pub mod netns;
 mod pnet_port;
 mod port;
 mod ring;
+pub mod steering;
 mod sys;
 pub mod thread;
 mod vnet;
 
-pub use bpf::{BpfInsn, BpfProgram, OtherTraffic, Side, Steering};
+pub use bpf::{BpfInsn, BpfProgram};
 pub use error::{IoError, errno_name};
 pub use frame::{FrameMeta, PacketType, RxBatch, RxFrame, TxFrame, TxOutcome, VlanTag};
 pub use geometry::{RingGeometry, RingVersion};
@@ -120,5 +122,6 @@ pub use port::{
     ETH_P_IP, ETH_P_IPV6, Fanout, FanoutMode, GSO_MAX_FRAME, Port, PortConfig, PortStats, Receiver,
     RxBind, RxMode, Sender, TxMode,
 };
+pub use steering::{ForwardSteer, OtherTraffic, Side, Steering};
 pub use thread::{Notifier, wait_any, wait_ports};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHdr};

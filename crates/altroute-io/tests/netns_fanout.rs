@@ -44,6 +44,7 @@ fn run(test: &str, lan_mode: FanoutMode, wan_mode: FanoutMode, lan_steer: Option
     for w in 0..WORKERS {
         let (stop, ready) = (stop.clone(), ready_tx.clone());
         let (lan_mode, wan_mode) = (lan_mode.clone(), wan_mode.clone());
+        let lan_steer = lan_steer.clone();
         // Join the groups in worker order so member index == worker index.
         let (go_tx, go_rx) = mpsc::channel::<()>();
         workers.push(spawn_in(&relay, move || {
@@ -70,7 +71,7 @@ fn run(test: &str, lan_mode: FanoutMode, wan_mode: FanoutMode, lan_steer: Option
                         if let Some(s) = udp_seq(f) {
                             out.seqs_from_lan.push(s);
                         }
-                        if let Some(st) = lan_steer {
+                        if let Some(st) = &lan_steer {
                             if st.worker(f, 0) != w {
                                 out.wrong_worker += 1;
                             }

@@ -156,7 +156,7 @@ impl PortPool {
             self.take(preferred);
             return Some(preferred);
         }
-        let parity = if preferred % 2 == 0 {
+        let parity = if preferred.is_multiple_of(2) {
             0x5555_5555_5555_5555u64
         } else {
             0xaaaa_aaaa_aaaa_aaaau64
@@ -268,7 +268,7 @@ mod tests {
         assert!(s % 2 == 1);
         // Odd ports are gone (1025, 1027, 1029, 1031): parity gives way rather than failing.
         let t = p.alloc(40001, 7).unwrap();
-        assert!(t % 2 == 0);
+        assert!(t.is_multiple_of(2));
         for _ in 0..3 {
             assert!(p.alloc(2, 0).is_some());
         }

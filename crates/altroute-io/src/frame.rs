@@ -196,12 +196,10 @@ impl<'b> RxFrame<'b> {
     #[must_use]
     pub fn push_vlan(&mut self, tag: VlanTag) -> bool {
         let ok = push_vlan(self.d, tag);
-        if ok {
-            if let Some(v) = self.d.vnet.as_mut() {
-                // Offsets of a 64 KiB frame cannot overflow by 4 in practice; on overflow the
-                // header is left unchanged and the kernel will reject the frame.
-                let _ = v.shift(4);
-            }
+        if ok && let Some(v) = self.d.vnet.as_mut() {
+            // Offsets of a 64 KiB frame cannot overflow by 4 in practice; on overflow the
+            // header is left unchanged and the kernel will reject the frame.
+            let _ = v.shift(4);
         }
         ok
     }

@@ -246,7 +246,7 @@ mod tests {
         let g = RingGeometry::v2(18, false, 1518, 64).unwrap();
         let per = g.frames_per_block();
         assert!(
-            per > 1 && g.block_size % g.frame_size != 0,
+            per > 1 && !g.block_size.is_multiple_of(g.frame_size),
             "a layout with slack: {g:?}"
         );
         assert_eq!(g.slot_offset(0), 0);

@@ -586,12 +586,12 @@ fn frame_of(
             f[at] ^= 0x10;
         }
         // VLAN or ARP (the kernel refuses to test-run an IPv6 frame shorter than its header).
-        Mutation::EtherType => f[12..14].copy_from_slice(if ttl % 2 == 0 {
+        Mutation::EtherType => f[12..14].copy_from_slice(if ttl.is_multiple_of(2) {
             &[0x81, 0x00]
         } else {
             &[0x08, 0x06]
         }),
-        Mutation::VersionIhl => f[14] = if ttl % 2 == 0 { 0x46 } else { 0x65 },
+        Mutation::VersionIhl => f[14] = if ttl.is_multiple_of(2) { 0x46 } else { 0x65 },
         Mutation::Fragment => f[20..22].copy_from_slice(&[0x20 | (ttl & 0x1f), csums.0 as u8]),
         Mutation::OtherProtocol => f[23] = if tcp { 17 } else { 6 },
         Mutation::NotForUs => f[0..6].copy_from_slice(&other_host),

@@ -71,10 +71,10 @@ fn run(test: &str, lan_mode: FanoutMode, wan_mode: FanoutMode, lan_steer: Option
                         if let Some(s) = udp_seq(f) {
                             out.seqs_from_lan.push(s);
                         }
-                        if let Some(st) = &lan_steer {
-                            if st.worker(f, 0) != w {
-                                out.wrong_worker += 1;
-                            }
+                        if let Some(st) = &lan_steer
+                            && st.worker(f, 0) != w
+                        {
+                            out.wrong_worker += 1;
                         }
                     }
                     r1.send(batch.tx_frames());

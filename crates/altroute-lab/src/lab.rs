@@ -258,10 +258,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = teardown(&self.prefix) {
-                log::warn!("lab teardown for prefix {} failed: {e}", self.prefix);
-            }
+        if !self.keep
+            && let Err(e) = teardown(&self.prefix)
+        {
+            log::warn!("lab teardown for prefix {} failed: {e}", self.prefix);
         }
     }
 }

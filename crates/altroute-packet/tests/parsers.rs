@@ -216,17 +216,15 @@ proptest! {
             f[at] = v;
         }
         for opts in [VERIFY, FastOptions::default()] {
-            if let FastParse::Fast(m) = fast::parse(&f, opts) {
-                if let Err(e) = common::fast_agrees(&f, &m) {
+            if let FastParse::Fast(m) = fast::parse(&f, opts)
+                && let Err(e) = common::fast_agrees(&f, &m) {
                     return Err(TestCaseError::fail(e));
                 }
-            }
         }
-        if let Ok(sl) = slow::parse(&f) {
-            if let Err(e) = common::slow_agrees(&f, &sl) {
+        if let Ok(sl) = slow::parse(&f)
+            && let Err(e) = common::slow_agrees(&f, &sl) {
                 return Err(TestCaseError::fail(e));
             }
-        }
     }
 
     /// Arbitrary bytes: never a panic.
@@ -248,11 +246,10 @@ proptest! {
         let len = b.len() as u16;
         b[2..4].copy_from_slice(&len.to_be_bytes());
         f.extend_from_slice(&b);
-        if let FastParse::Fast(m) = fast::parse(&f, FastOptions::default()) {
-            if let Err(e) = common::fast_agrees(&f, &m) {
+        if let FastParse::Fast(m) = fast::parse(&f, FastOptions::default())
+            && let Err(e) = common::fast_agrees(&f, &m) {
                 return Err(TestCaseError::fail(e));
             }
-        }
         let _ = slow::parse(&f);
     }
 }

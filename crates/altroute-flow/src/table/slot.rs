@@ -264,10 +264,10 @@ impl FlowTable {
             }
             return Ok((self.slots.len() - 1) as u32);
         }
-        if self.early_drop(now) {
-            if let Some(i) = self.free.pop() {
-                return Ok(i);
-            }
+        if self.early_drop(now)
+            && let Some(i) = self.free.pop()
+        {
+            return Ok(i);
         }
         self.stats.refused_full += 1;
         Err(InsertError::TableFull {

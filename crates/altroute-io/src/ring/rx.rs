@@ -441,14 +441,14 @@ pub(super) fn meta(pkttype: u8, h: &Hdr) -> FrameMeta {
 
 /// Puts a kernel-stripped VLAN tag back into the frame bytes if asked to.
 pub(super) fn reinsert_vlan(d: &mut Desc, params: RxParams, c: &mut RxCounters) {
-    if let (Some(tag), true) = (d.meta.vlan, params.reinsert_vlan) {
-        if crate::frame::push_vlan(d, tag) {
-            if let Some(v) = d.vnet.as_mut() {
-                let _ = v.shift(4);
-            }
-            d.meta.vlan_in_frame = true;
-            c.vlan_reinserted += 1;
+    if let (Some(tag), true) = (d.meta.vlan, params.reinsert_vlan)
+        && crate::frame::push_vlan(d, tag)
+    {
+        if let Some(v) = d.vnet.as_mut() {
+            let _ = v.shift(4);
         }
+        d.meta.vlan_in_frame = true;
+        c.vlan_reinserted += 1;
     }
 }
 

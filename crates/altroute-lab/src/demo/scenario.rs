@@ -233,10 +233,11 @@ impl Scene<'_> {
             let since = hole.elapsed().as_secs_f64();
             self.report_failover_batch(out, &t, since, &mut seen);
             for ev in watch.poll(self.router)? {
-                if ev.gateway == primary && ev.to != "up" {
-                    if let (Some(h), true) = (hole_router_ms, ev.since_ms > 0) {
-                        summary.detect_s = Some(ev.since_ms.saturating_sub(h) as f64 / 1000.0);
-                    }
+                if ev.gateway == primary
+                    && ev.to != "up"
+                    && let (Some(h), true) = (hole_router_ms, ev.since_ms > 0)
+                {
+                    summary.detect_s = Some(ev.since_ms.saturating_sub(h) as f64 / 1000.0);
                 }
                 out.line(4, &format!("+{since:.1} s  router: {}", ev.text));
             }

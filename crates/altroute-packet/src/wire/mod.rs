@@ -254,7 +254,7 @@ impl Options {
 
     /// Options from raw bytes; `None` when longer than 40 bytes or not a multiple of 4.
     pub fn from_slice(b: &[u8]) -> Option<Self> {
-        if b.len() > 40 || b.len() % 4 != 0 {
+        if b.len() > 40 || !b.len().is_multiple_of(4) {
             return None;
         }
         let mut o = Options::EMPTY;

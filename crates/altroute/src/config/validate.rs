@@ -100,10 +100,10 @@ fn ports(c: &Config, s: &mut Sink) {
                 ),
             );
         }
-        if let Some(v) = p.vlan {
-            if !(1..=4094).contains(&v) {
-                s.err(at("vlan"), format!("VLAN id {v} is out of range 1..=4094"));
-            }
+        if let Some(v) = p.vlan
+            && !(1..=4094).contains(&v)
+        {
+            s.err(at("vlan"), format!("VLAN id {v} is out of range 1..=4094"));
         }
         if !(576..=9216).contains(&p.mtu) {
             s.err(
@@ -111,13 +111,13 @@ fn ports(c: &Config, s: &mut Sink) {
                 format!("MTU {} is out of range 576..=9216", p.mtu),
             );
         }
-        if let Some(m) = p.mac {
-            if m.is_multicast() || m.is_zero() {
-                s.err(
-                    at("mac"),
-                    format!("{m} is not a unicast MAC address (zero or group bit set)"),
-                );
-            }
+        if let Some(m) = p.mac
+            && (m.is_multicast() || m.is_zero())
+        {
+            s.err(
+                at("mac"),
+                format!("{m} is not a unicast MAC address (zero or group bit set)"),
+            );
         }
         if p.first_v4().is_none() {
             s.err(
@@ -213,10 +213,10 @@ fn gateways(c: &Config, s: &mut Sink) {
             s.err(at("name"), "must not be empty");
         }
         gateway_port(c, s, i, g);
-        if let Some(m) = g.mac {
-            if m.is_multicast() || m.is_zero() {
-                s.err(at("mac"), format!("{m} is not a unicast MAC address"));
-            }
+        if let Some(m) = g.mac
+            && (m.is_multicast() || m.is_zero())
+        {
+            s.err(at("mac"), format!("{m} is not a unicast MAC address"));
         }
         if g.tier > 255 {
             s.err(
@@ -273,13 +273,13 @@ fn gateway_port(c: &Config, s: &mut Sink, i: usize, g: &Gateway) {
                     ),
                 );
             }
-            if let Some(n) = g.nat_address {
-                if !p.addresses.iter().any(|a| a.addr() == IpAddr::V4(n)) {
-                    s.err(
-                        at("nat_address"),
-                        format!("{n} is not one of port {:?}'s addresses", p.name),
-                    );
-                }
+            if let Some(n) = g.nat_address
+                && !p.addresses.iter().any(|a| a.addr() == IpAddr::V4(n))
+            {
+                s.err(
+                    at("nat_address"),
+                    format!("{n} is not one of port {:?}'s addresses", p.name),
+                );
             }
         }
     }
@@ -326,22 +326,22 @@ fn gateway_probe(s: &mut Sink, i: usize, g: &Gateway) {
             ),
         );
     }
-    if let (Some(u), Some(d)) = (pr.up.rtt_ms, pr.down.rtt_ms) {
-        if u >= d {
-            s.err(
-                at("probe.up.rtt_ms"),
-                format!("up.rtt_ms ({u}) must be below down.rtt_ms ({d})"),
-            );
-        }
+    if let (Some(u), Some(d)) = (pr.up.rtt_ms, pr.down.rtt_ms)
+        && u >= d
+    {
+        s.err(
+            at("probe.up.rtt_ms"),
+            format!("up.rtt_ms ({u}) must be below down.rtt_ms ({d})"),
+        );
     }
     let n = g.probe_targets().len();
-    if let Some(q) = pr.quorum {
-        if q == 0 || q as usize > n {
-            s.err(
-                at("probe.quorum"),
-                format!("quorum {q} must be between 1 and the number of targets ({n})"),
-            );
-        }
+    if let Some(q) = pr.quorum
+        && (q == 0 || q as usize > n)
+    {
+        s.err(
+            at("probe.quorum"),
+            format!("quorum {q} must be between 1 and the number of targets ({n})"),
+        );
     }
     if g.hooks.timeout_ms == 0 {
         s.err(at("hooks.timeout_ms"), "must be > 0");
@@ -534,13 +534,13 @@ fn misc(c: &Config, s: &mut Sink) {
             format!("{} is out of range 1..=1024", d.batch),
         );
     }
-    if let Some(f) = d.ring_frames {
-        if f < 2 || !f.is_power_of_two() {
-            s.err(
-                "datapath.ring_frames",
-                format!("{f} must be a power of two >= 2"),
-            );
-        }
+    if let Some(f) = d.ring_frames
+        && (f < 2 || !f.is_power_of_two())
+    {
+        s.err(
+            "datapath.ring_frames",
+            format!("{f} must be a power of two >= 2"),
+        );
     }
     if d.backend == super::Backend::Pnet {
         if d.vnet_hdr {

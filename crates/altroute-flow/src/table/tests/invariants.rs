@@ -126,11 +126,10 @@ proptest! {
                 if let Some(prev) = eim.insert((inside, f.gateway.unwrap().0), (ext, port)) {
                     prop_assert_eq!(prev, (ext, port), "endpoint-independent mapping");
                 }
-                if let Some(g) = pinned.get(&f.key) {
-                    if t.gateways()[g.index()].state.is_usable() {
+                if let Some(g) = pinned.get(&f.key)
+                    && t.gateways()[g.index()].state.is_usable() {
                         prop_assert_eq!(f.gateway, Some(*g), "an answered flow moved while its gateway was up");
                     }
-                }
             }
             pinned.retain(|k, _| live_keys.contains(k));
         }

@@ -106,7 +106,7 @@ fn checksums_valid(f: &[u8]) -> bool {
 
 /// Same one's-complement value (0x0000 and 0xffff are both zero).
 fn same_sum(a: u16, b: u16) -> bool {
-    a == b || (a % 0xffff == 0 && b % 0xffff == 0)
+    a == b || (a.is_multiple_of(0xffff) && b.is_multiple_of(0xffff))
 }
 
 fn process(c: &mut Context, frame: &[u8], link: u8, partial: bool) -> (Verdict, Vec<u8>) {

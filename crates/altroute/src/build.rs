@@ -5,7 +5,10 @@
 //! `gateways[i]` in the pipeline; port `i` is [`PortId`]`(i)`. Disabled gateways keep their index
 //! (state [`GatewayState::Disabled`]) so that counters and overrides stay aligned.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+
+use altroute_io::{ForwardSteer, Side, Steering};
 
 use altroute_flow::{
     DownAction, Failback, FailureRedirect, Gateway, GatewayId, GatewaySet, GatewayState, Mode,
@@ -159,6 +162,39 @@ pub fn links(cfg: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// The fanout steering of a link on `side` over `workers` workers: the NAT's port blocks, and on
+/// the LAN side the router's external addresses and port forwards (so that hairpin traffic, a
+/// forward's replies and ICMP errors about them reach the worker that holds their flows). The
+/// daemon's cBPF programs and `replay`'s distribution of frames over its contexts both come from
+/// here.
+pub fn steering(cfg: &Config, side: Side, workers: u16) -> Result<Steering, BuildError> {
+    let block = NonZeroU32::new(u32::from(cfg.nat.port_block))
+        .ok_or_else(|| value("nat.port_block".into(), "must not be 0"))?;
+    let n = NonZeroU32::new(u32::from(workers))
+        .ok_or_else(|| value("datapath.workers".into(), "must not be 0"))?;
+    let mut external: Vec<Ipv4Addr> = Vec::new();
+    for g in &cfg.gateways {
+        if let Some(a) = cfg.nat_address(g)
+            && !external.contains(&a)
+        {
+            external.push(a);
+        }
+    }
+    let forwards: Vec<ForwardSteer> = cfg
+        .port_forwards
+        .iter()
+        .filter_map(|f| {
+            Some(ForwardSteer {
+                proto: proto_number(f.proto)?,
+                inside: *f.to.0.ip(),
+                inside_port: f.to.0.port(),
+                outside_port: f.port,
+            })
+        })
+        .collect();
+    Ok(Steering::new(side, block, n).with_nat(&external, &forwards))
 }
 
 /// The flow table of worker `worker` (of `workers`): gateways with weights, tiers, states and NAT

@@ -9,7 +9,6 @@
 //! With `datapath.backend: pnet` one worker reads and writes every link through pnet
 //! ([`altroute_io::PnetPort`]): no rings, no vnet header, no kernel offload.
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,8 +21,7 @@ use altroute::worker::{self, FromWorker, ToWorker, WorkerSetup, WorkerStats};
 use altroute::{build, control, kernel};
 use altroute_flow::FlowTable;
 use altroute_io::{
-    Fanout, FanoutMode, IoError, OtherTraffic, PnetPort, Port, PortConfig, RxBind, RxMode, Side,
-    Steering,
+    Fanout, FanoutMode, IoError, PnetPort, Port, PortConfig, RxBind, RxMode, Side, Steering,
 };
 use altroute_packet::pipeline::{Context, PipelineConfig};
 use altroute_packet::wire::MacAddr;
@@ -498,20 +496,13 @@ struct RingPorts<'a> {
 
 impl<'a> RingPorts<'a> {
     fn new(b: &'a Build<'a>) -> anyhow::Result<RingPorts<'a>> {
-        let block = NonZeroU32::new(u32::from(b.cfg.nat.port_block))
-            .ok_or_else(|| anyhow!("nat.port_block must not be 0"))?;
-        let nworkers = NonZeroU32::new(u32::from(b.plan.workers))
-            .ok_or_else(|| anyhow!("workers must not be 0"))?;
         let steering = b
             .links
             .side
             .iter()
-            .map(|&side| {
-                let mut st = Steering::new(side, block, nworkers);
-                st.other = OtherTraffic::Worker0;
-                st
-            })
-            .collect();
+            .map(|&side| build::steering(b.cfg, side, b.plan.workers))
+            .collect::<Result<Vec<Steering>, _>>()
+            .map_err(|e| anyhow!("{e}"))?;
         Ok(RingPorts {
             b,
             binds: link_binds(b.cfg, &b.pipeline.ports, &b.links.mac, b.plan.ingress_drop),

@@ -421,8 +421,29 @@ fn rules(c: &Config, s: &mut Sink) {
 
 fn forwards(c: &Config, s: &mut Sink) {
     let mut seen: HashMap<(Proto, u16), usize> = HashMap::new();
+    let mut targets: HashMap<(Proto, std::net::SocketAddrV4), usize> = HashMap::new();
+    if c.port_forwards.len() > altroute_io::steering::MAX_FORWARDS {
+        s.err(
+            format!("port_forwards[{}]", altroute_io::steering::MAX_FORWARDS),
+            format!(
+                "{} port forwards: at most {} are supported (the workers' steering program checks each)",
+                c.port_forwards.len(),
+                altroute_io::steering::MAX_FORWARDS
+            ),
+        );
+    }
     for (i, f) in c.port_forwards.iter().enumerate() {
         let at = |k: &str| format!("port_forwards[{i}].{k}");
+        if let Some(first) = targets.insert((f.proto, f.to.0), i) {
+            s.err(
+                at("to"),
+                format!(
+                    "{} is already the target of port_forwards[{first}]: one inside endpoint takes one forward \
+                     (its replies are steered to the worker of that forward's port)",
+                    f.to
+                ),
+            );
+        }
         if !matches!(f.proto, Proto::Tcp | Proto::Udp) {
             s.err(at("proto"), "a port forward needs proto: tcp or proto: udp");
         }

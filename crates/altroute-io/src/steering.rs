@@ -127,6 +127,35 @@ enum Class {
     Short,
 }
 
+/// Big-endian loads from a frame; `None` past its end.
+#[derive(Clone, Copy)]
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn b8(self, o: usize) -> Option<u32> {
+        self.0.get(o).map(|&b| u32::from(b))
+    }
+    fn b16(self, o: usize) -> Option<u32> {
+        let b = self.0.get(o..o.checked_add(2)?)?;
+        Some(u32::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+    fn b32(self, o: usize) -> Option<u32> {
+        let b = self.0.get(o..o.checked_add(4)?)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Offsets of (the inside host's port, the external address, the external side's port, the
+/// inside host's address) in an IPv4 + L4 header. Outside an error the inside host is the source
+/// on the LAN and the external address the destination; inside an error, the reverse.
+const fn port_offsets(inner: bool) -> (usize, usize, usize, usize) {
+    if inner {
+        (2, 12, 0, 16)
+    } else {
+        (0, 16, 2, 12)
+    }
+}
+
 impl Steering {
     /// Steering for `side` with `block` ports per block over `workers` workers; frames without a
     /// key go to worker 0; no external addresses or port forwards.
@@ -194,21 +223,10 @@ impl Steering {
     /// The Rust mirror of [`Emit`]: the same loads in the same order; `None` is a load past the
     /// end.
     fn try_classify(&self, f: &[u8]) -> Option<Class> {
-        let b8 = |o: usize| -> Option<u32> { f.get(o).map(|&b| u32::from(b)) };
-        let b16 = |o: usize| -> Option<u32> {
-            Some(u32::from(u16::from_be_bytes([*f.get(o)?, *f.get(o + 1)?])))
-        };
-        let b32 = |o: usize| -> Option<u32> {
-            Some(u32::from_be_bytes([
-                *f.get(o)?,
-                *f.get(o + 1)?,
-                *f.get(o + 2)?,
-                *f.get(o + 3)?,
-            ]))
-        };
+        let f = Bytes(f);
+        let (b8, b16) = (|o| f.b8(o), |o| f.b16(o));
         let key = |v: u32| Some(Class::Key(v as u16));
         let lan = self.side == Side::Lan;
-        let is_ext = |a: u32| self.external.iter().any(|e| u32::from(*e) == a);
 
         let et = b16(12)?;
         let tag = if et == ETH_P_8021Q {
@@ -228,23 +246,7 @@ impl Steering {
         let proto = b8(ip + 9)?;
         let l4 = ip + (b8(ip)? & 0x0f) as usize * 4;
         match proto {
-            IPPROTO_TCP | IPPROTO_UDP => {
-                if !lan {
-                    return key(b16(l4 + 2)?);
-                }
-                if !self.external.is_empty() && is_ext(b32(ip + 16)?) {
-                    return key(b16(l4 + 2)?);
-                }
-                for fw in &self.forwards {
-                    if b32(ip + 12)? == u32::from(fw.inside)
-                        && proto == u32::from(fw.proto)
-                        && b16(l4)? == u32::from(fw.inside_port)
-                    {
-                        return key(u32::from(fw.outside_port));
-                    }
-                }
-                key(b16(l4)?)
-            }
+            IPPROTO_TCP | IPPROTO_UDP => self.ports_key(f, ip, proto, l4, false),
             IPPROTO_ICMP => {
                 let ty = b8(l4)?;
                 let echo = if lan {
@@ -269,23 +271,7 @@ impl Steering {
                 let iproto = b8(iip + 9)?;
                 let il4 = iip + (vihl & 0x0f) as usize * 4;
                 match iproto {
-                    IPPROTO_TCP | IPPROTO_UDP => {
-                        if !lan {
-                            return key(b16(il4)?);
-                        }
-                        if !self.external.is_empty() && is_ext(b32(iip + 12)?) {
-                            return key(b16(il4)?);
-                        }
-                        for fw in &self.forwards {
-                            if b32(iip + 16)? == u32::from(fw.inside)
-                                && iproto == u32::from(fw.proto)
-                                && b16(il4 + 2)? == u32::from(fw.inside_port)
-                            {
-                                return key(u32::from(fw.outside_port));
-                            }
-                        }
-                        key(b16(il4 + 2)?)
-                    }
+                    IPPROTO_TCP | IPPROTO_UDP => self.ports_key(f, iip, iproto, il4, true),
                     IPPROTO_ICMP => {
                         // The embedded packet went the other way: on the WAN it is our
                         // translated echo request, on the LAN the host's echo reply.
@@ -304,6 +290,38 @@ impl Steering {
             }
             _ => Some(Class::Other),
         }
+    }
+
+    /// The key of TCP/UDP ports (mirror of [`Emit::ports`]): the IPv4 header at `ip`, its
+    /// protocol, the L4 header at `l4`; `inner`: a packet embedded in an ICMP error.
+    fn ports_key(
+        &self,
+        f: Bytes<'_>,
+        ip: usize,
+        proto: u32,
+        l4: usize,
+        inner: bool,
+    ) -> Option<Class> {
+        let (host_port, ext_addr, ext_port, host_addr) = port_offsets(inner);
+        let key = |v: u32| Some(Class::Key(v as u16));
+        if self.side == Side::Wan {
+            return key(f.b16(l4 + ext_port)?);
+        }
+        if !self.external.is_empty() {
+            let a = f.b32(ip + ext_addr)?;
+            if self.external.iter().any(|e| u32::from(*e) == a) {
+                return key(f.b16(l4 + ext_port)?);
+            }
+        }
+        for fw in &self.forwards {
+            if f.b32(ip + host_addr)? == u32::from(fw.inside)
+                && proto == u32::from(fw.proto)
+                && f.b16(l4 + host_port)? == u32::from(fw.inside_port)
+            {
+                return key(u32::from(fw.outside_port));
+            }
+        }
+        key(f.b16(l4 + host_port)?)
     }
 }
 
@@ -394,13 +412,13 @@ impl<'a> Emit<'a> {
     /// key).
     fn ports(&mut self, ip: u32, proto: u32, l4: u32, inner: bool) {
         use op::*;
-        // Offsets in the IPv4 and L4 headers. Outside an error the inside host is the source on
-        // the LAN and the external address the destination; inside an error, the reverse.
-        let (host_port, ext_addr, ext_port, host_addr) = if inner {
-            (2, 12, 0, 16)
-        } else {
-            (0, 16, 2, 12)
-        };
+        let (host_port, ext_addr, ext_port, host_addr) = port_offsets(inner);
+        let (host_port, ext_addr, ext_port, host_addr) = (
+            host_port as i32,
+            ext_addr as i32,
+            ext_port as i32,
+            host_addr as i32,
+        );
         if !self.lan() {
             let a = &mut self.a;
             a.s(LDX | MEM, l4);

@@ -362,22 +362,9 @@ impl<'a> Emit<'a> {
         let (ports, icmp) = (self.a.label(), self.a.label());
         self.ethernet();
         // X = tag length: the IPv4 header is at LL + 14 + X.
-        let a = &mut self.a;
-        a.s(STX, m::TAG);
-        ld_ind(a, H, 6); // flags + fragment offset
-        a.if_set(0x3fff, self.other); // MF or offset: no ports
-        ld_ind(a, B, 9);
-        a.s(ST, m::PROTO);
-        ld_ind(a, B, 0); // version/IHL
-        a.s(ALU | AND | K, 0x0f);
-        a.s(ALU | LSH | K, 2);
-        a.s(ALU | ADD | X, 0);
-        a.s(ST, m::L4);
-        a.s(LD | MEM, m::PROTO);
-        a.if_eq(IPPROTO_TCP, ports);
-        a.if_eq(IPPROTO_UDP, ports);
-        a.if_eq(IPPROTO_ICMP, icmp);
-        a.ja(self.other);
+        self.a.s(STX, m::TAG);
+        // MF or an offset: no ports.
+        self.ip_header(0x3fff, m::PROTO, m::L4, ports, icmp);
 
         self.a.bind(ports);
         self.ports(m::TAG, m::PROTO, m::L4, false);
@@ -385,6 +372,27 @@ impl<'a> Emit<'a> {
         self.icmp();
         self.tail();
         self.a.finish()
+    }
+
+    /// An IPv4 header at `LL + 14 + X`: "other" if a fragment bit of `frag_mask` is set; its
+    /// protocol into `M[proto]`, `X + IHL * 4` into `M[l4]`; on to `ports` (TCP, UDP) or `icmp`.
+    fn ip_header(&mut self, frag_mask: u32, proto: u32, l4: u32, ports: Label, icmp: Label) {
+        use op::*;
+        let a = &mut self.a;
+        ld_ind(a, H, 6); // flags + fragment offset
+        a.if_set(frag_mask, self.other);
+        ld_ind(a, B, 9);
+        a.s(ST, proto);
+        ld_ind(a, B, 0); // version/IHL
+        a.s(ALU | AND | K, 0x0f);
+        a.s(ALU | LSH | K, 2);
+        a.s(ALU | ADD | X, 0);
+        a.s(ST, l4);
+        a.s(LD | MEM, proto);
+        a.if_eq(IPPROTO_TCP, ports);
+        a.if_eq(IPPROTO_UDP, ports);
+        a.if_eq(IPPROTO_ICMP, icmp);
+        a.ja(self.other);
     }
 
     /// The EtherType and an optional 802.1Q tag: X = tag length, or "other".
@@ -498,20 +506,8 @@ impl<'a> Emit<'a> {
         ld_ind(a, B, 0); // version/IHL
         a.s(ALU | RSH | K, 4);
         a.if_ne(4, self.other);
-        ld_ind(a, H, 6);
-        a.if_set(0x1fff, self.other); // a later fragment: no ports
-        ld_ind(a, B, 9);
-        a.s(ST, m::IPROTO);
-        ld_ind(a, B, 0);
-        a.s(ALU | AND | K, 0x0f);
-        a.s(ALU | LSH | K, 2);
-        a.s(ALU | ADD | X, 0);
-        a.s(ST, m::IL4);
-        a.s(LD | MEM, m::IPROTO);
-        a.if_eq(IPPROTO_TCP, inner_ports);
-        a.if_eq(IPPROTO_UDP, inner_ports);
-        a.if_eq(IPPROTO_ICMP, inner_icmp);
-        a.ja(self.other);
+        // A later fragment: no ports (the first one carries them).
+        self.ip_header(0x1fff, m::IPROTO, m::IL4, inner_ports, inner_icmp);
 
         self.a.bind(inner_ports);
         self.ports(m::IIP, m::IPROTO, m::IL4, true);

@@ -56,6 +56,9 @@ reasons! {
     ArpUnsupported => "arp_unsupported",
     /// ARP not concerning this router (target is not one of our addresses).
     ArpNotForUs => "arp_not_for_us",
+    /// An ARP reply or gratuitous ARP from a LAN host, learned by this worker, that told the
+    /// other workers nothing new (or came faster than they are told).
+    ArpKnown => "arp_known",
     // --- IPv4 -------------------------------------------------------------------------------
     /// Shorter than an IPv4 header, or than the header's IHL says.
     Ipv4Truncated => "ipv4_truncated",
@@ -73,9 +76,10 @@ reasons! {
     Ipv4BadSrc => "ipv4_bad_src",
     /// Destination is loopback, 0.0.0.0 or otherwise never routable.
     Ipv4BadDst => "ipv4_bad_dst",
-    /// Source address spoofed for the ingress interface (reverse-path check).
+    /// Source address spoofed for the ingress interface (reverse-path check): a LAN packet whose
+    /// source is in none of its port's prefixes.
     Martian => "ipv4_martian",
-    /// Packet with options the pipeline refuses (e.g. source routing).
+    /// Packet with options the pipeline refuses: a loose or strict source route.
     Ipv4OptionsRejected => "ipv4_options_rejected",
     /// TTL would reach 0 when forwarded (an ICMP time exceeded may be sent).
     TtlExpired => "ttl_expired",
@@ -114,6 +118,8 @@ reasons! {
     IcmpErrorSuppressed => "icmp_error_suppressed",
     /// Rate limit for generated ICMP errors reached.
     IcmpRateLimited => "icmp_rate_limited",
+    /// Rate limit for echo replies from a WAN address reached (a ping flood).
+    EchoRateLimited => "echo_rate_limited",
     // --- NAT / flow table -------------------------------------------------------------------
     /// Inbound packet on a WAN matching no flow and no port forward.
     Unsolicited => "unsolicited",
@@ -176,6 +182,9 @@ reasons! {
     /// The frame's length is past the end of the buffer it was handed in (the caller's bug: the
     /// I/O layer never hands such a frame over).
     FrameOverrunsBuffer => "frame_overruns_buffer",
+    /// Addressed to the router itself, and neither something the pipeline answers (ARP, echo)
+    /// nor something a kernel twin of the port would take.
+    LocalNoService => "local_no_service",
     /// Not a drop: the value a verdict or parse slot holds before the pipeline has handled its
     /// frame (`Verdict::default()`). Never counted.
     Unprocessed => "unprocessed",

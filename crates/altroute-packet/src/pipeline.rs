@@ -79,8 +79,6 @@ pub enum ControlReason {
     ProbeReply,
     /// An ARP reply (or gratuitous ARP) was learned; the health checker may want it.
     ArpReply,
-    /// Addressed to the router itself, and not something the pipeline answers.
-    Local,
 }
 
 /// What to do with a frame.
@@ -231,6 +229,10 @@ pub struct Context {
     /// Counters.
     pub counters: Counters,
     icmp_bucket: Bucket,
+    /// Echo replies on WAN ports.
+    wan_echo_bucket: Bucket,
+    /// ARP changes from LAN ports passed to the control thread.
+    lan_arp_bucket: Bucket,
     arp_last_ms: Vec<(u32, u64)>,
     scratch: Box<[u8]>,
     /// For each (link, vlan or 0): the port, if any.

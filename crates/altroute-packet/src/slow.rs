@@ -73,6 +73,11 @@ impl SlowIpv4 {
     pub fn is_first_fragment(&self) -> bool {
         self.ip.more_frags && self.ip.frag_offset == 0
     }
+    /// True when the header carries a loose or strict source route option.
+    #[inline]
+    pub fn is_source_routed(&self) -> bool {
+        wire::ipv4::source_routed(self.ip.options.as_slice())
+    }
 }
 
 /// The L4 content of a [`SlowIpv4`].

@@ -393,6 +393,16 @@ pub fn pipeline_config(
             verify_ipv4_checksum: cfg.datapath.verify_checksums,
             reject: cfg.policy.on_gateway_down == config::OnGatewayDown::Reset,
             private_destinations: private,
+            probe_targets: {
+                let mut t: Vec<Ipv4Addr> = cfg
+                    .gateways
+                    .iter()
+                    .flat_map(|g| g.probe_targets())
+                    .collect();
+                t.sort_unstable();
+                t.dedup();
+                t
+            },
             ..Options::default()
         },
     })

@@ -74,8 +74,20 @@ pub struct Options {
     pub reject: bool,
     /// ICMP errors the router may send per second (time exceeded, fragmentation needed, prohibited).
     pub icmp_errors_per_sec: u32,
+    /// Echo requests to a WAN address the router answers per second (more are dropped as
+    /// `echo_rate_limited`: a ping flood from the Internet costs a bounded share of a worker). The
+    /// LAN side is not limited.
+    pub wan_echo_replies_per_sec: u32,
     /// Destinations never sent out a WAN (RFC 1918, loopback, link-local, multicast, ...).
     pub private_destinations: Vec<Prefix>,
+    /// The health probes' targets: an echo reply with a probe identifier goes to the control
+    /// thread only from one of them (anything else is `unsolicited`), so a flood of forged
+    /// replies cannot crowd the real ones out of its queue. Empty: from any source.
+    pub probe_targets: Vec<Ipv4Addr>,
+    /// ARP changes learned on LAN ports that may go to the control thread per second (for
+    /// sharing with the other workers); a flood of forged ARP from the LAN is learned by the
+    /// worker that sees it but not passed on beyond this. ARP from WAN ports is not limited.
+    pub lan_arp_to_control_per_sec: u32,
 }
 
 impl Default for Options {
@@ -84,7 +96,10 @@ impl Default for Options {
             verify_ipv4_checksum: true,
             reject: true,
             icmp_errors_per_sec: 100,
+            wan_echo_replies_per_sec: 100,
             private_destinations: default_private(),
+            probe_targets: Vec::new(),
+            lan_arp_to_control_per_sec: 200,
         }
     }
 }

@@ -232,7 +232,10 @@ impl Context {
         match dir {
             Dir::Orig => {
                 // From the inside host, as `classify_lan` + `forward_flow` would take it.
-                if in_spec.role != Role::Lan || matches!(flow.reason(), ReasonKind::Via) {
+                if in_spec.role != Role::Lan
+                    || matches!(flow.reason(), ReasonKind::Via)
+                    || !self.on_link(src, in_port)
+                {
                     return None;
                 }
                 if self.special_first[usize::from(dst.octets()[0])]

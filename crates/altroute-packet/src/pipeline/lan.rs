@@ -29,9 +29,23 @@ impl Context {
         pre: Option<Option<Hit>>,
     ) -> Verdict {
         let (src, dst) = (ip.src(), ip.dst());
+        // Reverse-path check: a LAN host sends from its port's prefixes only (a DHCP client
+        // without an address, 0.0.0.0, to the router or broadcast aside). Spoofed sources would
+        // create flows (and take NAT ports) no reply can reach, and poison nothing else: only
+        // on-link sources are learned below.
+        if !self.on_link(src, port) {
+            let dhcp = src.is_unspecified() && (dst.is_broadcast() || self.is_own(dst).is_some());
+            if !dhcp {
+                return self.drop(DropReason::Martian);
+            }
+        }
+        if dst.is_broadcast() {
+            return self.local(buf, len, port, ip, now);
+        }
         // Learn the sender (cheap when unchanged).
         let src_mac = MacAddr([buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]]);
-        if self.attached(src) == Some(port)
+        if !src.is_unspecified()
+            && self.attached(src) == Some(port)
             && self.neighbors.get(src) != Some(src_mac)
             && let Learned::Changed { .. } = self.neighbors.learn(src, src_mac, port.0, now)
         {

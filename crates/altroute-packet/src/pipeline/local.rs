@@ -7,7 +7,7 @@ use core::net::Ipv4Addr;
 
 use altroute_flow::{Time, proto};
 
-use super::{Context, ControlReason, Ip4, PortId, TxOffload, Verdict, in_prefix};
+use super::{Context, ControlReason, Ip4, PortId, Role, TxOffload, Verdict, in_prefix};
 use crate::build::{self, L2};
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -52,19 +52,26 @@ impl Bucket {
 }
 
 impl Context {
+    /// A packet for one of the router's own addresses: echo requests are answered (on a WAN
+    /// port at most [`Options::wan_echo_replies_per_sec`](super::Options)); anything else has no
+    /// service here.
     pub(super) fn local(
         &mut self,
         buf: &mut [u8],
         _len: usize,
         port: PortId,
         ip: Ip4,
-        _now: Time,
+        now: Time,
     ) -> Verdict {
         if ip.icmp == IcmpQuery::Request {
+            if self.cfg.ports[usize::from(port.0)].role == Role::Wan
+                && !self.wan_echo_bucket.take(now)
+            {
+                return self.drop(DropReason::EchoRateLimited);
+            }
             return self.echo_reply(buf, port, ip);
         }
-        self.counters.control += 1;
-        Verdict::Control(ControlReason::Local)
+        self.drop(DropReason::LocalNoService)
     }
 
     pub(super) fn l2_back(&self, buf: &[u8], port: PortId, vlan: Option<VlanTci>) -> L2 {
@@ -286,16 +293,27 @@ impl Context {
         let ours = spec.addrs.iter().any(|&(x, _)| x == a.tpa);
         let mac = spec.mac;
         let mut learned = false;
+        let mut changed = false;
         if on_link
             && !a.spa.is_unspecified()
             && !a.sha.is_multicast()
             && spec.addrs.iter().all(|&(x, _)| x != a.spa)
         {
-            if let Learned::Changed { .. } = self.neighbors.learn(a.spa, a.sha, port.0, now) {
-                self.counters.neighbor_changes += 1;
+            match self.neighbors.learn(a.spa, a.sha, port.0, now) {
+                Learned::Changed { .. } => {
+                    self.counters.neighbor_changes += 1;
+                    changed = true;
+                }
+                Learned::Same => {}
+                _ => changed = true,
             }
             learned = true;
         }
+        // What goes to the control thread: every ARP answer on a WAN port (gateways' liveness
+        // and MACs); on a LAN port only changes, at a bounded rate (the other workers learn them
+        // through it, and a LAN flood must not crowd out the health probes' replies).
+        let wan = spec.role == Role::Wan;
+        let to_control = learned && (wan || (changed && self.lan_arp_bucket.take(now)));
         match a.op {
             ArpOp::Request if ours && a.spa != a.tpa => {
                 match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, &a) {
@@ -306,14 +324,14 @@ impl Context {
                     Err(_) => self.drop(DropReason::NoBuffer),
                 }
             }
-            ArpOp::Reply if learned => {
-                self.counters.control += 1;
-                Verdict::Control(ControlReason::ArpReply)
-            }
-            _ if learned && a.spa == a.tpa => {
-                // Gratuitous ARP: learned above.
-                self.counters.control += 1;
-                Verdict::Control(ControlReason::ArpReply)
+            // A reply, or a gratuitous ARP: learned above.
+            _ if learned && (a.op == ArpOp::Reply || a.spa == a.tpa) => {
+                if to_control {
+                    self.counters.control += 1;
+                    Verdict::Control(ControlReason::ArpReply)
+                } else {
+                    self.drop(DropReason::ArpKnown)
+                }
             }
             _ => self.drop(DropReason::ArpNotForUs),
         }

@@ -229,6 +229,10 @@ impl Context {
             SlowKind::Arp(a) => self.arp(buf, port, sf.vlan, a, now),
             SlowKind::Ipv6 => self.drop(DropReason::Ipv6Unsupported),
             SlowKind::Ipv4(v4) => {
+                if v4.is_source_routed() {
+                    // Neither forwarded nor answered (RFC 7126 §4.3).
+                    return self.drop(DropReason::Ipv4OptionsRejected);
+                }
                 let (key, flags, icmp) = match v4.l4 {
                     SlowL4::LaterFragment => return self.drop(DropReason::FragmentWithoutFlow),
                     SlowL4::Tcp { key, flags } => (key, flags.0, IcmpQuery::None),

@@ -35,6 +35,8 @@ impl Context {
         Ok(Context {
             counters: Counters::new(cfg.ports.len(), cfg.gateways.len()),
             icmp_bucket: Bucket::new(cfg.options.icmp_errors_per_sec),
+            wan_echo_bucket: Bucket::new(cfg.options.wan_echo_replies_per_sec),
+            lan_arp_bucket: Bucket::new(cfg.options.lan_arp_to_control_per_sec),
             port_fast: fast_ports(&cfg),
             gw_fast: fast_gateways(&cfg),
             link_port: link_ports(&port_of),
@@ -116,6 +118,16 @@ impl Context {
             .iter()
             .find(|&&(net, m, _)| a & m == net)
             .map(|&(_, _, p)| p)
+    }
+
+    /// Whether `a` is on `port`'s attached networks (the reverse-path check of a LAN source: a
+    /// prefix two ports carry is on both).
+    #[inline]
+    pub(super) fn on_link(&self, a: Ipv4Addr, port: PortId) -> bool {
+        let a = u32::from(a);
+        self.nets
+            .iter()
+            .any(|&(net, m, p)| p == port && a & m == net)
     }
 
     /// Whether `a` is in one of the private destinations.

@@ -308,6 +308,7 @@ fn ports(frame: &[u8]) -> (u16, u16) {
 }
 
 mod fast_path;
+mod hostile;
 mod local;
 mod nat;
 mod rewrite;

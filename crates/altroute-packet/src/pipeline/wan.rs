@@ -48,11 +48,15 @@ impl Context {
         }
         if ip.key.proto == proto::ICMP {
             if ip.icmp == IcmpQuery::Reply && ip.key.dport < PROBE_ID_LIMIT {
+                let targets = &self.cfg.options.probe_targets;
+                if !targets.is_empty() && !targets.contains(&ip.src()) {
+                    return self.drop(DropReason::Unsolicited);
+                }
                 self.counters.control += 1;
                 return Verdict::Control(ControlReason::ProbeReply);
             }
             if ip.icmp == IcmpQuery::Request {
-                return self.echo_reply(buf, port, ip);
+                return self.local(buf, len, port, ip, now);
             }
         }
         // A port forward?

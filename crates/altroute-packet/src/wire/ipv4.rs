@@ -21,6 +21,32 @@ mod field {
     pub const DST: usize = 16;
 }
 
+/// IPv4 option types that route the packet by the sender's list: loose and strict source route
+/// (RFC 791 §3.1; RFC 1812 §5.2.4.1 lets a router refuse them, RFC 7126 §4.3 says to).
+pub const OPT_LSRR: u8 = 0x83;
+/// Strict source and record route.
+pub const OPT_SSRR: u8 = 0x89;
+
+/// True when the option bytes of an IPv4 header carry a loose or strict source route. Walks the
+/// TLVs (End of list: 0, No operation: 1, else type, length, data) and stops at the end of the
+/// list, the end of the bytes or a length that does not fit; a malformed list counts as no source
+/// route (the packet is dropped for it elsewhere if at all).
+pub fn source_routed(options: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&t) = options.get(i) {
+        match t {
+            0 => return false,
+            1 => i += 1,
+            OPT_LSRR | OPT_SSRR => return true,
+            _ => match options.get(i + 1) {
+                Some(&len) if len >= 2 => i += usize::from(len),
+                _ => return false,
+            },
+        }
+    }
+    false
+}
+
 /// Length of an IPv4 header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 /// Byte offset of the header checksum.
@@ -340,6 +366,23 @@ impl Ipv4Repr {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn source_routes_are_found_in_any_position() {
+        assert!(!source_routed(&[]));
+        assert!(!source_routed(&[1, 1, 1, 0]));
+        assert!(source_routed(&[OPT_LSRR, 7, 4, 192, 0, 2, 1, 0]));
+        assert!(source_routed(&[1, OPT_SSRR, 7, 4, 192, 0, 2, 1]));
+        // Record route (7), then LSRR.
+        assert!(source_routed(&[7, 7, 4, 0, 0, 0, 0, OPT_LSRR, 3, 4, 0, 0]));
+        // After End of list: nothing more is read.
+        assert!(!source_routed(&[0, OPT_LSRR, 3, 4]));
+        // A length that cannot be right stops the walk.
+        assert!(!source_routed(&[7, 1, OPT_LSRR, 3]));
+        assert!(!source_routed(&[7]));
+        // Router alert (0x94) alone is fine.
+        assert!(!source_routed(&[0x94, 4, 0, 0]));
+    }
+
     use super::*;
 
     // The widely cited example header: 192.168.0.1 -> 192.168.0.199 UDP, total 0x73, checksum b861 (header only here,

@@ -70,7 +70,6 @@ impl Control {
         match reason {
             ControlReason::ArpReply => self.on_arp_reply(link, &eth),
             ControlReason::ProbeReply => on_probe_reply(&mut self.gws, &eth),
-            ControlReason::Local => {}
         }
     }
 

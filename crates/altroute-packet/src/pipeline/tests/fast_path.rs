@@ -280,12 +280,15 @@ fn fast_path_prepares_each_side_once_and_a_new_pipeline_forgets() {
     );
 }
 
-/// A host whose frames start arriving on another LAN port (it moved, or there are two paths to
-/// it) keeps the fast path: that side is worked out again for the new port, and every frame
-/// leaves as the full path sends it.
+/// A host whose frames start arriving on another LAN port that carries its prefix too (it moved,
+/// or there are two paths to it) keeps the fast path: that side is worked out again for the new
+/// port, and every frame leaves as the full path sends it. On a port without its prefix its
+/// frames are spoofed, on either path.
 #[test]
 fn fast_path_follows_a_host_to_another_lan_port() {
     const LAN2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 1]);
+    // An address of lan2's on the host's network (its other address is on 10.1.0.0/24).
+    let lan2_on_host_net = Ipv4Addr::new(HOST[0], HOST[1], HOST[2], 254);
     let two_lans = |fast: bool| {
         let c = ctx((1, 0), None);
         let mut cfg = c.config().clone();
@@ -295,7 +298,7 @@ fn fast_path_follows_a_host_to_another_lan_port() {
             link: 3,
             vlan: None,
             mac: LAN2_MAC,
-            addrs: vec![(Ipv4Addr::new(10, 1, 0, 1), 24)],
+            addrs: vec![(Ipv4Addr::new(10, 1, 0, 1), 24), (lan2_on_host_net, 24)],
             mtu: 1500,
         });
         let mut c = Context::new(cfg, c.table).unwrap();

@@ -25,7 +25,8 @@
 //!   words. A flow sits in the wheel once; when its tick comes, its real deadline is checked from
 //!   `last_seen` and its state's timeout, and it either expires or is re-filed at that deadline.
 //!   A sweep therefore touches only flows whose deadline passed or was re-filed — O(expired),
-//!   never O(table). A full table drops an unanswered flow due soon ([`evict`]).
+//!   never O(table). A flow never answered has a shorter (embryonic) timeout. A full table drops
+//!   an unanswered flow due soon ([`evict`]).
 //! - **Per-gateway lists** ([`gateways`]): each slot is on a doubly linked list of its gateway's
 //!   flows, so a link event touches only that link's flows.
 //!
@@ -140,6 +141,9 @@ pub struct TableStats {
     pub refused_full: u64,
     /// Unanswered flows dropped early to make room.
     pub early_dropped: u64,
+    /// Flows that expired without ever being answered (their embryonic timeout; also in
+    /// `expired`).
+    pub embryonic_expired: u64,
     /// New flows refused for lack of NAT ports.
     pub ports_exhausted: u64,
     /// New flows refused because no gateway could take them.

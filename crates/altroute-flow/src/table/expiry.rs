@@ -8,25 +8,48 @@ use super::view::FlowInfo;
 use crate::tcp::TcpState;
 use crate::{Time, proto};
 
+/// Whether a live flow was opened from the inside (or direct) and nothing was received from the
+/// other side yet: an embryonic flow.
+#[inline]
+pub(super) fn unanswered(s: &Slot) -> bool {
+    s.flags & (REPLIED | INBOUND) == 0
+}
+
 /// Ticks (seconds) in one turn of the wheel.
 pub(super) const WHEEL: usize = 4096;
 
 impl FlowTable {
+    /// A flow's idle timeout now: by protocol and TCP state, shorter while it is unanswered
+    /// (embryonic; see [`Timeouts`](crate::Timeouts)).
     pub(super) fn timeout_of(&self, s: &Slot) -> u32 {
         let t = &self.cfg.timeouts;
         if s.has(REJECT) {
             return t.reject_hold;
         }
+        let embryonic = unanswered(s);
         match s.proto() {
-            proto::TCP => match s.tcp() {
-                TcpState::Established => t.tcp_established,
-                TcpState::SynSent if s.has(INBOUND) => t.tcp_syn_inbound,
-                TcpState::None if self.cfg.tcp_loose => t.tcp_established,
-                _ => t.tcp_transitory,
-            },
-            proto::UDP => t.udp,
+            proto::TCP => {
+                let state = match s.tcp() {
+                    TcpState::Established => t.tcp_established,
+                    TcpState::SynSent if s.has(INBOUND) => t.tcp_syn_inbound,
+                    TcpState::None if self.cfg.tcp_loose => t.tcp_established,
+                    _ => t.tcp_transitory,
+                };
+                if embryonic {
+                    state.min(t.tcp_embryonic)
+                } else {
+                    state
+                }
+            }
             proto::ICMP | proto::ICMPV6 => t.icmp,
-            _ => t.other,
+            p => {
+                let idle = if p == proto::UDP { t.udp } else { t.other };
+                if embryonic {
+                    idle.min(t.udp_embryonic)
+                } else {
+                    idle
+                }
+            }
         }
     }
 
@@ -80,6 +103,9 @@ impl FlowTable {
                         && s.gateway != NO_GW
                     {
                         self.record_fail(s.gateway, now);
+                    }
+                    if unanswered(&s) && !s.has(REJECT) {
+                        self.stats.embryonic_expired += 1;
                     }
                     self.unlink(FlowId(i as u32), now);
                     self.stats.expired += 1;

@@ -23,7 +23,8 @@ use crate::ConfigError;
 ///   nothing for 30 s (a DNS query to a dead server, a DHT probe; carrier NATs use 15 s for it).
 ///   Floor 10 s, past a resolver's retry interval (5 s in glibc).
 ///
-/// ICMP queries keep `icmp` (60 s is RFC 5508's floor already).
+/// ICMP queries keep `icmp` (60 s is RFC 5508's floor already). Under table pressure unanswered
+/// flows go sooner still: a full table drops them early ([`Limits`](crate::Limits)).
 ///
 /// ```
 /// use altroute_flow::Timeouts;

@@ -2,18 +2,12 @@
 //! against its real deadline when the tick comes, and either expired or re-filed.
 
 use super::FlowTable;
+use super::evict::unanswered;
 use super::lookup::FlowId;
 use super::slot::{FAIL_COUNTED, INBOUND, LIVE, NO_GW, REJECT, REPLIED, Slot};
 use super::view::FlowInfo;
 use crate::tcp::TcpState;
 use crate::{Time, proto};
-
-/// Whether a live flow was opened from the inside (or direct) and nothing was received from the
-/// other side yet: an embryonic flow.
-#[inline]
-pub(super) fn unanswered(s: &Slot) -> bool {
-    s.flags & (REPLIED | INBOUND) == 0
-}
 
 /// Ticks (seconds) in one turn of the wheel.
 pub(super) const WHEEL: usize = 4096;
@@ -110,6 +104,10 @@ impl FlowTable {
                     self.unlink(FlowId(i as u32), now);
                     self.stats.expired += 1;
                 } else {
+                    if s.listed() && s.has(REPLIED) {
+                        // Answered on the fast path since it was filed: off the books now.
+                        self.unlist(i);
+                    }
                     let at = deadline
                         .min(self.tick + WHEEL as u64 - 1)
                         .max(self.tick + 1);

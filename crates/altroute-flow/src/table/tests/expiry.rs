@@ -70,10 +70,11 @@ fn unanswered_flows_expire_sooner_and_an_answer_lengthens_them() {
     let quiet = t.insert(udp(1000), T0, true, 0).unwrap().0;
     let answered = t.insert(udp(1001), T0, true, 0).unwrap().0;
     let late = t.insert(udp(1002), T0, true, 0).unwrap().0;
-    // A first answer by the fast path.
+    // A first answer by the fast path: the books hear of it at the flow's expiry check.
     let r = t.lookup(&reply_of(&t, answered)).unwrap();
     assert!(t.established(r, 0).is_some());
     t.touch(r, T0.plus_secs(5), 10);
+    assert_eq!(t.source_usage(LAN.into()).unwrap().unanswered, 3);
     // A flow answered after it was filed under its embryonic deadline is re-filed, not expired.
     let r2 = t.lookup(&reply_of(&t, late)).unwrap();
     t.update(r2, T0.plus_secs(29), 0, 10);
@@ -87,6 +88,12 @@ fn unanswered_flows_expire_sooner_and_an_answer_lengthens_them() {
         "unanswered UDP: embryonic 30 s"
     );
     assert_eq!(t.stats().embryonic_expired, 1);
+    assert_eq!(
+        t.source_usage(LAN.into()).unwrap().unanswered,
+        0,
+        "reconciled at the check"
+    );
+    t.audit_sources().unwrap();
     t.expire(T0.plus_secs(304), usize::MAX, &mut out);
     assert_eq!(t.len(), 2, "answered UDP: 300 s from the last packet");
     t.expire(T0.plus_secs(329), usize::MAX, &mut out);
@@ -103,6 +110,7 @@ fn unanswered_flows_expire_sooner_and_an_answer_lengthens_them() {
     // Held 240 s after the RST (transitory); the 4-tuple is reused before that.
     let t1 = t0.plus_secs(200);
     t.update(h, t1, SYN, 0);
+    assert_eq!(t.source_usage(LAN.into()).unwrap().unanswered, 1);
     t.expire(t1.plus_secs(119), usize::MAX, &mut out);
     assert_eq!(t.len(), 1);
     t.expire(t1.plus_secs(120), usize::MAX, &mut out);
@@ -116,8 +124,10 @@ fn expiry_work_is_bounded_by_budget_and_resumes() {
         ..two_gw((1, 1))
     });
     for p in 0..5000u16 {
+        // Over 20 hosts, each under its limit of flows.
+        let host = Ipv4Addr::new(10, 0, 1, (p % 20) as u8);
         t.insert(
-            FlowKey::v4(LAN, SRV, proto::UDP, 10000 + p, 53),
+            FlowKey::v4(host, SRV, proto::UDP, 10000 + p, 53),
             T0,
             true,
             0,

@@ -20,6 +20,8 @@
 //! - NAT: endpoint-independent mappings, source port kept when free, port parity kept, released
 //!   ports cooling down 120 s, ports partitioned between workers ([`PortPartition`]).
 //! - Link events: [`FlowTable::gateway_down`] touches only that gateway's flows.
+//! - Floods: per-source [`Limits`] of flows and NAT ports, a shorter timeout for flows never
+//!   answered ([`Timeouts`]), and early drop of those, heaviest hosts first (below).
 //!
 //! ## Example
 //!
@@ -58,6 +60,69 @@
 //! assert_eq!(dropped.len(), 1);
 //! ```
 //!
+//! ## One host cannot take the table
+//!
+//! A LAN host flooding SYNs (or UDP, or ICMP) to addresses that never answer creates one flow,
+//! and usually one NAT mapping, per packet. Three things keep it from filling the table and the
+//! port pools for everyone else:
+//!
+//! - **Per-source limits** ([`Limits`], in [`TableConfig::limits`]; defaults scale with the
+//!   table and the port range): a host at its limit of flows or of NAT mappings gets
+//!   [`InsertError::SourceFlowLimit`] or [`InsertError::SourcePortLimit`] for a new flow; its
+//!   existing flows, and every other host, carry on. Accounting is O(1) per creation and
+//!   removal and never on the packet fast path.
+//! - **Embryonic timeout**: a flow opened from the inside and never answered expires after
+//!   [`Timeouts::tcp_embryonic`] (120 s) or [`Timeouts::udp_embryonic`] (30 s) instead of 4 or
+//!   5 minutes. Its NAT port is free again at once (nothing was ever received on it; ports of
+//!   answered mappings still cool down 120 s).
+//! - **Early drop**: when the table is full (or at [`Limits::high_water`]), a new flow first
+//!   drops the oldest unanswered flow of the host with the most of them — O(1) amortised, never
+//!   an answered flow, and it only fails when no unanswered flow is left
+//!   ([`InsertError::TableFull`]).
+//!
+//! What a packet path does with it:
+//!
+//! - An insert error for which [`InsertError::is_resource_limit`] holds (`TableFull`,
+//!   `PortsExhausted`, `SourceFlowLimit`, `SourcePortLimit`) is a counted drop answered with
+//!   ICMP destination unreachable, code 13 (communication administratively prohibited), to the
+//!   sender (RFC 5508 REQ-8) — the client's connection attempt fails at once instead of
+//!   retrying. Rate-limit those
+//!   ICMP errors: the sender may be the flooder. Every variant names its cause; map each to
+//!   its own drop reason.
+//! - The counters are in [`TableStats`]: `refused_source_flows`, `refused_source_ports`,
+//!   `refused_full`, `ports_exhausted`, `early_dropped`, `embryonic_expired`.
+//! - [`FlowTable::limits`] gives the limits in force, [`FlowTable::source_usage`] and
+//!   [`FlowTable::sources`] what each host holds (flows, ports, unanswered flows): the heaviest
+//!   hosts, for the control plane.
+//! - Nothing changes on the packet fast path ([`FlowTable::established`], [`FlowTable::touch`]:
+//!   the same instructions as before). A flow whose first answer takes it is taken off its
+//!   host's unanswered flows when the table next looks at it — its expiry check, within the
+//!   embryonic timeout — or when early drop passes over it (which never drops an answered flow).
+//! - Limits are per table, so per worker: a daemon setting a per-host limit for the whole
+//!   router divides it by the number of workers, as it does `max_flows`.
+//!
+//! ```
+//! use altroute_flow::*;
+//! use std::net::Ipv4Addr;
+//!
+//! let mut table = FlowTable::new(TableConfig {
+//!     limits: Limits { flows_per_source: Some(2), ..Limits::default() },
+//!     gateways: vec![Gateway::new("dsl", Some(Ipv4Addr::new(192, 0, 2, 1).into()))],
+//!     ..TableConfig::default()
+//! })
+//! .unwrap();
+//! let syn = |p| FlowKey::v4(Ipv4Addr::new(10, 0, 0, 66), Ipv4Addr::new(203, 0, 113, 10), proto::TCP, p, 80);
+//! let now = Time::from_secs(1);
+//! for p in [1000, 1001] {
+//!     table.insert(syn(p), now, true, tcp::flags::SYN).unwrap();
+//! }
+//! let e = table.insert(syn(1002), now, true, tcp::flags::SYN).unwrap_err();
+//! assert!(matches!(e, InsertError::SourceFlowLimit { limit: 2, .. }));
+//! assert!(e.is_resource_limit()); // drop, count, ICMP 3/13
+//! assert_eq!(table.stats().refused_source_flows, 1);
+//! assert_eq!(table.source_usage(Ipv4Addr::new(10, 0, 0, 66).into()).unwrap().unanswered, 2);
+//! ```
+//!
 //! ## Threads
 //!
 //! A table is owned by one thread. Run one per worker and steer packets so that both directions of
@@ -87,8 +152,8 @@ pub use policy::{
 pub use prefix::Prefix;
 pub use table::{
     Dir, DownAction, Explanation, Failback, FlowCounters, FlowId, FlowInfo, FlowRef, FlowTable,
-    Hit, InsertError, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH, TableConfig,
-    TableStats, Update,
+    Hit, InsertError, Limits, MAX_FLOWS, NatConfig, PendingLookup, ReasonKind, SCRATCH,
+    SourceUsage, TableConfig, TableStats, Update,
 };
 pub use tcp::TcpState;
 pub use time::Time;
@@ -149,4 +214,14 @@ pub enum ConfigError {
     /// A NAT address the table cannot translate to (IPv6: routed, not translated).
     #[error("NAT address {0} is not IPv4")]
     NatAddress(core::net::IpAddr),
+    /// A per-source limit or the high-water mark out of range ([`Limits`]).
+    #[error("limits.{field} = {value} is out of range 1..={max}")]
+    BadLimit {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: u32,
+        /// The largest value allowed.
+        max: u32,
+    },
 }

@@ -9,8 +9,11 @@
 //! Allocation keeps the inside source port when it is free, and otherwise picks a free port of the
 //! same parity (RFC 4787 REQ-6), starting from a point derived from the inside endpoint so that
 //! successive allocations spread out. A released port cools down for a configurable time (120 s by
-//! default, RFC 6888 REQ-8's "port reuse" guidance) before it is handed out again. Exhaustion is
-//! `None` to the caller, which reports a typed error.
+//! default, RFC 6888 REQ-8's "port reuse" guidance) before it is handed out again — unless no flow
+//! on it was ever answered: then nothing ever came back to it, the cooldown protects no
+//! conversation, and it is free at once (a host flooding unanswered SYNs would otherwise keep a
+//! pool's worth of ports cooling: each of its mappings is held for the embryonic timeout, then
+//! cools for longer than that). Exhaustion is `None` to the caller, which reports a typed error.
 //!
 //! Ports are partitioned between workers in blocks (see [`PortPartition`]): a pool only hands out
 //! the ports its worker owns, so a reply to any mapping can be steered to the worker that owns it
@@ -93,6 +96,8 @@ pub(crate) struct PortPool {
     avail: Box<[u64; 1024]>,
     /// Bit set: reserved for a static mapping (port forward), never handed out nor cooled.
     reserved: Box<[u64; 1024]>,
+    /// Bit set: a flow of the mapping on the port was answered (so, released, it cools down).
+    heard: Box<[u64; 1024]>,
     /// Flows sharing the mapping on each port.
     refs: Box<[u32]>,
     /// Inside endpoint (IPv4 address, port) of each mapped port.
@@ -120,6 +125,7 @@ impl PortPool {
         PortPool {
             avail,
             reserved: Box::new([0u64; 1024]),
+            heard: Box::new([0u64; 1024]),
             refs: vec![0u32; 65536].into_boxed_slice(),
             inside: vec![([0u8; 4], 0u16); 65536].into_boxed_slice(),
             cooling: VecDeque::new(),
@@ -212,17 +218,39 @@ impl PortPool {
         *r = r.saturating_add(1);
     }
 
-    /// One flow less on `p`; returns true when the mapping is gone (and the port cooling down).
-    pub(crate) fn unshare(&mut self, p: u16, cool_until: u32) -> bool {
+    /// One flow less on `p` — a flow that was `answered` or not; returns true when the mapping
+    /// is gone. A released port cools down until `cool_until` (seconds) if any flow on it was
+    /// answered, and is free again at once otherwise (nothing ever came back to it).
+    #[inline]
+    pub(crate) fn unshare(&mut self, p: u16, answered: bool, cool_until: u32) -> bool {
+        let (w, m) = bit(p);
+        if answered {
+            self.heard[w] |= m;
+        }
         let r = &mut self.refs[usize::from(p)];
         *r = r.saturating_sub(1);
         if *r > 0 {
             return false;
         }
+        let heard = self.heard[w] & m != 0;
+        self.heard[w] &= !m;
         if !self.is_reserved(p) {
-            self.cooling.push_back((p, cool_until));
+            if heard {
+                self.cooling.push_back((p, cool_until));
+            } else {
+                self.give_back(p);
+            }
         }
         true
+    }
+
+    /// Return `p` to the free set (if it is not there already).
+    fn give_back(&mut self, p: u16) {
+        let (w, m) = bit(p);
+        if self.avail[w] & m == 0 {
+            self.avail[w] |= m;
+            self.free += 1;
+        }
     }
 
     /// Return cooled-down ports to the free set. O(ports released).
@@ -234,11 +262,7 @@ impl PortPool {
             self.cooling.pop_front();
             // A reserved port never cools; a port re-bound meanwhile is not freed.
             if self.refs[usize::from(p)] == 0 && !self.is_reserved(p) {
-                let (w, m) = bit(p);
-                if self.avail[w] & m == 0 {
-                    self.avail[w] |= m;
-                    self.free += 1;
-                }
+                self.give_back(p);
             }
         }
     }
@@ -282,11 +306,19 @@ mod tests {
         assert_eq!(p.alloc(5000, 0), Some(5000));
         p.bind(5000, ([10, 0, 0, 2], 5000));
         p.share(5000);
-        assert!(!p.unshare(5000, 120));
-        assert!(p.unshare(5000, 120));
+        // One of the two flows was answered: the port cools down.
+        assert!(!p.unshare(5000, true, 120));
+        assert!(p.unshare(5000, false, 120));
         p.sweep(119);
         assert_eq!(p.alloc(5000, 0), None, "still cooling");
         p.sweep(120);
+        assert_eq!(p.alloc(5000, 0), Some(5000));
+        // No flow on it was answered: free at once, and counted once.
+        p.bind(5000, ([10, 0, 0, 2], 5000));
+        assert!(p.unshare(5000, false, 240));
+        assert_eq!(p.free(), 1);
+        p.sweep(240);
+        assert_eq!(p.free(), 1);
         assert_eq!(p.alloc(5000, 0), Some(5000));
     }
 

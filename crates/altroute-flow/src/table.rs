@@ -25,9 +25,14 @@
 //!   words. A flow sits in the wheel once; when its tick comes, its real deadline is checked from
 //!   `last_seen` and its state's timeout, and it either expires or is re-filed at that deadline.
 //!   A sweep therefore touches only flows whose deadline passed or was re-filed — O(expired),
-//!   never O(table). A full table drops an unanswered flow due soon ([`evict`]).
+//!   never O(table). A flow never answered has a shorter (embryonic) timeout.
 //! - **Per-gateway lists** ([`gateways`]): each slot is on a doubly linked list of its gateway's
 //!   flows, so a link event touches only that link's flows.
+//! - **Sources** ([`sources`]): per inside host, its flows, NAT mappings and unanswered flows
+//!   (a list, oldest first, through 8 bytes per slot), for the per-source [`Limits`] and for
+//!   early drop ([`evict`]: the oldest unanswered flow of the host with the most, in O(1)). Only
+//!   creation, removal, expiry, early drop and a flow's first answer through
+//!   [`FlowTable::update`] touch them — never the packet fast path.
 //!
 //! What the caller does, file by file: [`insert`] creates flows, [`update`] accounts packets and
 //! runs the TCP state machine, [`gateways`] handles link events, [`view`] answers the control
@@ -44,6 +49,7 @@ mod insert;
 mod lookup;
 mod mapping;
 mod slot;
+mod sources;
 mod update;
 mod view;
 
@@ -64,6 +70,7 @@ use expiry::WHEEL;
 use index::Index;
 use mapping::{addr_bytes, proto_class};
 use slot::{Links, NO_NAT, NONE, Slot};
+use sources::{Sources, addr_key, key_addr};
 
 /// The largest table: slot numbers share a 32-bit wheel word with an 8-bit generation.
 pub const MAX_FLOWS: u32 = 1 << 24;
@@ -91,11 +98,87 @@ impl Default for NatConfig {
     }
 }
 
+/// What keeps one inside host from taking the table, or a worker's NAT ports, for itself; and
+/// where early drop begins. `None` derives a default from the table's size (below); the limits
+/// in force are [`FlowTable::limits`].
+///
+/// They apply per table, that is per worker: a host's flows spread over the workers by source
+/// port, so in all it may hold up to about `workers` times as much. A host is a source address
+/// (an IPv6 host with many addresses is several sources; early drop still covers it).
+///
+/// - `flows_per_source`, default `max_flows / 8`, at least `min(1024, max_flows)`. At the
+///   daemon's default size (2^20 flows over 2 workers: 524,288 per table) that is 65,536 per
+///   host and worker — twenty times what a busy desktop or a torrent client holds (a few
+///   thousand connections) — while eight hosts at their limit still cannot fill the table. A
+///   table of 32,768 gives 4,096; the floor keeps tiny tables usable by one host.
+/// - `ports_per_source`, default a quarter of the ports this worker owns in the NAT range (its
+///   pool per external address and protocol), at least `min(256, pool)`: counted over all
+///   addresses and protocols, reserved (port-forward) ports excepted. With the default range
+///   (1024–65535) and 2 workers, 8,064 per host and worker: a host opening 20 connections a
+///   second, each holding its port about 6 minutes (the 4-minute close plus the 2-minute
+///   cooldown), needs about 7,200 in all; and it takes four hosts at their limit to exhaust a
+///   pool. Flows sharing a mapping (same inside address and port) count it once.
+/// - `high_water`, default `max_flows`: from this many live flows on, each new flow first drops
+///   one unanswered flow — the oldest of the host with the most of them. Dropping is O(1)
+///   (amortised) and never fails while an unanswered flow remains, unlike conntrack's bounded
+///   scan, so waiting until the table is full loses nothing; a lower mark keeps room for bursts
+///   at the price of unanswered flows dropped sooner.
+///
+/// ```
+/// use altroute_flow::*;
+/// let t = FlowTable::new(TableConfig { max_flows: 32_768, ..TableConfig::default() }).unwrap();
+/// assert_eq!(t.limits().flows_per_source, Some(4096));
+/// assert_eq!(t.limits().ports_per_source, Some(16_128)); // a quarter of 64,512 ports, 1 worker
+/// assert_eq!(t.limits().high_water, Some(32_768));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most flows one inside host may hold in this table (1..).
+    pub flows_per_source: Option<u32>,
+    /// Most NAT mappings (external ports) one inside host may hold in this table (1..).
+    pub ports_per_source: Option<u32>,
+    /// Live flows from which a new flow first drops an unanswered one (1..=`max_flows`).
+    pub high_water: Option<u32>,
+}
+
+impl Limits {
+    /// Every field filled in, for a table of `max_flows` flows whose worker owns `pool` ports
+    /// of the NAT range; errors on a zero or out-of-range value.
+    fn resolve(&self, max_flows: u32, pool: u32) -> Result<Limits, ConfigError> {
+        let check = |field, v: Option<u32>, max: u32, default: u32| match v {
+            Some(v) if v == 0 || v > max => Err(ConfigError::BadLimit {
+                field,
+                value: v,
+                max,
+            }),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(Limits {
+            flows_per_source: Some(check(
+                "flows_per_source",
+                self.flows_per_source,
+                u32::MAX,
+                (max_flows / 8).max(max_flows.min(1024)),
+            )?),
+            ports_per_source: Some(check(
+                "ports_per_source",
+                self.ports_per_source,
+                u32::MAX,
+                (pool / 4).max(pool.min(256)).max(1),
+            )?),
+            high_water: Some(check("high_water", self.high_water, max_flows, max_flows)?),
+        })
+    }
+}
+
 /// Everything a table is built from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableConfig {
     /// Most flows held; a new flow beyond it is refused (after trying early drop). At most 2^24.
     pub max_flows: u32,
+    /// Per-source limits and the early-drop mark.
+    pub limits: Limits,
     /// Idle timeouts.
     pub timeouts: Timeouts,
     /// NAT port allocation.
@@ -116,6 +199,7 @@ impl Default for TableConfig {
     fn default() -> Self {
         TableConfig {
             max_flows: 65536,
+            limits: Limits::default(),
             timeouts: Timeouts::default(),
             nat: NatConfig::default(),
             accounting: true,
@@ -136,10 +220,17 @@ pub struct TableStats {
     pub expired: u64,
     /// Flows removed by the caller or a link event.
     pub removed: u64,
-    /// New flows refused because the table was full.
+    /// New flows refused because the table was full (and held no unanswered flow to drop).
     pub refused_full: u64,
-    /// Unanswered flows dropped early to make room.
+    /// Unanswered flows dropped early to make room, heaviest sources first.
     pub early_dropped: u64,
+    /// Flows that expired without ever being answered (their embryonic timeout; also in
+    /// `expired`).
+    pub embryonic_expired: u64,
+    /// New flows refused because their host held its limit of flows.
+    pub refused_source_flows: u64,
+    /// New flows refused because their host held its limit of NAT ports.
+    pub refused_source_ports: u64,
     /// New flows refused for lack of NAT ports.
     pub ports_exhausted: u64,
     /// New flows refused because no gateway could take them.
@@ -175,6 +266,25 @@ pub struct FlowTable {
     stats: TableStats,
     /// Bumped by every change that can alter what a lookup returns (see [`FlowTable::epoch`]).
     epoch: u64,
+    /// Per inside host: flows, mappings, unanswered flows.
+    sources: Sources,
+    /// The limits in force (from `cfg.limits`, resolved).
+    flow_limit: u32,
+    port_limit: u32,
+    high_water: u32,
+}
+
+/// What one inside host holds in a table ([`FlowTable::source_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceUsage {
+    /// Live flows.
+    pub flows: u32,
+    /// NAT mappings (external ports), reserved ports excepted.
+    pub ports: u32,
+    /// Flows not answered yet (the ones early drop takes), as far as the table has seen: a flow
+    /// first answered on the packet fast path ([`FlowTable::touch`]) counts until the table
+    /// next looks at it (its expiry check, within its embryonic timeout).
+    pub unanswered: u32,
 }
 
 impl FlowTable {
@@ -190,6 +300,8 @@ impl FlowTable {
         }
         let p = cfg.nat.partition;
         PortPartition::new(p.range, p.block, p.workers, p.worker)?;
+        let pool = (p.range.0..=p.range.1).filter(|&q| p.is_mine(q)).count() as u32;
+        let limits = cfg.limits.resolve(cfg.max_flows, pool)?;
         let max = cfg.max_flows as usize;
         let mut t = FlowTable {
             slots: Vec::with_capacity(max),
@@ -214,6 +326,10 @@ impl FlowTable {
             failures: Vec::new(),
             stats: TableStats::default(),
             epoch: 0,
+            sources: Sources::new(max),
+            flow_limit: limits.flows_per_source.unwrap_or(u32::MAX),
+            port_limit: limits.ports_per_source.unwrap_or(u32::MAX),
+            high_water: limits.high_water.unwrap_or(cfg.max_flows),
             cfg: TableConfig {
                 gateways: Vec::new(),
                 ..cfg.clone()
@@ -293,6 +409,40 @@ impl FlowTable {
         &self.stats
     }
 
+    /// The per-source limits and the early-drop mark in force (every field `Some`).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            flows_per_source: Some(self.flow_limit),
+            ports_per_source: Some(self.port_limit),
+            high_water: Some(self.high_water),
+        }
+    }
+
+    /// What inside host `host` holds in this table (`None`: nothing).
+    pub fn source_usage(&self, host: IpAddr) -> Option<SourceUsage> {
+        let r = self.sources.get(self.sources.find(addr_key(host))?)?;
+        Some(SourceUsage {
+            flows: r.flows,
+            ports: r.ports,
+            unanswered: r.unanswered,
+        })
+    }
+
+    /// Every inside host holding something in this table, in no particular order (for the
+    /// control plane: the heaviest hosts, per-host counts). O(hosts).
+    pub fn sources(&self) -> impl Iterator<Item = (IpAddr, SourceUsage)> + '_ {
+        self.sources.iter().map(|r| {
+            (
+                key_addr(r.addr),
+                SourceUsage {
+                    flows: r.flows,
+                    ports: r.ports,
+                    unanswered: r.unanswered,
+                },
+            )
+        })
+    }
+
     /// Changes whenever what a lookup returns may have changed: a flow created, removed, re-mapped
     /// (SYN-retry rotation) or marked for reject. A caller that looked keys up earlier (a batch)
     /// compares it to know whether those answers still hold.
@@ -326,9 +476,11 @@ impl FlowTable {
     }
 
     /// Bytes of memory the table's structures hold now (slots, links and counters as allocated,
-    /// index, wheel, free list; the NAT pools' fixed 1.4 MiB per address are included).
+    /// index, wheel, free list, per-source records; the NAT pools' fixed 1.4 MiB per address are
+    /// included).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * 64
+        self.sources.bytes()
+            + self.slots.capacity() * 64
             + self.links.capacity() * 16
             + self.acct.capacity() * 32
             + self.free.capacity() * 4
@@ -338,7 +490,68 @@ impl FlowTable {
                 .iter()
                 .map(|v| v.capacity() * 4 + 24)
                 .sum::<usize>()
-            + self.pools.len() * (8192 * 2 + 65536 * 4 + 65536 * 6)
+            + self.pools.len() * (8192 * 3 + 65536 * 4 + 65536 * 6)
+    }
+
+    /// Check the per-source books (tests): the lists agree with the counts and the flows' marks;
+    /// every flow on an unanswered list is a live flow of that source, unanswered or answered on
+    /// the fast path since (not reconciled yet); every unanswered flow is on its list. Returns
+    /// each source's listed flows, oldest first.
+    #[cfg(test)]
+    pub(crate) fn audit_sources(
+        &self,
+    ) -> Result<std::collections::HashMap<IpAddr, Vec<FlowId>>, String> {
+        let lists = self.sources.audit()?;
+        let mut out = std::collections::HashMap::new();
+        let mut on_lists = 0;
+        for (addr, slots) in lists {
+            let host = key_addr(addr);
+            for &i in &slots {
+                let s = &self.slots[i as usize];
+                if !s.has(slot::LIVE)
+                    || !s.listed()
+                    || s.has(slot::INBOUND)
+                    || s.key().src_ip() != host
+                {
+                    return Err(format!("slot {i} is on {host}'s unanswered list wrongly"));
+                }
+                if self.sources.find(addr) != Some(self.links[i as usize].src) {
+                    return Err(format!("slot {i} names another record"));
+                }
+            }
+            on_lists += slots.len();
+            out.insert(host, slots.into_iter().map(FlowId).collect());
+        }
+        let marked = self
+            .slots
+            .iter()
+            .filter(|s| s.has(slot::LIVE) && s.listed())
+            .count();
+        if marked != on_lists {
+            return Err(format!(
+                "{marked} flows marked listed, {on_lists} on the lists"
+            ));
+        }
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.has(slot::LIVE) && evict::unanswered(s) && !s.listed())
+        {
+            return Err(format!("unanswered slot {i} is not listed"));
+        }
+        Ok(out)
+    }
+
+    /// Take every flow answered on the fast path off the unanswered lists now (tests: what the
+    /// expiry checks do over time).
+    #[cfg(test)]
+    pub(crate) fn reconcile_all(&mut self) {
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.has(slot::LIVE) && s.listed() && s.has(slot::REPLIED) {
+                self.unlist(i);
+            }
+        }
     }
 
     /// Live flows through gateway `g` (kept up to date: no scan).

@@ -7,6 +7,25 @@ use crate::ConfigError;
 /// forbids less than 120 s), ICMP query 60 s (RFC 5508 REQ-1), and an unsolicited inbound SYN held
 /// 6 s (RFC 5382 REQ-4).
 ///
+/// **Embryonic flows** — opened from the inside and never answered (a SYN without SYN/ACK, UDP
+/// without a reply) — expire sooner, like Linux conntrack's (`nf_conntrack_tcp_timeout_syn_sent`
+/// 120 s, `nf_conntrack_udp_timeout` 30 s for an unreplied UDP flow): they hold a slot and a NAT
+/// port for nothing, and a host flooding them is the common way a table fills.
+/// - `tcp_embryonic` 120 s: RFC 5382 REQ-5 asks 4 minutes of every transitory state, but RFC 7857
+///   (§2.1) lets a NAT configure the partially open timeout below that. 120 s outlasts the longest
+///   gap between a client's SYN retransmissions (Linux retries after 1, 2, 4, 8, 16 and 32 s and
+///   gives up 64 s after the last), so a client still retrying keeps its flow, its SYN count
+///   (SYN-retry failover) and its mapping. Floor 10 s: past a SYN's first retransmissions (RFC
+///   6298's 1 s initial timeout, doubled each time).
+/// - `udp_embryonic` 30 s, also for other protocols with no ICMP or TCP state: RFC 4787 REQ-5's
+///   2 minutes protect a mapping in use, which an application keeps alive by sending — and every
+///   packet it sends restarts this timer too. What expires is a flow that sent once and heard
+///   nothing for 30 s (a DNS query to a dead server, a DHT probe; carrier NATs use 15 s for it).
+///   Floor 10 s, past a resolver's retry interval (5 s in glibc).
+///
+/// ICMP queries keep `icmp` (60 s is RFC 5508's floor already). Under table pressure unanswered
+/// flows go sooner still: a full table drops them early ([`Limits`](crate::Limits)).
+///
 /// ```
 /// use altroute_flow::Timeouts;
 /// let t = Timeouts { udp: 60, ..Timeouts::default() };
@@ -28,6 +47,11 @@ pub struct Timeouts {
     pub other: u32,
     /// How long a flow whose gateway went down is kept to reject its next packet.
     pub reject_hold: u32,
+    /// A TCP connection opened from the inside and never answered (no SYN/ACK, nor anything else
+    /// from the remote side). Applies while it is shorter than the state's own timeout.
+    pub tcp_embryonic: u32,
+    /// A UDP (or other non-TCP, non-ICMP) flow opened from the inside and never answered.
+    pub udp_embryonic: u32,
 }
 
 impl Default for Timeouts {
@@ -40,6 +64,8 @@ impl Default for Timeouts {
             icmp: 60,
             other: 300,
             reject_hold: 30,
+            tcp_embryonic: 120,
+            udp_embryonic: 30,
         }
     }
 }
@@ -47,7 +73,7 @@ impl Default for Timeouts {
 impl Timeouts {
     /// Checks the RFC floors; the error names the field, the value and the rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let floors: [(&'static str, u32, u32, &'static str); 6] = [
+        let floors: [(&'static str, u32, u32, &'static str); 8] = [
             (
                 "tcp_established",
                 self.tcp_established,
@@ -59,6 +85,18 @@ impl Timeouts {
             ("udp", self.udp, 120, "RFC 4787 REQ-5"),
             ("icmp", self.icmp, 60, "RFC 5508 REQ-1"),
             ("reject_hold", self.reject_hold, 1, "at least one second"),
+            (
+                "tcp_embryonic",
+                self.tcp_embryonic,
+                10,
+                "past a SYN's first retransmissions",
+            ),
+            (
+                "udp_embryonic",
+                self.udp_embryonic,
+                10,
+                "past a resolver's retry interval",
+            ),
         ];
         for (field, value, min, rule) in floors {
             if value < min {
@@ -91,6 +129,8 @@ impl Timeouts {
             self.icmp,
             self.other,
             self.reject_hold,
+            self.tcp_embryonic,
+            self.udp_embryonic,
         ]
         .into_iter()
         .max()
@@ -124,6 +164,14 @@ mod tests {
             },
             Timeouts {
                 tcp_syn_inbound: 5,
+                ..Default::default()
+            },
+            Timeouts {
+                tcp_embryonic: 9,
+                ..Default::default()
+            },
+            Timeouts {
+                udp_embryonic: 9,
                 ..Default::default()
             },
         ] {

@@ -131,8 +131,10 @@ reasons! {
     TableFull => "table_full",
     /// No free NAT port on the chosen WAN address.
     PortsExhausted => "ports_exhausted",
-    /// Per-host connection limit reached.
+    /// Per-host connection limit reached (the flow table's `limits.flows_per_source`).
     HostLimit => "host_limit",
+    /// Per-host NAT port limit reached (`limits.ports_per_source`).
+    HostPortLimit => "host_port_limit",
     /// A new flow's key, or its translated reply key, is already another flow's (a connection to
     /// a port forward colliding with a live mapping of the same remote end).
     FlowExists => "flow_exists",

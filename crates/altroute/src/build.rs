@@ -11,9 +11,9 @@ use std::num::NonZeroU32;
 use altroute_io::{ForwardSteer, Side, Steering};
 
 use altroute_flow::{
-    DownAction, Failback, FailureRedirect, Gateway, GatewayId, GatewaySet, GatewayState, Mode,
-    NatConfig, OnDown, Overrides, Pin, Policy, PortPartition, Prefix, Rule, Sticky, TableConfig,
-    Timeouts,
+    DownAction, Failback, FailureRedirect, Gateway, GatewayId, GatewaySet, GatewayState, Limits,
+    Mode, NatConfig, OnDown, Overrides, Pin, Policy, PortPartition, Prefix, Rule, Sticky,
+    TableConfig, Timeouts,
 };
 use altroute_packet::pipeline::{
     GatewaySpec, Options, PipelineConfig, PortForward, PortId, PortSpec, Role,
@@ -265,13 +265,23 @@ pub fn table_config(cfg: &Config, worker: u16, workers: u16) -> Result<TableConf
         tcp_syn_inbound: t.tcp_syn_inbound,
         udp: t.udp,
         icmp: t.icmp,
+        tcp_embryonic: t.tcp_embryonic,
+        udp_embryonic: t.udp_embryonic,
         ..Timeouts::default()
     };
     let [lo, hi] = cfg.nat.port_range;
     let partition = PortPartition::new((lo, hi), cfg.nat.port_block, workers, worker)?;
     let workers = u32::from(workers.max(1));
+    // Router-wide per-host limits, shared by the workers (a host's flows spread over them by
+    // source port).
+    let per_worker = |v: Option<u32>| v.map(|v| v.div_ceil(workers));
     Ok(TableConfig {
         max_flows: (cfg.limits.max_flows / workers).max(1),
+        limits: Limits {
+            flows_per_source: per_worker(cfg.limits.flows_per_host),
+            ports_per_source: per_worker(cfg.limits.ports_per_host),
+            high_water: None,
+        },
         timeouts,
         nat: NatConfig {
             partition,

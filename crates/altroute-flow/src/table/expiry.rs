@@ -2,6 +2,7 @@
 //! against its real deadline when the tick comes, and either expired or re-filed.
 
 use super::FlowTable;
+use super::evict::unanswered;
 use super::lookup::FlowId;
 use super::slot::{FAIL_COUNTED, INBOUND, LIVE, NO_GW, REJECT, REPLIED, Slot};
 use super::view::FlowInfo;
@@ -12,21 +13,37 @@ use crate::{Time, proto};
 pub(super) const WHEEL: usize = 4096;
 
 impl FlowTable {
+    /// A flow's idle timeout now: by protocol and TCP state, shorter while it is unanswered
+    /// (embryonic; see [`Timeouts`](crate::Timeouts)).
     pub(super) fn timeout_of(&self, s: &Slot) -> u32 {
         let t = &self.cfg.timeouts;
         if s.has(REJECT) {
             return t.reject_hold;
         }
+        let embryonic = unanswered(s);
         match s.proto() {
-            proto::TCP => match s.tcp() {
-                TcpState::Established => t.tcp_established,
-                TcpState::SynSent if s.has(INBOUND) => t.tcp_syn_inbound,
-                TcpState::None if self.cfg.tcp_loose => t.tcp_established,
-                _ => t.tcp_transitory,
-            },
-            proto::UDP => t.udp,
+            proto::TCP => {
+                let state = match s.tcp() {
+                    TcpState::Established => t.tcp_established,
+                    TcpState::SynSent if s.has(INBOUND) => t.tcp_syn_inbound,
+                    TcpState::None if self.cfg.tcp_loose => t.tcp_established,
+                    _ => t.tcp_transitory,
+                };
+                if embryonic {
+                    state.min(t.tcp_embryonic)
+                } else {
+                    state
+                }
+            }
             proto::ICMP | proto::ICMPV6 => t.icmp,
-            _ => t.other,
+            p => {
+                let idle = if p == proto::UDP { t.udp } else { t.other };
+                if embryonic {
+                    idle.min(t.udp_embryonic)
+                } else {
+                    idle
+                }
+            }
         }
     }
 
@@ -81,9 +98,16 @@ impl FlowTable {
                     {
                         self.record_fail(s.gateway, now);
                     }
+                    if unanswered(&s) && !s.has(REJECT) {
+                        self.stats.embryonic_expired += 1;
+                    }
                     self.unlink(FlowId(i as u32), now);
                     self.stats.expired += 1;
                 } else {
+                    if s.listed() && s.has(REPLIED) {
+                        // Answered on the fast path since it was filed: off the books now.
+                        self.unlist(i);
+                    }
                     let at = deadline
                         .min(self.tick + WHEEL as u64 - 1)
                         .max(self.tick + 1);

@@ -127,7 +127,8 @@ impl FlowTable {
         let s = self.slots[i];
         self.index
             .remove(self.reply_key(&s).index_hash(), ((i as u32) << 1) | 1);
-        self.nat_unbind(&s, now);
+        let src = self.links.get(i).map_or(NONE, |l| l.src);
+        self.nat_unbind(&s, now, src);
         self.epoch += 1;
         let slot = &mut self.slots[i];
         slot.clear_scratch();

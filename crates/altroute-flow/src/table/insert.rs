@@ -7,8 +7,9 @@ use super::FlowTable;
 use super::lookup::{Dir, FlowId, Hit};
 use super::mapping::proto_class;
 use super::slot::{
-    FlowCounters, INBOUND, LIVE, Links, NO_GW, NO_NAT, OVERRIDE, ReasonKind, Slot, UNLINKED,
+    FlowCounters, INBOUND, LISTED, LIVE, Links, NO_GW, NO_NAT, OVERRIDE, ReasonKind, Slot, UNLINKED,
 };
+use super::sources::source_key;
 use crate::policy::{self, Choice, Inputs, NoGateway};
 use crate::tcp::flags as tcpf;
 use crate::{Family, FlowKey, GatewayId, Time, proto};
@@ -45,6 +46,41 @@ pub enum InsertError {
     /// A gateway id or NAT address out of range.
     #[error("unknown gateway {0}")]
     UnknownGateway(GatewayId),
+    /// The inside host `host` holds `limit` flows in this table already
+    /// ([`Limits::flows_per_source`](crate::Limits::flows_per_source)).
+    #[error("{host} holds {limit} flows, its limit")]
+    SourceFlowLimit {
+        /// The inside host (the source of the flow's key).
+        host: IpAddr,
+        /// Its limit.
+        limit: u32,
+    },
+    /// The inside host `host` holds `limit` NAT mappings in this table already and the flow would
+    /// need a new one ([`Limits::ports_per_source`](crate::Limits::ports_per_source)).
+    #[error("{host} holds {limit} NAT ports, its limit")]
+    SourcePortLimit {
+        /// The inside host.
+        host: IpAddr,
+        /// Its limit.
+        limit: u32,
+    },
+}
+
+impl InsertError {
+    /// Whether the flow was refused for lack of resources — the table full, NAT ports
+    /// exhausted, or the host over one of its limits — rather than by policy or for a bad
+    /// packet. A NAT answers these with ICMP destination unreachable, code 13 "communication
+    /// administratively prohibited" (RFC 5508 REQ-8), so the client fails at once instead of
+    /// retrying into a full table.
+    pub fn is_resource_limit(&self) -> bool {
+        matches!(
+            self,
+            InsertError::TableFull { .. }
+                | InsertError::PortsExhausted { .. }
+                | InsertError::SourceFlowLimit { .. }
+                | InsertError::SourcePortLimit { .. }
+        )
+    }
 }
 
 impl FlowTable {
@@ -148,6 +184,35 @@ impl FlowTable {
         if self.lookup(&key).is_some() {
             return Err(InsertError::Exists);
         }
+        // The source's record, claimed for this flow from here on: counted before the flow
+        // exists, so that dropping its other flows early cannot forget it meanwhile.
+        let Some(src) = self.sources.claim(source_key(&key), self.flow_limit) else {
+            self.stats.refused_source_flows += 1;
+            return Err(InsertError::SourceFlowLimit {
+                host: key.src_ip(),
+                limit: self.flow_limit,
+            });
+        };
+        let made = self.create(key, gw, now, translate, reason, inbound, fixed_port, src);
+        if made.is_err() {
+            self.sources.unclaim(src);
+        }
+        made
+    }
+
+    /// [`FlowTable::insert_with`] once the source's record `src` is claimed.
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        key: FlowKey,
+        gw: GatewayId,
+        now: Time,
+        translate: bool,
+        reason: ReasonKind,
+        inbound: bool,
+        fixed_port: Option<u16>,
+        src: u32,
+    ) -> Result<Hit, InsertError> {
         let id = self.alloc_slot(now)?;
         let i = id as usize;
         // Bind NAT.
@@ -161,18 +226,20 @@ impl FlowTable {
                     Some(p) => {
                         let a = self.gw_addr[gw.index()];
                         if let Some(c) = proto_class(key.proto) {
-                            let pool = &mut self.pools[usize::from(a) * 3 + c];
+                            let pi = usize::from(a) * 3 + c;
+                            let pool = &mut self.pools[pi];
                             if pool.refs(p) == 0 {
                                 let mut ia = [0u8; 4];
                                 ia.copy_from_slice(&key.src_bytes()[..4]);
                                 pool.bind(p, (ia, key.sport));
+                                self.fixed_port_bound(pi, p, src);
                             } else {
                                 pool.share(p);
                             }
                         }
                         (a, p)
                     }
-                    None => match self.nat_bind(&key, gw, now) {
+                    None => match self.nat_bind(&key, gw, src, true) {
                         Ok(b) => b,
                         Err(e) => {
                             self.free_slot(i);
@@ -213,7 +280,7 @@ impl FlowTable {
         if self.lookup(&reply).is_some() {
             // Another flow already answers to this reply key (e.g. two inside hosts using a
             // port-less protocol to the same remote): refuse rather than shadow it.
-            self.nat_unbind(&s, now);
+            self.nat_unbind(&s, now, src);
             self.free_slot(i);
             return Err(InsertError::Exists);
         }
@@ -240,6 +307,12 @@ impl FlowTable {
             return Err(InsertError::TableFull {
                 max: self.cfg.max_flows,
             });
+        }
+        // Complete: on its source's books (the claim becomes this flow's count).
+        self.links[i].src = src;
+        if !inbound {
+            self.slots[i].state |= LISTED;
+            self.sources.push_unanswered(src, id);
         }
         let deadline = u64::from(secs) + u64::from(self.timeout_of(&self.slots[i]));
         self.schedule(id, self.slots[i].generation, deadline);

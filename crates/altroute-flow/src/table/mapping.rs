@@ -5,6 +5,7 @@
 use core::net::IpAddr;
 
 use super::FlowTable;
+use super::evict::unanswered;
 use super::insert::InsertError;
 use super::lookup::MAPPING;
 use super::slot::{NO_NAT, Slot};
@@ -42,11 +43,14 @@ impl FlowTable {
     }
 
     /// Find or create the endpoint-independent mapping of `key`'s source on `gw`'s address.
+    /// `src` is the source's record; with `limit`, a new mapping beyond its per-source port
+    /// limit is refused (sharing an existing one never is).
     pub(super) fn nat_bind(
         &mut self,
         key: &FlowKey,
         gw: GatewayId,
-        _now: Time,
+        src: u32,
+        limit: bool,
     ) -> Result<(u8, u16), InsertError> {
         let a = self.gw_addr.get(gw.index()).copied().unwrap_or(NO_NAT);
         if a == NO_NAT {
@@ -72,6 +76,16 @@ impl FlowTable {
             self.pools[pool].share(v as u16);
             return Ok((a, v as u16));
         }
+        if limit
+            && let Some(r) = self.sources.get(src)
+            && r.ports >= self.port_limit
+        {
+            self.stats.refused_source_ports += 1;
+            return Err(InsertError::SourcePortLimit {
+                host: key.src_ip(),
+                limit: self.port_limit,
+            });
+        }
         let Some(port) = self.pools[pool].alloc(key.sport, h) else {
             self.stats.ports_exhausted += 1;
             return Err(InsertError::PortsExhausted {
@@ -84,15 +98,21 @@ impl FlowTable {
             .index
             .insert(h, MAPPING | (pool as u32) << 16 | u32::from(port))
         {
-            self.pools[pool].unshare(port, 0);
+            self.pools[pool].unshare(port, false, 0);
             return Err(InsertError::TableFull {
                 max: self.cfg.max_flows,
             });
         }
+        if let Some(r) = self.sources.get_mut(src) {
+            r.ports += 1;
+        }
         Ok((a, port))
     }
 
-    pub(super) fn nat_unbind(&mut self, s: &Slot, now: Time) {
+    /// Release flow `s`'s share of its NAT mapping (`src`: its source's record, a hint). A released
+    /// mapping none of whose flows was ever answered is free again at once; otherwise its port
+    /// cools down. A released mapping is no longer counted for the source it was bound for.
+    pub(super) fn nat_unbind(&mut self, s: &Slot, now: Time, src: u32) {
         if s.nat_addr == NO_NAT {
             return;
         }
@@ -101,15 +121,37 @@ impl FlowTable {
         };
         let pool = usize::from(s.nat_addr) * 3 + class;
         let until = now.secs32().saturating_add(self.cfg.nat.cooldown_secs);
-        if let Some(p) = self.pools.get_mut(pool)
-            && p.unshare(s.nat_port, until)
-            && !p.is_reserved(s.nat_port)
-        {
+        let Some(p) = self.pools.get_mut(pool) else {
+            return;
+        };
+        if p.unshare(s.nat_port, !unanswered(s), until) && !p.is_reserved(s.nat_port) {
+            let (inside, _) = p.inside(s.nat_port);
             let mk = self.mapping_key(pool, &s.key());
             self.index.remove(
                 mk.index_hash(),
                 MAPPING | (pool as u32) << 16 | u32::from(s.nat_port),
             );
+            self.sources.port_released(inside, src);
+        }
+    }
+
+    /// Whether flow `s`'s mapping is shared with other flows (so its going leaves it in place).
+    pub(super) fn mapping_shared(&self, s: &Slot) -> bool {
+        if s.nat_addr == NO_NAT {
+            return false;
+        }
+        proto_class(s.proto())
+            .and_then(|c| self.pools.get(usize::from(s.nat_addr) * 3 + c))
+            .is_some_and(|p| p.refs(s.nat_port) > 1)
+    }
+
+    /// A mapping on a fixed port (port forward) was bound for `src`: counted like a dynamic one
+    /// unless the port is reserved (reserved ports are configuration, not a host's use).
+    pub(super) fn fixed_port_bound(&mut self, pool: usize, port: u16, src: u32) {
+        if self.pools.get(pool).is_some_and(|p| !p.is_reserved(port))
+            && let Some(r) = self.sources.get_mut(src)
+        {
+            r.ports += 1;
         }
     }
 

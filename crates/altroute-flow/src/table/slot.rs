@@ -26,6 +26,10 @@ pub(super) const FIN_ORIG: u8 = 32;
 pub(super) const FIN_REPLY: u8 = 64;
 pub(super) const OVERRIDE: u8 = 128;
 
+/// In [`Slot::state`], beside the TCP state (bits 0..3) and the reason (bits 3..6): the flow is
+/// on its source's unanswered flows ([`super::sources`]).
+pub(super) const LISTED: u8 = 64;
+
 /// How a flow's gateway was chosen (stored in 3 bits of the slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReasonKind {
@@ -87,7 +91,7 @@ pub(super) struct Slot {
     pub(super) nat_port: u16,
     pub(super) nat_addr: u8,
     pub(super) gateway: u8,
-    /// Low 3 bits: [`TcpState`]; bits 3..6: [`ReasonKind`].
+    /// Low 3 bits: [`TcpState`]; bits 3..6: [`ReasonKind`]; bit 6: [`LISTED`].
     pub(super) state: u8,
     pub(super) syns: u8,
     pub(super) flags: u8,
@@ -111,6 +115,8 @@ pub(super) struct Links {
     pub(super) created: u32,
     pub(super) gw_next: u32,
     pub(super) gw_prev: u32,
+    /// Its source's record ([`super::sources`]), or `NONE` until the flow is complete.
+    pub(super) src: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Links>() == 16);
@@ -119,6 +125,7 @@ pub(super) const UNLINKED: Links = Links {
     created: 0,
     gw_next: NONE,
     gw_prev: NONE,
+    src: NONE,
 };
 
 impl Slot {
@@ -159,7 +166,10 @@ impl Slot {
             ReasonKind::Direct => 6,
             ReasonKind::Via => 7,
         };
-        self.state = (self.state & 7) | (bits << 3);
+        self.state = (self.state & !(7 << 3)) | (bits << 3);
+    }
+    pub(super) fn listed(&self) -> bool {
+        self.state & LISTED != 0
     }
     pub(super) fn has(&self, f: u8) -> bool {
         self.flags & f != 0
@@ -252,22 +262,25 @@ impl FlowTable {
         }
     }
 
+    /// A free slot for a new flow. From the high-water mark on (by default: when the table is
+    /// full), an unanswered flow is dropped first — the oldest of the source with the most of
+    /// them — so one flow goes out for each that comes in: O(1), and the table stays at the mark
+    /// while unanswered flows remain. Only when none remains is the table full.
     pub(super) fn alloc_slot(&mut self, now: Time) -> Result<u32, InsertError> {
+        if self.live >= self.high_water {
+            self.early_drop(now);
+        }
         if let Some(i) = self.free.pop() {
             return Ok(i);
         }
         if self.slots.len() < self.cfg.max_flows as usize {
             self.slots.push(DEAD);
             self.links.push(UNLINKED);
+            self.sources.push_slot();
             if self.cfg.accounting {
                 self.acct.push(FlowCounters::default());
             }
             return Ok((self.slots.len() - 1) as u32);
-        }
-        if self.early_drop(now)
-            && let Some(i) = self.free.pop()
-        {
-            return Ok(i);
         }
         self.stats.refused_full += 1;
         Err(InsertError::TableFull {

@@ -5,6 +5,7 @@ mod expiry;
 mod gateways;
 mod insert;
 mod invariants;
+mod limits;
 mod lookup;
 mod slot;
 mod update;

@@ -5,8 +5,8 @@
 use super::FlowTable;
 use super::lookup::{Dir, FlowId, Hit};
 use super::slot::{
-    FAIL_COUNTED, FIN_ORIG, FIN_REPLY, FlowRef, INBOUND, LIVE, NO_GW, OVERRIDE, REJECT, REPLIED,
-    ReasonKind, count,
+    FAIL_COUNTED, FIN_ORIG, FIN_REPLY, FlowRef, INBOUND, LIVE, NO_GW, NONE, OVERRIDE, REJECT,
+    REPLIED, ReasonKind, count,
 };
 use crate::tcp::{TcpState, flags as tcpf};
 use crate::{GatewayId, Time, policy, proto};
@@ -54,6 +54,10 @@ impl FlowTable {
     /// Account a packet of `bytes` bytes on a flow that [`FlowTable::established`] accepted
     /// (for the same packet): exactly what [`FlowTable::update`] does in that case (last seen,
     /// counters, the replied mark), without the TCP state machine.
+    ///
+    /// (A flow's first answer may come this way. The per-source books hear of it later — when
+    /// the table next looks at the flow: its expiry check, due within its embryonic timeout, or
+    /// early drop — so that this stays as cheap as it was.)
     #[inline(always)]
     pub fn touch(&mut self, hit: Hit, now: Time, bytes: u32) {
         let i = hit.flow.0 as usize;
@@ -88,7 +92,8 @@ impl FlowTable {
             return;
         };
         s.last_seen = now.secs32();
-        if hit.dir == Dir::Reply {
+        let reply = hit.dir == Dir::Reply;
+        if reply {
             s.flags |= REPLIED;
         }
         if let Some(c) = self.acct.get_mut(i) {
@@ -96,6 +101,9 @@ impl FlowTable {
             // Straight into the totals (the slot's small counters are for single packets).
             c.packets[d] = c.packets[d].saturating_add(packets);
             c.bytes[d] = c.bytes[d].saturating_add(bytes);
+        }
+        if reply {
+            self.answered(i);
         }
     }
 
@@ -119,6 +127,9 @@ impl FlowTable {
         }
         if hit.dir == Dir::Reply {
             s.flags |= REPLIED;
+            if s.listed() {
+                return self.first_answer(hit, now, tcp_flags);
+            }
         }
         if s.proto() != proto::TCP {
             return Update::Forward;
@@ -128,6 +139,31 @@ impl FlowTable {
             // The common case: nothing below changes an established connection.
             return Update::Forward;
         }
+        self.update_tcp(hit, now, tcp_flags)
+    }
+
+    /// [`FlowTable::update`] at a flow's first answer (once per flow, out of line): off its
+    /// source's unanswered flows, then on as for any packet.
+    #[cold]
+    #[inline(never)]
+    fn first_answer(&mut self, hit: Hit, now: Time, tcp_flags: u8) -> Update {
+        let i = hit.flow.0 as usize;
+        self.answered(i);
+        match self.slots.get(i) {
+            Some(s) if s.proto() == proto::TCP => self.update_tcp(hit, now, tcp_flags),
+            _ => Update::Forward,
+        }
+    }
+
+    /// The rest of [`FlowTable::update`] for a TCP segment that may change its connection's
+    /// state (out of line: the common case above stays small).
+    #[inline(never)]
+    fn update_tcp(&mut self, hit: Hit, now: Time, tcp_flags: u8) -> Update {
+        let i = hit.flow.0 as usize;
+        let secs = now.secs32();
+        let Some(s) = self.slots.get_mut(i) else {
+            return Update::Forward;
+        };
         let opener_dir = if s.has(INBOUND) {
             Dir::Reply
         } else {
@@ -168,9 +204,12 @@ impl FlowTable {
         let outbound = !s.has(INBOUND) && s.gateway != NO_GW;
         let gw = s.gateway;
         let mut fail = false;
+        let mut reopened = false;
         if from_opener && is_syn {
             if matches!(before, TcpState::TimeWait | TcpState::Closed) {
-                // A new connection on a reused 4-tuple.
+                // A new connection on a reused 4-tuple: unanswered again if it was opened from
+                // the inside.
+                reopened = s.has(REPLIED) && !s.has(INBOUND);
                 s.syns = 0;
                 s.flags &= !(REPLIED | FAIL_COUNTED | FIN_ORIG | FIN_REPLY);
             }
@@ -197,6 +236,13 @@ impl FlowTable {
             && self.cfg.policy.syn_retry.is_some_and(|n| syns > n);
         if fail {
             self.record_fail(gw, now);
+        }
+        if reopened {
+            self.list(i);
+            // Its (embryonic) timeout is shorter than the one it was filed under.
+            let snap = self.slots[i];
+            let deadline = u64::from(secs) + u64::from(self.timeout_of(&snap));
+            self.schedule(hit.flow.0, snap.generation, deadline);
         }
         if may_rotate {
             return self.rotate(hit.flow, now);
@@ -239,17 +285,20 @@ impl FlowTable {
         // Unbind from the old gateway, bind on the new one; on failure, stay.
         self.index
             .remove(self.reply_key(&s).index_hash(), (id.0 << 1) | 1);
-        let new_bind = self.nat_bind(&s.key(), to, now);
+        let src = self.links.get(i).map_or(NONE, |l| l.src);
+        // The host's port limit holds unless the old mapping goes as the new one comes.
+        let shared = self.mapping_shared(&s);
+        let new_bind = self.nat_bind(&s.key(), to, src, shared);
         let (addr, port) = match new_bind {
             Ok(b) => b,
             Err(_) => {
+                // (Counted by `nat_bind`.)
                 self.index
                     .insert(self.reply_key(&s).index_hash(), (id.0 << 1) | 1);
-                self.stats.ports_exhausted += 1;
                 return Update::Forward;
             }
         };
-        self.nat_unbind(&s, now);
+        self.nat_unbind(&s, now, src);
         self.gw_unlink(i);
         let slot = &mut self.slots[i];
         slot.clear_scratch();

@@ -12,7 +12,7 @@ use super::rewrite::rewrite_l3l4;
 use super::{Context, FlowView, Ip4, PortId, Role, TxOffload, Verdict, ipv4_of};
 use crate::drop::DropReason;
 use crate::neigh::Learned;
-use crate::wire::MacAddr;
+use crate::wire::{Icmpv4Repr, MacAddr, UnreachableCode};
 
 impl Context {
     /// A packet from the inside: to the router, to another attached network, or out through a
@@ -81,7 +81,7 @@ impl Context {
                     Some(h) => h,
                     None => match self.table.insert_via(ip.key, GatewayId(g as u8), now) {
                         Ok(h) => h,
-                        Err(e) => return self.insert_failed(e),
+                        Err(e) => return self.refused(buf, port, ip, now, e),
                     },
                 };
                 return self.forward_flow(buf, len, port, ip, hit, offload, now);
@@ -95,23 +95,38 @@ impl Context {
             Some(h) => h,
             None => match self.table.insert(ip.key, now, true, ip.flags) {
                 Ok((h, _)) => h,
-                Err(e) => return self.insert_failed(e),
+                Err(e) => return self.refused(buf, port, ip, now, e),
             },
         };
         self.forward_flow(buf, len, port, ip, hit, offload, now)
     }
 
+    /// A flow the table would not create, dropped by its reason.
     pub(super) fn insert_failed(&mut self, e: InsertError) -> Verdict {
-        self.drop(match e {
-            InsertError::TableFull { .. } => DropReason::TableFull,
-            InsertError::PortsExhausted { .. } => DropReason::PortsExhausted,
-            InsertError::NoGateway(NoGateway::RuleRejects { .. }) => DropReason::Policy,
-            InsertError::NoGateway(NoGateway::NoneUsable) => DropReason::GatewayDown,
-            InsertError::NotSyn => DropReason::TcpNoFlowNoSyn,
-            InsertError::Exists => DropReason::FlowExists,
-            InsertError::NatV6 => DropReason::Ipv6Unsupported,
-            InsertError::UnknownGateway(_) => DropReason::UnknownGateway,
-        })
+        self.drop(insert_error_reason(&e))
+    }
+
+    /// A LAN host's new flow the table would not create: out of room (table, NAT ports, or the
+    /// host's own limits) is answered with ICMP "communication administratively prohibited"
+    /// (RFC 5508 REQ-8, rate limited) so the client gives up at once instead of retrying into
+    /// the void; anything else is dropped by its reason.
+    pub(super) fn refused(
+        &mut self,
+        buf: &mut [u8],
+        port: PortId,
+        ip: Ip4,
+        now: Time,
+        e: InsertError,
+    ) -> Verdict {
+        let reason = insert_error_reason(&e);
+        if !e.is_resource_limit() {
+            return self.drop(reason);
+        }
+        let repr = Icmpv4Repr::DstUnreachable {
+            code: UnreachableCode::AdminProhibited,
+            next_hop_mtu: 0,
+        };
+        self.send_icmp_error(buf, port, ip, now, &repr, reason)
     }
 
     /// Forward a packet that belongs to a flow, in either direction: the flow's state first (a
@@ -249,7 +264,7 @@ impl Context {
                 }
                 match self.table.insert_via(ip.key, g, now) {
                     Ok(h) => h,
-                    Err(e) => return self.insert_failed(e),
+                    Err(e) => return self.refused(buf, in_port, ip, now, e),
                 }
             }
         };
@@ -280,7 +295,7 @@ impl Context {
                         flow: h.flow,
                         dir: Dir::Reply,
                     },
-                    Err(e) => return self.insert_failed(e),
+                    Err(e) => return self.refused(buf, in_port, ip, now, e),
                 }
             }
         };
@@ -324,5 +339,21 @@ impl Context {
             (core::net::IpAddr::V4(a), p) => Some((a, p)),
             _ => None,
         }
+    }
+}
+
+/// Why the flow table would not create a flow, as a drop reason.
+fn insert_error_reason(e: &InsertError) -> DropReason {
+    match e {
+        InsertError::TableFull { .. } => DropReason::TableFull,
+        InsertError::PortsExhausted { .. } => DropReason::PortsExhausted,
+        InsertError::SourceFlowLimit { .. } => DropReason::HostLimit,
+        InsertError::SourcePortLimit { .. } => DropReason::HostPortLimit,
+        InsertError::NoGateway(NoGateway::RuleRejects { .. }) => DropReason::Policy,
+        InsertError::NoGateway(NoGateway::NoneUsable) => DropReason::GatewayDown,
+        InsertError::NotSyn => DropReason::TcpNoFlowNoSyn,
+        InsertError::Exists => DropReason::FlowExists,
+        InsertError::NatV6 => DropReason::Ipv6Unsupported,
+        InsertError::UnknownGateway(_) => DropReason::UnknownGateway,
     }
 }

@@ -84,10 +84,14 @@
 //! handed to workers in blocks of this many; the range must hold at least one block per worker);
 //! `timeouts` in seconds, each with the floor the flow table enforces: `tcp_established` 7440
 //! (≥ 7440, RFC 5382 REQ-5), `tcp_transitory` 240 (≥ 240, RFC 5382 REQ-5), `udp` 300 (≥ 120,
-//! RFC 4787 REQ-5), `icmp` 60 (≥ 60, RFC 5508 REQ-1), `tcp_syn_inbound` 6 (≥ 6, RFC 5382 REQ-4).
+//! RFC 4787 REQ-5), `icmp` 60 (≥ 60, RFC 5508 REQ-1), `tcp_syn_inbound` 6 (≥ 6, RFC 5382 REQ-4),
+//! `tcp_embryonic` 120 and `udp_embryonic` 30 (≥ 10: flows never answered).
 //!
 //! ## `limits:`
-//! `max_flows` (1..=16777216, default 1048576), `workers` (default: number of CPUs).
+//! `max_flows` (1..=16777216, default 1048576), `workers` (default: one per CPU, at least 2),
+//! `flows_per_host` and `ports_per_host` (one LAN host's share, all workers together; default: an
+//! eighth of each worker's table and a quarter of its NAT ports). A host over them, or a full
+//! table, is answered with ICMP "communication administratively prohibited" (RFC 5508).
 //!
 //! At most 64 gateways (the flow table's gateway set is a 64-bit mask).
 //!

@@ -49,6 +49,14 @@ pub struct Timeouts {
     /// Unanswered inbound SYN (port forwards).
     #[serde(default = "d_syn_in")]
     pub tcp_syn_inbound: u32,
+    /// An outbound TCP connection whose SYN was never answered (Linux conntrack's `syn_sent`);
+    /// at least 10.
+    #[serde(default = "d_tcp_embryonic")]
+    pub tcp_embryonic: u32,
+    /// A UDP (or other) flow that never had an answer (Linux conntrack's unreplied UDP); at
+    /// least 10.
+    #[serde(default = "d_udp_embryonic")]
+    pub udp_embryonic: u32,
 }
 
 impl Default for Timeouts {
@@ -59,6 +67,8 @@ impl Default for Timeouts {
             udp: d_udp(),
             icmp: d_icmp(),
             tcp_syn_inbound: d_syn_in(),
+            tcp_embryonic: d_tcp_embryonic(),
+            udp_embryonic: d_udp_embryonic(),
         }
     }
 }
@@ -70,18 +80,28 @@ pub struct Limits {
     /// Maximum number of flows (all workers together).
     #[serde(default = "d_max_flows")]
     pub max_flows: u32,
-    /// Worker threads; `None` means the number of CPUs (see [`Limits::workers`]).
+    /// Worker threads; `None` means one per CPU, at least 2 (see [`Limits::workers`]).
     #[serde(default)]
     pub workers: Option<u16>,
+    /// Most flows one LAN host may hold (all workers together); `None`: an eighth of a worker's
+    /// table, at least 1,024, in each worker. A host over it is answered with ICMP "prohibited".
+    #[serde(default)]
+    pub flows_per_host: Option<u32>,
+    /// Most NAT ports one LAN host may hold (all workers together); `None`: a quarter of each
+    /// worker's share of the port range, at least 256.
+    #[serde(default)]
+    pub ports_per_host: Option<u32>,
 }
 
 impl Limits {
-    /// Worker count with the default applied.
+    /// Worker count with the default applied: one per CPU, at least 2 (so that what users run
+    /// by default is the multi-worker datapath, whatever the machine).
     pub fn workers(&self) -> u16 {
         self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| u16::try_from(n.get()).unwrap_or(u16::MAX))
                 .unwrap_or(1)
+                .max(2)
         })
     }
 }
@@ -91,6 +111,8 @@ impl Default for Limits {
         Self {
             max_flows: d_max_flows(),
             workers: None,
+            flows_per_host: None,
+            ports_per_host: None,
         }
     }
 }
@@ -118,6 +140,12 @@ fn d_port_range() -> [u16; 2] {
 }
 fn d_port_block() -> u16 {
     64
+}
+fn d_tcp_embryonic() -> u32 {
+    120
+}
+fn d_udp_embryonic() -> u32 {
+    30
 }
 fn d_tcp_est() -> u32 {
     7440

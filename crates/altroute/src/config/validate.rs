@@ -517,6 +517,13 @@ fn nat_limits(c: &Config, s: &mut Sink) {
         ("tcp_transitory", t.tcp_transitory, 240, "RFC 5382 REQ-5"),
         ("tcp_syn_inbound", t.tcp_syn_inbound, 6, "RFC 5382 REQ-4"),
         ("icmp", t.icmp, 60, "RFC 5508 REQ-1"),
+        (
+            "tcp_embryonic",
+            t.tcp_embryonic,
+            10,
+            "a SYN's first retransmissions",
+        ),
+        ("udp_embryonic", t.udp_embryonic, 10, "a resolver's retries"),
     ] {
         if v < min {
             s.err(
@@ -530,6 +537,17 @@ fn nat_limits(c: &Config, s: &mut Sink) {
             "limits.max_flows",
             format!("{} is out of range 1..={MAX_FLOWS}", c.limits.max_flows),
         );
+    }
+    for (k, v) in [
+        ("flows_per_host", c.limits.flows_per_host),
+        ("ports_per_host", c.limits.ports_per_host),
+    ] {
+        if v == Some(0) {
+            s.err(
+                format!("limits.{k}"),
+                "must be > 0 (leave it out for the default)",
+            );
+        }
     }
     if c.limits.workers == Some(0) {
         s.err(

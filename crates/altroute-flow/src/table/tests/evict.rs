@@ -6,6 +6,10 @@ use super::*;
 fn full_table_early_drops_unanswered_then_refuses() {
     let mut t = table(TableConfig {
         max_flows: 4,
+        limits: Limits {
+            flows_per_source: Some(100),
+            ..Limits::default()
+        },
         ..two_gw((1, 1))
     });
     let mut hits = Vec::new();

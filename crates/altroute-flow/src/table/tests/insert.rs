@@ -78,7 +78,10 @@ fn endpoint_independent_mapping_and_sharing() {
         t.mapping(EXT1.into(), proto::TCP, 40000),
         Some((LAN.into(), 40000))
     );
-    // Removing one of the two sharing flows keeps the mapping; removing both frees it (after cooling).
+    // Removing one of the two sharing flows keeps the mapping; removing both frees it (after
+    // cooling, as one of them was answered).
+    let ra = t.lookup(&reply_of(&t, a)).unwrap();
+    t.update(ra, T0, SYN | ACK, 0);
     t.remove(a.flow, T0);
     assert_eq!(
         t.mapping(EXT1.into(), proto::TCP, 40000),

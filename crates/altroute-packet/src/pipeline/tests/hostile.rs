@@ -207,3 +207,46 @@ fn probe_replies_go_to_the_control_thread_only_from_probe_targets() {
         Verdict::Drop(DropReason::Unsolicited)
     );
 }
+
+#[test]
+fn a_host_over_its_limit_is_told_at_once_and_others_are_not_affected() {
+    let c = ctx((1, 0), None);
+    let cfg = c.config().clone();
+    let table = FlowTable::new(TableConfig {
+        gateways: c.table.gateways().to_vec(),
+        limits: altroute_flow::Limits {
+            flows_per_source: Some(3),
+            ..Default::default()
+        },
+        ..TableConfig::default()
+    })
+    .unwrap();
+    let mut c = Context::new(cfg, table).unwrap();
+    for sp in 40000..40003 {
+        forwarded(
+            &mut c,
+            &tcp_frame(H_MAC, LAN_MAC, HOST, SRV, sp, 443, SYN, 64),
+            0,
+            1,
+        );
+    }
+    // The fourth connection of the host: ICMP 3/13 back to it, nothing out.
+    let f = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40003, 443, SYN, 64);
+    let (v, out) = run(&mut c, &f, 0);
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!(&out[0..6], &H_MAC.0);
+    assert_eq!(
+        (out[34], out[35]),
+        (3, 13),
+        "destination unreachable, prohibited"
+    );
+    assert_checksums(&out);
+    assert_eq!(c.counters.drops.get(DropReason::HostLimit), 1);
+    // Another host is not held back.
+    forwarded(
+        &mut c,
+        &tcp_frame(H2_MAC, LAN_MAC, HOST2, SRV, 40000, 443, SYN, 64),
+        0,
+        1,
+    );
+}

@@ -52,7 +52,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    altroute::logging::format(&mut logger);
+    logger.init();
     match Cli::parse().command.run() {
         Ok(code) => code,
         Err(e) => {

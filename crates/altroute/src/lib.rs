@@ -11,14 +11,19 @@
 //! - [`control`]: the control thread: gateway probes, [`health`] state machines, hooks, operator
 //!   commands, the status file.
 //! - [`replay`]: pcap captures through the pipeline, no root needed.
+//! - Running as a service: [`service`] (systemd readiness and watchdog), [`caps`] (dropping
+//!   the capabilities start-up needed), [`logging`] (the line format, journald's under systemd).
 //!
 //! The CLI's `lab`, `lab-tool` and `demo` commands are a thin layer over the `altroute-lab` crate.
 
 pub mod build;
+pub mod caps;
 pub mod config;
 pub mod control;
 pub mod health;
 pub mod kernel;
+pub mod logging;
 pub mod replay;
+pub mod service;
 pub mod setup;
 pub mod worker;

@@ -38,6 +38,10 @@ commands! {
     Run(cmd::run::Args),
     /// Replay pcap/pcapng captures through the packet pipeline (no root): one pcap out per port.
     Replay(cmd::replay::Args),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the manual page (roff), or write every page into a directory.
+    Man(cmd::man::Args),
     /// Lab traffic tools (whoami server and client), run inside lab namespaces.
     #[command(hide = true)]
     LabTool(cmd::lab_tool::Args),
@@ -52,7 +56,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    altroute::logging::format(&mut logger);
+    logger.init();
     match Cli::parse().command.run() {
         Ok(code) => code,
         Err(e) => {

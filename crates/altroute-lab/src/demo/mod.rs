@@ -3,13 +3,15 @@
 //! JSON status file, real TCP connections from the LAN's kernel stack, a black-holed ISP, its
 //! recovery, and a teardown that always happens (also on error or Ctrl-C).
 //!
-//! Output is one line per step or event, numbered `[n/6]`, written to any [`Write`]. The steps
-//! are in `scenario.rs`, the router process in `router.rs`, the lab traffic in `traffic.rs` and
-//! the printing in `report.rs`.
+//! Output is one line per step or event, numbered `[n/6]`, written to any [`Write`], and a
+//! picture of the connections over time (SVG, [`Timeline`]). The steps are in `scenario.rs`, the
+//! router process in `router.rs`, the lab traffic in `traffic.rs`, the printing in `report.rs`
+//! and the picture in `timeline.rs`.
 
 mod report;
 mod router;
 mod scenario;
+mod timeline;
 mod traffic;
 
 use std::io::Write;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use report::GatewayAddrs;
 pub use router::{GatewayStatus, RouterProcess, RouterStatus};
+pub use timeline::{DrawError, Mark, Timeline};
 pub use traffic::{start_whoami, tcp_clients};
 
 use crate::tool::Tally;
@@ -158,6 +161,8 @@ pub struct DemoOptions {
     pub work_dir: PathBuf,
     /// Give up on failover / failback after this long.
     pub step_timeout: Duration,
+    /// Where to write the timeline picture (SVG), if anywhere.
+    pub svg: Option<PathBuf>,
 }
 
 /// What the demo measured.
@@ -177,6 +182,8 @@ pub struct DemoSummary {
     pub router_exit_ok: Option<bool>,
     /// Namespaces deleted at teardown.
     pub deleted: Vec<String>,
+    /// Every round of test connections, and the black hole, restore and failback.
+    pub timeline: Timeline,
 }
 
 /// Everything the demo holds; dropped in field order… but torn down explicitly by `teardown`.
@@ -231,6 +238,20 @@ pub fn run(
         out.line(6, &format!("stopping early: {e}"));
     }
     let down = teardown(opts, &mut out, held, &mut summary);
+    if let Some(path) = &opts.svg
+        && !summary.timeline.is_empty()
+    {
+        match write_svg(&summary.timeline, path) {
+            Ok(()) => out.line(
+                6,
+                &format!(
+                    "timeline (new connections per second per gateway): {}",
+                    path.display()
+                ),
+            ),
+            Err(e) => out.line(6, &format!("no timeline: {e}")),
+        }
+    }
     let clean = down.is_ok() && matches!(result, Ok(()) | Err(DemoError::Interrupted));
     if clean {
         let _ = std::fs::remove_dir_all(&opts.work_dir);
@@ -250,6 +271,17 @@ pub fn run(
         &format!("done in {:.1} s", out.start.elapsed().as_secs_f64()),
     );
     Ok(summary)
+}
+
+/// Draws the timeline into `path`.
+fn write_svg(timeline: &Timeline, path: &Path) -> Result<(), DemoError> {
+    let svg = timeline
+        .svg(
+            "altroute demo: new connections per second per gateway",
+            (960, 480),
+        )
+        .map_err(|e| DemoError::Step(e.to_string()))?;
+    std::fs::write(path, svg).map_err(io(format!("writing {}", path.display())))
 }
 
 fn teardown(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::report::{GatewayAddrs, Out, kinds};
 use super::router::{RouterProcess, Watch};
+use super::timeline::Timeline;
 use super::traffic::{start_whoami, tcp_clients};
 use super::{
     ConfigSource, DemoConfig, DemoError, DemoOptions, DemoSummary, Held, SERVER_TCP, SERVER_UDP,
@@ -26,18 +27,24 @@ pub(super) fn scenario(
 ) -> Result<(), DemoError> {
     let cfg = start(opts, stop, out, held)?;
     let (lab, router) = held.running()?;
+    let names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
     let mut scene = Scene {
         opts,
         stop,
         lab,
         router,
         gws: GatewayAddrs::from_config(&cfg),
-        names: cfg.gateways.iter().map(|g| g.name.clone()).collect(),
+        timeline: Timeline::new(names.clone()),
+        epoch: out.start,
+        names,
         cfg,
     };
-    scene.traffic(out, summary)?;
-    let mut watch = scene.failover(out, summary)?;
-    scene.failback(out, summary, &mut watch)
+    let result = scene.traffic(out, summary).and_then(|()| {
+        let mut watch = scene.failover(out, summary)?;
+        scene.failback(out, summary, &mut watch)
+    });
+    summary.timeline = scene.timeline;
+    result
 }
 
 /// Writes an embedded configuration into the work directory; returns its path and how to name it.
@@ -132,6 +139,10 @@ struct Scene<'a> {
     gws: GatewayAddrs,
     /// Gateway names in configuration order.
     names: Vec<String>,
+    /// Every round of test connections and the demo's moments, for the picture.
+    timeline: Timeline,
+    /// When the demo started (the timeline's zero).
+    epoch: Instant,
 }
 
 /// What step 4 has seen so far.
@@ -145,16 +156,27 @@ struct FailoverWatch {
 }
 
 impl Scene<'_> {
-    /// `n` TCP connections from the LAN to the whoami server, `parallel` at a time.
-    fn clients(&self, n: usize, parallel: usize, timeout_ms: u64) -> Result<Tally, DemoError> {
-        tcp_clients(
+    /// `n` TCP connections from the LAN to the whoami server, `parallel` at a time; the round
+    /// goes into the timeline.
+    fn clients(&mut self, n: usize, parallel: usize, timeout_ms: u64) -> Result<Tally, DemoError> {
+        let start = self.since_start(Instant::now());
+        let t = tcp_clients(
             self.lab,
             &self.opts.bin,
             SERVER_TCP,
             n,
             parallel,
             timeout_ms,
-        )
+        )?;
+        let ok = self.names.iter().map(|g| self.gws.count(&t, g)).collect();
+        let end = self.since_start(Instant::now());
+        self.timeline.round(start, end, ok, t.failed);
+        Ok(t)
+    }
+
+    /// Seconds from the demo's start to `at`.
+    fn since_start(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.epoch).as_secs_f64()
     }
 
     /// The first gateway (the one black-holed).
@@ -213,6 +235,8 @@ impl Scene<'_> {
         let epoch = self.router.epoch();
         self.lab.blackhole(Isp::One)?;
         let hole = Instant::now();
+        self.timeline
+            .mark(self.since_start(hole), format!("black hole {primary}"));
         let hole_router_ms = epoch
             .and_then(|e| SystemTime::now().duration_since(e).ok())
             .map(|d| d.as_millis() as u64);
@@ -319,6 +343,8 @@ impl Scene<'_> {
         let primary = self.primary();
         self.lab.restore(Isp::One)?;
         let restored = Instant::now();
+        self.timeline
+            .mark(self.since_start(restored), format!("restore {primary}"));
         let first = self.cfg.gateways.first();
         out.line(
             5,
@@ -338,6 +364,10 @@ impl Scene<'_> {
             let via_primary = self.gws.count(&t, &primary);
             if via_primary > 0 {
                 summary.failback_s = Some(since);
+                self.timeline.mark(
+                    self.since_start(restored) + since,
+                    format!("failback {primary}"),
+                );
                 out.line(
                     5,
                     &format!(

@@ -2,7 +2,7 @@
 //! real TCP connections, their split per gateway, a black-holed ISP with failover, the restore
 //! with failback, and a teardown that always happens (also on error or Ctrl-C).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,6 +28,11 @@ pub struct Args {
     /// Give up on failover or failback after this many seconds.
     #[arg(long, default_value_t = 40)]
     step_timeout_s: u64,
+    /// Write the timeline (new connections per second per gateway, the black hole and the
+    /// failback marked) as SVG here (default: altroute-demo-<pid>.svg in the temporary directory,
+    /// beside the demo's work directory).
+    #[arg(long, value_name = "PATH")]
+    svg: Option<PathBuf>,
 }
 
 impl Args {
@@ -39,15 +44,19 @@ impl Args {
                 .context("installing the signal handlers")?;
         }
         let pid = std::process::id();
-        let opts = DemoOptions {
-            bin: std::env::current_exe().context("locating the altroute binary")?,
-            config: ConfigSource::from_arg(self.config.as_deref()),
-            load_config,
-            prefix: self.prefix.unwrap_or_else(|| format!("dm{pid}-")),
-            connections: self.connections.max(1),
-            work_dir: std::env::temp_dir().join(format!("altroute-demo-{pid}")),
-            step_timeout: Duration::from_secs(self.step_timeout_s.max(5)),
-        };
+        let opts =
+            DemoOptions {
+                bin: std::env::current_exe().context("locating the altroute binary")?,
+                config: ConfigSource::from_arg(self.config.as_deref()),
+                load_config,
+                prefix: self.prefix.unwrap_or_else(|| format!("dm{pid}-")),
+                connections: self.connections.max(1),
+                work_dir: std::env::temp_dir().join(format!("altroute-demo-{pid}")),
+                step_timeout: Duration::from_secs(self.step_timeout_s.max(5)),
+                svg: Some(self.svg.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("altroute-demo-{pid}.svg"))
+                })),
+            };
         let mut stdout = std::io::stdout();
         match demo::run(&opts, &stop, &mut stdout) {
             Ok(_) => Ok(ExitCode::SUCCESS),

@@ -3,8 +3,9 @@
 //! backend limits); inspect the links; load the kernel offload; open one port per link and
 //! worker (AF_PACKET sockets bound to IPv4, ARP and IPv6, or one `ETH_P_ALL` tap on a VLAN trunk;
 //! fanout-steered so both directions of a connection reach the worker that owns it) and build
-//! each worker's pipeline; start the workers; run the control loop until SIGINT or SIGTERM; join
-//! the workers and log their counters.
+//! each worker's pipeline; drop the capabilities only start-up needed; start the workers (and tell
+//! systemd, when under it, that the router is ready); run the control loop until SIGINT or
+//! SIGTERM; join the workers and log their counters.
 //!
 //! With `datapath.backend: pnet` one worker reads and writes every link through pnet
 //! ([`altroute_io::PnetPort`]): no rings, no vnet header, no kernel offload.
@@ -165,6 +166,35 @@ fn load_offload(links: &[String], ifindex: &[u32]) -> anyhow::Result<KernelOfflo
         _links: attached,
         ifindex: ifindex.to_vec(),
     })
+}
+
+/// Drops the capabilities only start-up needed (see [`altroute::caps`]): runs before any other
+/// thread starts, since each thread has its own sets. Keeps CAP_BPF only where this kernel
+/// refuses the offload's map updates without it (tried on a key no frame has: interface 0).
+fn drop_capabilities(offload: Option<&KernelOffload>) {
+    use altroute::caps::{self, Capability};
+    let mut keep = caps::RUNTIME.to_vec();
+    let result = (|| -> anyhow::Result<caps::Dropped> {
+        if let Some(o) = offload {
+            let mut map = o.progs.map.try_clone().context("sharing the offload map")?;
+            let nothing = altroute_io::ebpf::OffloadKey {
+                ifindex: 0,
+                saddr: std::net::Ipv4Addr::UNSPECIFIED,
+                daddr: std::net::Ipv4Addr::UNSPECIFIED,
+                sport: 0,
+                dport: 0,
+                proto: 0,
+            };
+            if !caps::works_without(Capability::CAP_BPF, || map.remove(&nothing).is_ok())? {
+                keep.push(Capability::CAP_BPF);
+            }
+        }
+        Ok(caps::drop_all_but(&keep)?)
+    })();
+    match result {
+        Ok(d) => info!("{d}"),
+        Err(e) => warn!("keeping every capability: {e:#}"),
+    }
 }
 
 /// How each link's sockets are bound (`link_mac[i]`: the MAC of link `i`). EtherType-bound
@@ -740,7 +770,13 @@ impl Args {
             .map(|(l, _)| l.as_str())
             .collect();
         log_start(&cfg, &plan, &links, &taps, offload.is_some());
+        drop_capabilities(offload.as_ref());
         let handles = spawn(ready)?;
+        altroute::service::ready(&format!(
+            "{} worker(s), {} gateway(s)",
+            handles.len(),
+            cfg.gateways.len()
+        ));
         let last = control::run(control::ControlSetup {
             port_link: pipeline.ports.iter().map(|p| p.link).collect(),
             port_mac: pipeline.ports.iter().map(|p| p.mac).collect(),
@@ -752,6 +788,7 @@ impl Args {
             status_file: self.status_file.clone(),
             log_every: Duration::from_secs(self.log_every.max(1)),
         });
+        altroute::service::stopping();
         let failed = join(handles);
         log_final(&last);
         info!("altroute stopped");

@@ -180,7 +180,9 @@ fn announce(workers: &Workers, history: &mut History, gi: usize, g: &Gw, tr: &Tr
 pub fn run(c: ControlSetup) -> Vec<WorkerStats> {
     let stop = Arc::clone(&c.stop);
     let mut ctl = Control::new(c);
-    while !stop.load(Ordering::Relaxed) && ctl.tick() {}
+    while !stop.load(Ordering::Relaxed) && ctl.tick() {
+        crate::service::watchdog();
+    }
     ctl.workers.stop();
     let mut v: Vec<WorkerStats> = ctl.stats.into_values().collect();
     v.sort_by_key(|s| s.worker);

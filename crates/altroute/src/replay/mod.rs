@@ -32,6 +32,7 @@
 //! verdict counts and the drops by reason ([`altroute_packet::DropReason`]'s name).
 
 pub mod capture;
+mod progress;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +48,7 @@ use altroute_packet::wire::MacAddr;
 use crate::build::{self, BuildError};
 use crate::config::{self, Config, ConfigError};
 pub use capture::{CapFrame, CaptureError, pcap_bytes, read_capture};
+pub use progress::Progress;
 
 /// The placeholder MAC of port `index` when the configuration gives none: `02:00:00:00:ff:NN`.
 pub fn placeholder_port_mac(index: usize) -> MacAddr {
@@ -139,6 +141,8 @@ pub struct Options {
     pub up: Vec<Event>,
     /// Frames per `process_batch` call; 0 or 1: one `process` call per frame.
     pub batch: usize,
+    /// Told how far the replay is, after each batch.
+    pub progress: Option<Progress>,
 }
 
 /// Why a replay could not run. Each message is complete (no separate source to print).
@@ -208,6 +212,7 @@ impl ReplayArgs {
             batch: self.batch,
             down: self.down.clone(),
             up: self.up.clone(),
+            progress: None,
         };
         Ok((cfg, opts))
     }
@@ -550,6 +555,9 @@ pub fn replay_frames(
         b.run(&mut ctx, &order, &files, now);
         b.emit(&order, &files, &mut report);
         n = end;
+        if let Some(p) = &opts.progress {
+            (p.0)(n as u64, order.len() as u64);
+        }
     }
     report.gateways = ctx
         .table

@@ -99,7 +99,7 @@ fn the_unit_asks_for_what_the_router_needs_and_no_more() {
     assert!(one("WatchdogSec").ends_with('s'));
     assert_eq!(
         one("CapabilityBoundingSet"),
-        "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF"
+        "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_SETPCAP"
     );
     assert_eq!(one("AmbientCapabilities"), one("CapabilityBoundingSet"));
     for (k, v) in [

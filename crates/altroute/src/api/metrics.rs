@@ -45,9 +45,17 @@ struct SnapshotCollector(Snapshot);
 
 type Labels = Vec<(&'static str, String)>;
 /// A metric of each gateway: name, help, value.
-type PerGateway<T> = (&'static str, &'static str, fn(&crate::api::model::Gateway) -> T);
+type PerGateway<T> = (
+    &'static str,
+    &'static str,
+    fn(&crate::api::model::Gateway) -> T,
+);
 /// A metric of each worker: name, help, value.
-type PerWorker = (&'static str, &'static str, fn(&crate::api::model::Worker) -> u64);
+type PerWorker = (
+    &'static str,
+    &'static str,
+    fn(&crate::api::model::Worker) -> u64,
+);
 
 /// One metric family: a name, its help, and one value per label set.
 fn family<M: EncodeMetric>(

@@ -113,11 +113,17 @@ async fn command(state: &State, c: Command) -> Result<Json<model::Done>, ApiErro
         .control
         .send(Request::Command(c, tx))
         .map_err(|_| ApiError::gone())?;
-    let message = tokio::time::timeout(ANSWER_WITHIN, rx)
+    let applied = tokio::time::timeout(ANSWER_WITHIN, rx)
         .await
         .map_err(|_| ApiError::gone())?
         .map_err(|_| ApiError::gone())??;
-    Ok(Json(model::Done { message }))
+    // Done once every worker has it: the next new connection sees the change.
+    for w in applied.workers {
+        let _ = tokio::time::timeout(ANSWER_WITHIN, w).await;
+    }
+    Ok(Json(model::Done {
+        message: applied.message,
+    }))
 }
 
 async fn status(Extract(state): Extract<State>) -> Result<Json<model::Status>, ApiError> {

@@ -46,7 +46,7 @@ mod status;
 pub use gateway::{BOOST_FOR, BOOST_INTERVAL, RECENT_ROUNDS};
 pub use hooks::run_hook;
 pub use reload::{changed_keys, is_live, restart_keys};
-pub use requests::{Command, CommandError, Request, Snapshot};
+pub use requests::{Applied, Command, CommandError, Request, Snapshot};
 pub use status::HISTORY;
 
 use std::collections::HashMap;

@@ -16,6 +16,7 @@ use super::Control;
 use super::reload;
 use crate::api::model;
 use crate::config::{self, Cidr, Config};
+use crate::worker::{Inspect, ToWorker};
 
 /// A request from the API thread, with where to send the answer.
 #[derive(Debug)]
@@ -23,7 +24,18 @@ pub enum Request {
     /// The router as it is now.
     Snapshot(oneshot::Sender<Snapshot>),
     /// Do something.
-    Command(Command, oneshot::Sender<Result<String, CommandError>>),
+    Command(Command, oneshot::Sender<Result<Applied, CommandError>>),
+}
+
+/// A command carried out: what was done, and one receiver per worker that fires once the worker
+/// has applied it (it takes control messages between batches): a caller that waits for them
+/// knows that the next new connection sees the change.
+#[derive(Debug)]
+pub struct Applied {
+    /// What was done.
+    pub message: String,
+    /// Each worker's acknowledgement.
+    pub workers: Vec<oneshot::Receiver<()>>,
 }
 
 /// An operator command.
@@ -94,13 +106,31 @@ impl Control {
                     let _ = reply.send(self.snapshot());
                 }
                 Request::Command(c, reply) => {
-                    let r = self.command(c);
+                    let r = self.command(c).map(|message| Applied {
+                        message,
+                        workers: self.acknowledgements(),
+                    });
                     changed |= r.is_ok();
                     let _ = reply.send(r);
                 }
             }
         }
         changed
+    }
+
+    /// Asks every worker to acknowledge the messages sent so far.
+    fn acknowledgements(&self) -> Vec<oneshot::Receiver<()>> {
+        self.workers
+            .to
+            .iter()
+            .map(|to| {
+                let (tx, rx) = oneshot::channel();
+                let _ = to.send(ToWorker::Inspect(Inspect(Box::new(move |_, _, _| {
+                    let _ = tx.send(());
+                }))));
+                rx
+            })
+            .collect()
     }
 
     fn gateway_index(&self, name: &str) -> Result<usize, CommandError> {

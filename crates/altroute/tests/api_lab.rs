@@ -9,7 +9,8 @@
 //! server in `inet` saw as its source: the NAT address of ISP1 or ISP2.
 //!
 //! - `cli_steers_and_reports`: `gateways` (both up), `force isp2` sends the next connection out
-//!   by ISP2 and `release` back by ISP1; `pin`/`unpin` one LAN host; `mode load-balance` spreads
+//!   by ISP2 (by ISP1 while isp2 is black-holed and down: `policy.force` holds while the
+//!   gateway is up) and `release` back by ISP1; `pin`/`unpin` one LAN host; `mode load-balance` spreads
 //!   connections over both, `mode manual` without a forced gateway is refused; `flows` and
 //!   `explain` find a flow; `/metrics` parses as Prometheus text with the expected series; the
 //!   TCP address asks for the token (the page does not).
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use altroute::api::client::{Endpoint, call};
 use altroute::config::Config;
 use altroute_lab::tool::{tcp_once, tcp_once_from};
-use altroute_lab::{Forwarder, Lab};
+use altroute_lab::{Forwarder, Isp, Lab};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -313,6 +314,20 @@ fn sample(samples: &[(String, f64)], series: &str) -> f64 {
         .1
 }
 
+/// Waits until gateway `gi` is in `state`.
+fn wait_gateway(r: &Router, gi: usize, state: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while r.get("/api/gateways")[gi]["state"] != state {
+        assert!(
+            Instant::now() < deadline,
+            "gateway #{gi} never {state}: {}\n{}",
+            r.get("/api/gateways"),
+            r.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// An HTTP request to the API's TCP address (inside the router namespace).
 fn tcp_call(lab: &Lab, path: &'static str, token: Option<&'static str>) -> (u16, String) {
     in_ns(lab, "rtr", move || {
@@ -358,6 +373,14 @@ fn cli_steers_and_reports() {
     assert_eq!(via(&s.lab), ISP2, "forced\n{}", r.log());
     let st: Value = serde_json::from_str(&r.cli_ok(&["status", "--json"])).unwrap();
     assert_eq!(st["forced"], "isp2");
+    // policy.force holds while the gateway is up: down, the policy takes over; back, it is
+    // forced again.
+    s.lab.blackhole(Isp::Two).unwrap();
+    wait_gateway(r, 1, "down", Duration::from_secs(10));
+    assert_eq!(via(&s.lab), ISP1, "the forced gateway is down");
+    s.lab.restore(Isp::Two).unwrap();
+    wait_gateway(r, 1, "up", Duration::from_secs(20));
+    assert_eq!(via(&s.lab), ISP2, "the forced gateway is back");
     r.cli_ok(&["release", "isp2"]);
     assert_eq!(via(&s.lab), ISP1, "released");
     let out = r.cli(&["release", "isp2"]);
@@ -438,6 +461,13 @@ fn cli_steers_and_reports() {
     assert!(r.cli_ok(&["flows"]).contains("page 0"));
     assert!(r.cli_ok(&["status"]).contains("mode failover"));
 
+    metrics_and_tcp(&s);
+}
+
+/// `/metrics` parses as Prometheus text with the expected series; the TCP address needs the
+/// token for the API and the metrics, not for the page.
+fn metrics_and_tcp(s: &Setup) {
+    let r = &s.router;
     // Metrics (the workers report their counters every second).
     let deadline = Instant::now() + Duration::from_secs(5);
     let samples = loop {
@@ -713,7 +743,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"args": [
                 "--headless", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--no-first-run",
+                "--disable-background-networking", "--no-first-run", "--window-size=1280,1000",
                 format!("--user-data-dir={}", profile.display()),
             ]},
         }}});
@@ -837,6 +867,8 @@ fn browser_forces_isp2() {
         .unwrap();
     let profile = s.router.dir.join("chromium-profile");
     std::fs::create_dir_all(&profile).unwrap();
+    // A picture of the page after the click (kept with the logs: ALTROUTE_KEEP_LOGS=1).
+    let picture = s.router.dir.join("page.png");
     let seen = in_ns(&s.lab, "rtr", move || {
         let b = Browser::open(port, &profile);
         b.call(
@@ -864,8 +896,38 @@ fn browser_forces_isp2() {
         let release = b.wait("#release-isp2");
         assert_eq!(b.text(&release), "release isp2");
         let msg = b.wait("#message");
+        // Let a traffic plot or two draw before the picture.
+        thread::sleep(Duration::from_millis(2500));
+        if let Some(png) = b.try_call(Method::GET, &b.path("/screenshot"), None)
+            && let Some(png) = png.as_str()
+        {
+            let _ = std::fs::write(&picture, base64_decode(png));
+        }
         b.text(&msg)
     });
     assert!(seen.contains("isp2"), "{seen}");
     assert_eq!(via(&s.lab), ISP2, "after the click\n{}", s.router.log());
+}
+
+/// Standard base64 (the WebDriver screenshot), padding and bad characters skipped.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -314,7 +314,9 @@ fn sample(samples: &[(String, f64)], series: &str) -> f64 {
         .1
 }
 
-/// Waits until gateway `gi` is in `state`.
+/// Waits until gateway `gi` is in `state`, and a little more: the API shows the control
+/// thread's state at once, and a worker asleep in poll() takes the change only after the batch
+/// that wakes it.
 fn wait_gateway(r: &Router, gi: usize, state: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while r.get("/api/gateways")[gi]["state"] != state {
@@ -326,6 +328,7 @@ fn wait_gateway(r: &Router, gi: usize, state: &str, limit: Duration) {
         );
         thread::sleep(Duration::from_millis(50));
     }
+    thread::sleep(Duration::from_millis(300));
 }
 
 /// An HTTP request to the API's TCP address (inside the router namespace).

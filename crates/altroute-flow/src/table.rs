@@ -46,6 +46,7 @@ mod expiry;
 mod gateways;
 mod index;
 mod insert;
+mod live;
 mod lookup;
 mod mapping;
 mod slot;

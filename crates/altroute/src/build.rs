@@ -103,6 +103,10 @@ impl From<config::Mode> for Mode {
         match m {
             config::Mode::LoadBalance => Mode::LoadBalance,
             config::Mode::Failover => Mode::Failover,
+            // Manual: the forced gateway, held usable whatever its probes say (the control
+            // thread's operator state), takes every new connection; the table's own mode only
+            // matters if that gateway is disabled.
+            config::Mode::Manual => Mode::Failover,
         }
     }
 }

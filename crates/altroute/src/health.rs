@@ -215,6 +215,17 @@ impl Health {
         Some(t)
     }
 
+    /// New probe thresholds (a configuration reload), keeping the state in force: a gateway
+    /// that is down stays down until the new thresholds bring it back. With another number of
+    /// targets the per-target windows start empty (every target healthy); otherwise they are
+    /// kept and judged by the new thresholds from the next round on.
+    pub fn set_settings(&mut self, settings: Settings) {
+        if settings.targets.max(1) != self.targets.len() {
+            self.targets = vec![Target::default(); settings.targets.max(1)];
+        }
+        self.settings = settings;
+    }
+
     /// Set the operator override.
     pub fn set_admin(&mut self, admin: Admin, now: Time) -> Option<Transition> {
         self.admin = admin;
@@ -394,6 +405,28 @@ mod tests {
 
     fn at(ms: u64) -> Time {
         Time::from_millis(ms)
+    }
+
+    #[test]
+    fn new_settings_keep_the_state_and_apply_from_the_next_round() {
+        let mut h = Health::new(settings(1, 1), Admin::Auto, at(0));
+        for i in 1..=4 {
+            h.round(at(i * 500), &[None]);
+        }
+        assert_eq!(h.state(), GatewayState::Down);
+        // Two targets now: the state stays, the windows start afresh.
+        h.set_settings(settings(2, 1));
+        assert_eq!(h.state(), GatewayState::Down);
+        assert_eq!(h.failed_targets(), vec![false, false]);
+        // One target lost for a whole window takes it down again from the next rounds on.
+        let mut s = settings(1, 1);
+        s.down.rounds = 1;
+        let mut up = Health::new(settings(1, 1), Admin::Auto, at(0));
+        up.set_settings(s);
+        let tr = up
+            .round(at(500), &[None])
+            .expect("one lost round of one is down now");
+        assert_eq!(tr.to, GatewayState::Down);
     }
 
     #[test]

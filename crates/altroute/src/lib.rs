@@ -16,6 +16,7 @@
 //!
 //! The CLI's `lab`, `lab-tool` and `demo` commands are a thin layer over the `altroute-lab` crate.
 
+pub mod api;
 pub mod build;
 pub mod caps;
 pub mod config;

@@ -1,16 +1,51 @@
-//! The log line format. On a terminal or in a file: env_logger's own (`[time LEVEL target]
-//! message`). Under systemd with stderr still connected to the journal (`JOURNAL_STREAM` names
-//! stderr's device and inode, as sd-daemon(3) describes): no timestamp of our own, journald adds
-//! one, and each line starts with its syslog priority (`<3>` error, `<4>` warning, `<6>` info,
-//! `<7>` debug and trace), which journald strips and records as the entry's priority
-//! (`journalctl -p warning` then works).
-//!
-//! Which levels are logged is chosen elsewhere (`RUST_LOG`, the configuration); this module only
-//! decides how a line looks.
+//! The log: which levels (`logging.level` from the configuration, unless `RUST_LOG` is set —
+//! then it rules, with its per-module directives, and reloads leave it alone) and how a line
+//! looks. On a terminal or in a file: env_logger's own (`[time LEVEL target] message`). Under
+//! systemd with stderr still connected to the journal (`JOURNAL_STREAM` names stderr's device and
+//! inode, as sd-daemon(3) describes): no timestamp of our own, journald adds one, and each line
+//! starts with its syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and
+//! trace), which journald strips and records as the entry's priority (`journalctl -p warning`
+//! then works).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use log::Level;
+use log::{Level, LevelFilter};
+
+/// Whether `RUST_LOG` chose the filter.
+static FROM_ENV: AtomicBool = AtomicBool::new(false);
+
+/// Starts the logger: `RUST_LOG`'s filter if set; else every record reaches the logger and the
+/// level (`info` until a configuration is loaded) is [`set_level`]'s. The line format is
+/// [`format`]'s.
+pub fn init() {
+    let mut builder = if std::env::var_os("RUST_LOG").is_some() {
+        FROM_ENV.store(true, Ordering::Relaxed);
+        env_logger::Builder::from_env(env_logger::Env::default())
+    } else {
+        let mut b = env_logger::Builder::new();
+        b.filter_level(LevelFilter::Trace);
+        b
+    };
+    format(&mut builder);
+    builder.init();
+    if !FROM_ENV.load(Ordering::Relaxed) {
+        log::set_max_level(LevelFilter::Info);
+    }
+}
+
+/// The level of `off|error|warn|info|debug|trace` (validated by the configuration; anything
+/// else is `info`).
+pub fn level_of(level: &str) -> LevelFilter {
+    level.parse().unwrap_or(LevelFilter::Info)
+}
+
+/// Applies `logging.level` (at start and on reload) unless `RUST_LOG` chose the filter.
+pub fn set_level(level: &str) {
+    if !FROM_ENV.load(Ordering::Relaxed) {
+        log::set_max_level(level_of(level));
+    }
+}
 
 /// Sets the line format on `builder`: the journal's when stderr is the journal stream.
 pub fn format(builder: &mut env_logger::Builder) {
@@ -64,6 +99,14 @@ pub fn parse_journal_stream(s: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(level_of("debug"), LevelFilter::Debug);
+        assert_eq!(level_of("WARN"), LevelFilter::Warn);
+        assert_eq!(level_of("off"), LevelFilter::Off);
+        assert_eq!(level_of("chatty"), LevelFilter::Info);
+    }
 
     #[test]
     fn journal_lines_carry_the_priority_and_no_time() {

@@ -42,6 +42,30 @@ commands! {
     Completions(cmd::completions::Args),
     /// Print the manual page (roff), or write every page into a directory.
     Man(cmd::man::Args),
+    /// Show the running router: version, uptime, mode, flows, drops, latest transitions.
+    Status(cmd::client::Status),
+    /// Show each gateway: state and why, RTT, loss, flows, traffic.
+    Gateways(cmd::client::Gateways),
+    /// List the flows (paged), by client or gateway.
+    Flows(cmd::client::Flows),
+    /// Explain which gateway a 5-tuple's flow takes, and why.
+    Explain(cmd::client::Explain),
+    /// Send new connections to this gateway while it is usable.
+    Force(cmd::client::Force),
+    /// Stop forcing this gateway.
+    Release(cmd::client::Release),
+    /// Use this gateway again.
+    Enable(cmd::client::Enable),
+    /// Stop using this gateway (its flows are treated as on a dead gateway).
+    Disable(cmd::client::Disable),
+    /// Pin a LAN host to a gateway.
+    Pin(cmd::client::Pin),
+    /// Remove a LAN host's pin.
+    Unpin(cmd::client::Unpin),
+    /// Switch the mode: load-balance, failover or manual.
+    Mode(cmd::client::Mode),
+    /// Re-read the configuration file (as SIGHUP).
+    Reload(cmd::client::Reload),
     /// Lab traffic tools (whoami server and client), run inside lab namespaces.
     #[command(hide = true)]
     LabTool(cmd::lab_tool::Args),
@@ -56,10 +80,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    altroute::logging::format(&mut logger);
-    logger.init();
+    altroute::logging::init();
     match Cli::parse().command.run() {
         Ok(code) => code,
         Err(e) => {

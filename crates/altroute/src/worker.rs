@@ -62,8 +62,28 @@ pub enum ToWorker {
         /// Frames.
         frames: Vec<Vec<u8>>,
     },
+    /// The flow table's new settings (a reload or an operator command): gateways' weights and
+    /// tiers (their states stay as the `Gateway` messages set them), policy, overrides, idle
+    /// timeouts. Existing flows keep their gateways.
+    Table(Box<altroute_flow::TableConfig>),
+    /// Run this on the worker's flow table between two batches (the API's flow listings and
+    /// explanations: each call does a bounded piece of work and sends its answer itself).
+    Inspect(Inspect),
     /// Stop after this round.
     Stop,
+}
+
+/// A function that looks at a worker's flow table: called with the table, the worker's id and
+/// the time.
+pub type InspectFn = Box<dyn FnOnce(&altroute_flow::FlowTable, u16, Time) + Send>;
+
+/// A look at a worker's flow table ([`InspectFn`]).
+pub struct Inspect(pub InspectFn);
+
+impl std::fmt::Debug for Inspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspect(..)")
+    }
 }
 
 /// Messages from a worker to the control thread.
@@ -720,8 +740,26 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
                 }
             }
         }
+        ToWorker::Table(cfg) => table(w, *cfg),
+        ToWorker::Inspect(Inspect(f)) => f(&w.ctx.table, w.id, t),
         ToWorker::Stop => {}
     }
+}
+
+/// Applies new flow-table settings, keeping each gateway's state.
+fn table(w: &mut WorkerSetup, cfg: altroute_flow::TableConfig) {
+    let table = &mut w.ctx.table;
+    let mut gateways = cfg.gateways;
+    for (g, old) in gateways.iter_mut().zip(table.gateways()) {
+        g.state = old.state;
+    }
+    if gateways.len() != table.gateways().len() || table.set_gateways(gateways).is_err() {
+        // The control thread refuses such reloads; nothing else changes then.
+        return;
+    }
+    table.set_policy(cfg.policy);
+    table.set_overrides(cfg.overrides);
+    let _ = table.set_timeouts(cfg.timeouts);
 }
 
 fn stats(w: &WorkerSetup, s: &Scratch) -> WorkerStats {

@@ -20,7 +20,8 @@
 //! - (e) `dead_second_target_*`: two targets, one not routed: isp1 stays usable, degraded.
 //! - `wait_*`: with `on_gateway_down: wait` a flow of the dead gateway is not rejected and
 //!   resumes with the same NAT mapping when the gateway is back.
-//! - `operator_*`: the command file disables / forces / releases a gateway without a restart.
+//! - `operator_*`: the API (through the CLI) disables a gateway, holds one up in manual mode, and
+//!   a reload puts the file's configuration back, without a restart.
 
 // Helpers outside `#[test]` functions are test code too: a failed lab step must fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -119,6 +120,8 @@ impl Router {
             .arg(&cfg_path)
             .args(["--netns", &lab.ns("rtr"), "--status-file"])
             .arg(&status)
+            .arg("--api-socket")
+            .arg(dir.join("api.sock"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -161,11 +164,20 @@ impl Router {
         }
     }
 
-    fn command(&self, line: &str) {
-        let path = altroute::control::command_file(&self.status);
-        let tmp = path.with_extension("writing");
-        std::fs::write(&tmp, format!("{line}\n")).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
+    /// Runs `altroute ARGS --socket <the router's API socket>`; panics unless it succeeds.
+    fn cli(&self, args: &[&str]) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.dir.join("api.sock"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "altroute {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -877,7 +889,7 @@ fn dead_second_target_keeps_gateway_up_degraded() {
     assert_eq!(r.as_deref(), Ok(ISP1));
 }
 
-/// Operator commands through the command file, without a restart.
+/// Operator commands through the API (the CLI), without a restart; a reload undoes them.
 #[test]
 fn operator_disable_force_auto_without_restart() {
     if !should_run("operator", NETNS_TOOLS) {
@@ -889,7 +901,7 @@ fn operator_disable_force_auto_without_restart() {
     let via = |lab: &Lab| in_lan(lab, || tcp_once(server(), Duration::from_secs(2)));
     assert_eq!(via(&s.lab).as_deref(), Ok(ISP1));
 
-    s.router.command("isp1 disable");
+    s.router.cli(&["disable", "isp1"]);
     s.router
         .wait_state(0, Duration::from_secs(5), |st| st == "disabled");
     // The status file is written as the change is sent to the workers; give them a moment (a
@@ -900,9 +912,11 @@ fn operator_disable_force_auto_without_restart() {
     assert_eq!(st["gateways"][0]["admin"], "disabled");
     assert_eq!(st["gateways"][0]["reason"], "operator: disabled");
 
-    // Forced: used whatever the probes say (here they say it is dead).
+    // Manual mode holds the forced gateway up whatever the probes say (here they say it is
+    // dead).
     s.lab.blackhole(Isp::Two).unwrap();
-    s.router.command("isp2 force");
+    s.router.cli(&["force", "isp2"]);
+    s.router.cli(&["mode", "manual"]);
     s.router
         .wait_state(1, Duration::from_secs(5), |st| st == "forced");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -913,12 +927,15 @@ fn operator_disable_force_auto_without_restart() {
     assert_eq!(s.router.state(1).as_deref(), Some("forced"));
     s.lab.restore(Isp::Two).unwrap();
 
-    s.router.command("isp1 auto\nisp2 auto");
+    // A reload applies the file as it is: isp1 enabled, no force, the file's mode.
+    s.router.cli(&["reload"]);
     s.router
         .wait_state(0, Duration::from_secs(5), |st| st == "up");
+    s.router
+        .wait_state(1, Duration::from_secs(20), |st| st == "up");
     thread::sleep(Duration::from_millis(300));
     assert_eq!(via(&s.lab).as_deref(), Ok(ISP1));
-    assert!(!altroute::control::command_file(&s.router.status).exists());
     let log = s.router.log();
-    assert!(log.contains("operator sets disabled"), "{log}");
+    assert!(log.contains("operator: isp1 disabled"), "{log}");
+    assert!(log.contains("reload: "), "{log}");
 }

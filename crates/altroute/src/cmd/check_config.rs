@@ -1,4 +1,4 @@
-//! `altroute check-config FILE`: parse and validate, print a summary or every error with its key
+//! `altroute check-config --config FILE` (`check-config FILE` still works): parse and validate, print a summary or every error with its key
 //! path and line; with `--kernel` also the start-up kernel check.
 
 use std::path::PathBuf;
@@ -11,7 +11,11 @@ use altroute::kernel;
 #[derive(clap::Args)]
 pub struct Args {
     /// The YAML configuration file.
-    file: PathBuf,
+    #[arg(long, required_unless_present = "file")]
+    config: Option<PathBuf>,
+    /// The file as a positional argument (the older spelling of `--config`).
+    #[arg(hide = true, conflicts_with = "config")]
+    file: Option<PathBuf>,
     /// Also check that the kernel is silent on the ports (what `run` checks at start-up).
     #[arg(long)]
     kernel: bool,
@@ -20,11 +24,14 @@ pub struct Args {
 impl Args {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match Config::load(&self.file) {
+        let Some(file) = self.config.or(self.file) else {
+            anyhow::bail!("check-config: --config FILE is required");
+        };
+        match Config::load(&file) {
             Ok(c) => {
                 println!("ok: {}", c.summary());
                 if self.kernel {
-                    if let Err(problems) = kernel::kernel_check_path(&c, &self.file) {
+                    if let Err(problems) = kernel::kernel_check_path(&c, &file) {
                         for p in &problems {
                             eprintln!("{p}");
                         }
@@ -37,7 +44,7 @@ impl Args {
             }
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("{}: {} error(s)", self.file.display(), e.diagnostics.len());
+                eprintln!("{}: {} error(s)", file.display(), e.diagnostics.len());
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -83,7 +83,7 @@ fn demo_config(cfg: &Config) -> DemoConfig {
             name: g.name.clone(),
             nat_address: cfg.nat_address(g).map_or(String::new(), |a| a.to_string()),
             rank: match cfg.policy.mode {
-                config::Mode::Failover => format!("tier {}", g.tier),
+                config::Mode::Failover | config::Mode::Manual => format!("tier {}", g.tier),
                 config::Mode::LoadBalance => format!("weight {}", g.weight),
             },
             up_rounds: g.probe.up.rounds,

@@ -1,6 +1,7 @@
 //! The subcommands of the `altroute` binary, one module each.
 
 pub mod check_config;
+pub mod client;
 pub mod completions;
 pub mod demo;
 pub mod lab;

@@ -3,20 +3,22 @@
 //! backend limits); inspect the links; load the kernel offload; open one port per link and
 //! worker (AF_PACKET sockets bound to IPv4, ARP and IPv6, or one `ETH_P_ALL` tap on a VLAN trunk;
 //! fanout-steered so both directions of a connection reach the worker that owns it) and build
-//! each worker's pipeline; drop the capabilities only start-up needed; start the workers (and tell
-//! systemd, when under it, that the router is ready); run the control loop until SIGINT or
-//! SIGTERM; join the workers and log their counters.
+//! each worker's pipeline; drop the capabilities only start-up needed; start the API
+//! ([`altroute::api`]) and the workers (and tell systemd, when under it, that the router is
+//! ready); run the control loop until SIGINT or SIGTERM (SIGHUP reloads the configuration); join
+//! the workers and log their counters.
 //!
 //! With `datapath.backend: pnet` one worker reads and writes every link through pnet
 //! ([`altroute_io::PnetPort`]): no rings, no vnet header, no kernel offload.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use altroute::api::{Api, ApiSetup};
 use altroute::config::{self, Config};
 use altroute::worker::{self, FromWorker, ToWorker, WorkerSetup, WorkerStats};
 use altroute::{build, control, kernel};
@@ -45,9 +47,14 @@ pub struct Args {
     /// Enter this network namespace (by name, as `ip netns` knows it) before opening sockets.
     #[arg(long)]
     netns: Option<String>,
-    /// Write a JSON status document here every second.
+    /// Write a JSON status document here every second (the API's `GET /api/status` and
+    /// `/api/gateways` say more).
     #[arg(long)]
     status_file: Option<PathBuf>,
+    /// The API's Unix socket (default: `api.socket`; with `--netns NS` and the default
+    /// `api.socket`, `/run/altroute/NS.sock`, so routers in several namespaces do not collide).
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
     /// Log a status line every this many seconds.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
@@ -718,9 +725,27 @@ impl Args {
         Ok(cfg)
     }
 
+    /// The API's Unix socket: `--api-socket`, else `api.socket` (per namespace when it is the
+    /// default and `--netns` is given).
+    fn api_socket(&self, cfg: &Config) -> PathBuf {
+        if let Some(p) = &self.api_socket {
+            return p.clone();
+        }
+        match &self.netns {
+            Some(ns) if cfg.api.socket.as_os_str() == config::DEFAULT_SOCKET => {
+                PathBuf::from(format!("/run/altroute/{ns}.sock"))
+            }
+            _ => cfg.api.socket.clone(),
+        }
+    }
+
     /// Runs the router until a signal stops it.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let cfg = self.load_and_check()?;
+        altroute::logging::set_level(&cfg.logging.level);
+        let token = Arc::new(RwLock::new(
+            control::read_token(&cfg).map_err(|e| anyhow!("{e}"))?,
+        ));
         let plan = Plan::new(&self, &cfg)?;
         let links = Links::inspect(&cfg)?;
         let _ingress_drop = if plan.ingress_drop {
@@ -747,6 +772,9 @@ impl Args {
             signal_hook::flag::register(sig, Arc::clone(&stop))
                 .context("installing the signal handlers")?;
         }
+        let reload = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+            .context("installing the signal handlers")?;
         let epoch = Instant::now();
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(4096);
         let mut to_workers = Vec::new();
@@ -769,8 +797,19 @@ impl Args {
             .filter(|(_, b)| **b == RxBind::All)
             .map(|(l, _)| l.as_str())
             .collect();
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let api = Api::bind(ApiSetup {
+            socket: self.api_socket(&cfg),
+            listen: cfg.api.listen,
+            token: Arc::clone(&token),
+            control: req_tx,
+            workers: to_workers.clone(),
+        })
+        .context("starting the API")?;
         log_start(&cfg, &plan, &links, &taps, offload.is_some());
+        // Before any thread that lives on starts: each keeps the capabilities it started with.
         drop_capabilities(offload.as_ref());
+        let _api = api.serve().context("starting the API")?;
         let handles = spawn(ready)?;
         altroute::service::ready(&format!(
             "{} worker(s), {} gateway(s)",
@@ -785,6 +824,10 @@ impl Args {
             from_workers: ev_rx,
             epoch,
             stop,
+            reload,
+            config_path: self.config.clone(),
+            requests: req_rx,
+            token,
             status_file: self.status_file.clone(),
             log_every: Duration::from_secs(self.log_every.max(1)),
         });

@@ -55,13 +55,13 @@
 //! ## `policy:`
 //! | key | meaning | default |
 //! |---|---|---|
-//! | `mode` | `load-balance` (every usable gateway, in proportion to its weight) or `failover` (only the best tier that has a usable gateway; weights apply inside it) | `load-balance` |
+//! | `mode` | `load-balance` (every usable gateway, in proportion to its weight), `failover` (only the best tier that has a usable gateway; weights apply inside it) or `manual` (every new connection takes the `force` gateway, whatever its probes say: nothing moves by itself; needs `force`) | `load-balance` |
 //! | `sticky` | what the hash keeps on one gateway: `flow` (5-tuple) or `source` (client address) | `flow` |
 //! | `syn_retry.enabled` / `threshold` | when a client repeats a TCP SYN more than `threshold` (1..=255) times, move that connection attempt to the next gateway (rotating) | true / 2 |
 //! | `failure_redirect.enabled` / `window_s` / `min_samples` / `failed_ratio` | when at least `min_samples` new connections through a gateway ended in the last `window_s` seconds and the share that failed is ≥ `failed_ratio`, new connections avoid it | true / 60 / 10 / 0.5 |
 //! | `on_gateway_down` | flows of a dead gateway: `reset` (answer them with TCP RST / ICMP prohibited so clients reconnect) or `wait` (keep the mapping; packets are dropped until the gateway returns or the flow times out) | `reset` |
 //! | `failback` | when a preferred gateway comes back: `stay` (existing flows stay where they are; new ones go back) or `move` (flows on a backup are reset so clients reconnect via the preferred one) | `stay` |
-//! | `force` | a gateway name: every new connection uses it while it is up (manual "force DSL") | none |
+//! | `force` | a gateway name: every new connection uses it (before rules and pins) while it is up or degraded; while it is down or disabled the other gateways take new connections as the mode says, and they come back to it when it recovers (in `manual` mode: whatever its probes say) | none |
 //!
 //! ## `rules:` (ordered; first match wins; before pins and the policy)
 //! `name` (unique), `src` (CIDR), `dst` (CIDR), `proto` (`tcp|udp|icmp|any`, default `any`),
@@ -126,8 +126,19 @@
 //! authority; falls back to plain AF_PACKET with a warning if the programs cannot be loaded).
 //!
 //! ## `logging:`
-//! `level`: `off|error|warn|info|debug|trace` (default `info`; `RUST_LOG` overrides).
+//! `level`: `off|error|warn|info|debug|trace` (default `info`; `RUST_LOG` overrides; a reload
+//! changes it).
+//!
+//! ## `api:`
+//! The HTTP API, its web page (`/`) and Prometheus metrics (`/metrics`): `socket` (a Unix
+//! socket, root only: mode 0600, its directory created; default `/run/altroute/altroute.sock`;
+//! `altroute run --api-socket` overrides it), `listen` (`IP:PORT`: a TCP address as well;
+//! default none), `token_file` (a file whose first line is the bearer token TCP clients send as
+//! `Authorization: Bearer TOKEN`; required when `listen` is not a loopback address, read again
+//! on reload; default none: a loopback `listen` then needs no token). The Unix socket never
+//! asks for the token (its mode guards it).
 
+mod api;
 mod datapath;
 mod diagnostic;
 pub mod locate;
@@ -142,6 +153,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use api::{Api, DEFAULT_SOCKET};
 pub use datapath::{Backend, Datapath, Fanout, Logging, Offload, RxRing};
 pub use diagnostic::{ConfigError, Diagnostic};
 use diagnostic::{strip_location, strip_path};
@@ -190,6 +202,9 @@ pub struct Config {
     /// Logging settings.
     #[serde(default)]
     pub logging: Logging,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: Api,
 }
 
 impl Config {
@@ -288,10 +303,7 @@ impl Config {
             self.rules.len(),
             self.pins.len(),
             self.port_forwards.len(),
-            match self.policy.mode {
-                Mode::LoadBalance => "load-balance",
-                Mode::Failover => "failover",
-            }
+            self.policy.mode.name()
         )
     }
 }

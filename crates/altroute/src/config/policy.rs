@@ -20,6 +20,34 @@ pub enum Mode {
     LoadBalance,
     /// The first live gateway (tier, then file order).
     Failover,
+    /// Every new connection takes the forced gateway (`policy.force`), whatever its probes say:
+    /// the operator switches links by hand.
+    Manual,
+}
+
+impl Mode {
+    /// How the file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::LoadBalance => "load-balance",
+            Mode::Failover => "failover",
+            Mode::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "load-balance" => Ok(Mode::LoadBalance),
+            "failover" => Ok(Mode::Failover),
+            "manual" => Ok(Mode::Manual),
+            _ => Err(format!(
+                "unknown mode {s:?}: expected load-balance, failover or manual"
+            )),
+        }
+    }
 }
 
 /// What the load-balancing hash keeps together (`policy.sticky`): the file's spelling of
@@ -80,7 +108,8 @@ pub struct Policy {
     /// Flows when a preferred gateway recovers.
     #[serde(default)]
     pub failback: Failback,
-    /// Force every new connection through this gateway while it is up.
+    /// Force every new connection through this gateway while it is up (in `manual` mode,
+    /// whatever its probes say).
     #[serde(default)]
     pub force: Option<String>,
 }

@@ -59,6 +59,12 @@ impl Cidr {
         (prefix <= max).then_some(Self { addr, prefix })
     }
 
+    /// The prefix of one host (`/32` or `/128`).
+    pub fn host(addr: IpAddr) -> Self {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Self { addr, prefix }
+    }
+
     /// Builds an IPv4 CIDR; `None` if `prefix > 32`.
     pub fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Option<Self> {
         Self::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix)

@@ -361,6 +361,12 @@ fn policy(c: &Config, s: &mut Sink) {
     if let Some(f) = &p.force {
         gateway_ref(c, s, "policy.force".into(), f);
     }
+    if p.mode == super::Mode::Manual && p.force.is_none() {
+        s.err(
+            "policy.mode",
+            "manual mode sends every new connection to the forced gateway: set policy.force",
+        );
+    }
     if p.syn_retry.enabled && !(1..=255).contains(&p.syn_retry.threshold) {
         s.err(
             "policy.syn_retry.threshold",
@@ -597,6 +603,7 @@ fn misc(c: &Config, s: &mut Sink) {
             }
         }
     }
+    api(c, s);
     let lvl = c.logging.level.to_ascii_lowercase();
     if !["off", "error", "warn", "info", "debug", "trace"].contains(&lvl.as_str()) {
         s.err(
@@ -604,6 +611,27 @@ fn misc(c: &Config, s: &mut Sink) {
             format!(
                 "{:?} is not one of off, error, warn, info, debug, trace",
                 c.logging.level
+            ),
+        );
+    }
+}
+
+fn api(c: &Config, s: &mut Sink) {
+    let a = &c.api;
+    if a.socket.as_os_str().is_empty() || a.socket.is_relative() {
+        s.err(
+            "api.socket",
+            format!("{:?} must be an absolute path", a.socket),
+        );
+    }
+    if let Some(l) = a.listen
+        && !l.ip().is_loopback()
+        && a.token_file.is_none()
+    {
+        s.err(
+            "api.listen",
+            format!(
+                "{l} is not a loopback address: set api.token_file (the bearer token TCP clients must send)"
             ),
         );
     }

@@ -1,6 +1,7 @@
 //! The control thread's view of one gateway: where its probes go, the rounds in flight, its
 //! health state machine and its hooks.
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,25 @@ use crate::health::{Admin, Health, Settings, Transition};
 pub const BOOST_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a boost lasts after the last new failure.
 pub const BOOST_FOR: Duration = Duration::from_secs(3);
+
+/// Probe rounds kept for the RTT and loss the API and the metrics report.
+pub const RECENT_ROUNDS: usize = 20;
+
+/// The operator state a gateway's health starts from: disabled by `enabled: false`; forced
+/// (usable whatever its probes say) when it is `policy.force` in `manual` mode; else following
+/// its probes. (`policy.force` in the other modes is the flow table's forced gateway, which
+/// takes new connections only while its probes say it is usable.)
+pub(super) fn admin_of(cfg: &Config, g: &config::Gateway) -> Admin {
+    if !g.enabled {
+        Admin::Disabled
+    } else if cfg.policy.mode == config::Mode::Manual
+        && cfg.policy.force.as_deref() == Some(g.name.as_str())
+    {
+        Admin::Forced
+    } else {
+        Admin::Auto
+    }
+}
 
 /// One probe round in flight: its number, when it was sent, the reply time per target (ms).
 pub(super) struct Round {
@@ -55,6 +75,12 @@ pub(super) struct Gw {
     pub failed_seen: u64,
     /// Until when rounds are sent at least every [`BOOST_INTERVAL`] (connections are failing).
     pub boost_until: Option<Instant>,
+    /// The last [`RECENT_ROUNDS`] finished rounds, latest first (per target: RTT or lost).
+    pub recent: VecDeque<Vec<Option<u32>>>,
+    /// Probes sent (one per target and round) and lost, since start.
+    pub probes_sent: u64,
+    /// Probes that went unanswered.
+    pub probes_lost: u64,
 }
 
 impl Gw {
@@ -62,13 +88,7 @@ impl Gw {
     /// first rounds of successive gateways are staggered.
     pub fn new(cfg: &Config, i: usize, g: &config::Gateway, port_link: &[u8], t0: Time) -> Gw {
         let port = cfg.ports.iter().position(|p| p.name == g.port).unwrap_or(0);
-        let admin = if !g.enabled {
-            Admin::Disabled
-        } else if cfg.policy.force.as_deref() == Some(g.name.as_str()) {
-            Admin::Forced
-        } else {
-            Admin::Auto
-        };
+        let admin = admin_of(cfg, g);
         let targets = g.probe_targets();
         Gw {
             name: g.name.clone(),
@@ -95,6 +115,45 @@ impl Gw {
             arp_seen: None,
             failed_seen: 0,
             boost_until: None,
+            recent: VecDeque::new(),
+            probes_sent: 0,
+            probes_lost: 0,
+        }
+    }
+
+    /// New probe settings and hooks from a reloaded configuration (the gateway's port, next hop
+    /// and address do not change without a restart). The health keeps its state; a new list of
+    /// targets starts a fresh record.
+    pub fn reconfigure(&mut self, g: &config::Gateway) {
+        let targets = g.probe_targets();
+        if targets != self.targets {
+            self.pending.clear();
+            self.recent.clear();
+            self.last_rtt = vec![None; targets.len()];
+            self.targets = targets;
+        }
+        self.interval = Duration::from_millis(u64::from(g.probe.interval_ms.max(10)));
+        self.timeout = Duration::from_millis(u64::from(g.probe.timeout_ms.max(1)));
+        self.next_round = self.next_round.min(Instant::now() + self.interval);
+        self.hooks = g.hooks.clone();
+        self.health.set_settings(Settings::of(g));
+    }
+
+    /// Mean RTT of the answered probes over the recent rounds, in milliseconds.
+    pub fn rtt_mean(&self) -> Option<f64> {
+        let answered: Vec<u32> = self.recent.iter().flatten().flatten().copied().collect();
+        (!answered.is_empty())
+            .then(|| answered.iter().map(|&r| f64::from(r)).sum::<f64>() / answered.len() as f64)
+    }
+
+    /// Probe loss over the recent rounds, in percent (0 before the first round).
+    pub fn loss_pct(&self) -> f64 {
+        let all = self.recent.iter().flatten().count();
+        let lost = self.recent.iter().flatten().filter(|r| r.is_none()).count();
+        if all == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / all as f64
         }
     }
 
@@ -114,6 +173,10 @@ impl Gw {
         let mut out = Vec::new();
         for res in done {
             self.last_rtt = res.clone();
+            self.probes_sent += res.len() as u64;
+            self.probes_lost += res.iter().filter(|r| r.is_none()).count() as u64;
+            self.recent.push_front(res.clone());
+            self.recent.truncate(RECENT_ROUNDS);
             if let Some(tr) = self.health.round(t, &res) {
                 out.push(tr);
             }
@@ -198,6 +261,9 @@ pub(super) mod tests {
             arp_seen: Some(Instant::now()),
             failed_seen: 0,
             boost_until: None,
+            recent: VecDeque::new(),
+            probes_sent: 0,
+            probes_lost: 0,
         }
     }
 
@@ -214,6 +280,50 @@ pub(super) mod tests {
         g.finish_rounds(t0 + g.timeout, Time::from_millis(100));
         assert!(g.pending.is_empty());
         assert_eq!(g.last_rtt, vec![None]);
+        assert_eq!((g.probes_sent, g.probes_lost), (1, 1));
+        assert_eq!(g.loss_pct(), 100.0);
+        assert_eq!(g.rtt_mean(), None);
+    }
+
+    #[test]
+    fn rtt_and_loss_cover_the_recent_rounds() {
+        let mut g = gw("isp1", vec![Ipv4Addr::new(203, 0, 113, 10)]);
+        let t0 = Instant::now();
+        for (i, rtt) in [Some(10), None, Some(30), Some(20)].into_iter().enumerate() {
+            g.next_round = t0;
+            assert!(g.start_round(t0));
+            if let Some(r) = g.pending.last_mut() {
+                r.rtt[0] = rtt;
+            }
+            g.finish_rounds(t0 + g.timeout, Time::from_millis(i as u64));
+        }
+        assert_eq!((g.probes_sent, g.probes_lost), (4, 1));
+        assert_eq!(g.loss_pct(), 25.0);
+        assert_eq!(g.rtt_mean(), Some(20.0));
+        for _ in 0..RECENT_ROUNDS {
+            g.next_round = t0;
+            g.start_round(t0);
+            if let Some(r) = g.pending.last_mut() {
+                r.rtt[0] = Some(5);
+            }
+            g.finish_rounds(t0 + g.timeout, Time::from_millis(9));
+        }
+        assert_eq!(g.loss_pct(), 0.0, "the lost round fell out of the record");
+        assert_eq!(g.rtt_mean(), Some(5.0));
+        assert_eq!(g.probes_lost, 1, "the totals keep it");
+    }
+
+    #[test]
+    fn force_holds_a_gateway_up_only_in_manual_mode() {
+        let mut cfg = Config::from_str_named(
+            "ports:\n  - {name: lan, role: lan, interface: r-lan, addresses: [10.0.0.1/24]}\n  - {name: wan1, role: wan, interface: r-wan1, addresses: [192.0.2.1/24]}\ngateways:\n  - {name: isp1, port: wan1, via: 192.0.2.2}\n  - {name: isp2, port: wan1, via: 192.0.2.3, enabled: false}\npolicy: {force: isp1}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(admin_of(&cfg, &cfg.gateways[0]), Admin::Auto);
+        assert_eq!(admin_of(&cfg, &cfg.gateways[1]), Admin::Disabled);
+        cfg.policy.mode = config::Mode::Manual;
+        assert_eq!(admin_of(&cfg, &cfg.gateways[0]), Admin::Forced);
     }
 
     #[test]

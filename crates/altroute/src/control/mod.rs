@@ -1,5 +1,6 @@
 //! The control thread: gateway probes and health, neighbour sharing between workers, hooks,
-//! counters and the status file. Policy lives here; the workers only move frames.
+//! counters, the operator's commands and configuration reloads. Policy lives here; the workers
+//! only move frames.
 //!
 //! Probes are crafted here (ICMP echo to each target, ARP for the gateway's MAC) and sent by
 //! worker 0 out of the gateway's own link to the gateway's MAC, whatever the policy says, from the
@@ -9,7 +10,9 @@
 //!
 //! The parts (private modules): `gateway` (per-gateway state and probe rounds), `probe` (probe
 //! frames and the replies), `status` (log line, status file, transition history), `hooks`,
-//! `commands` (the command file); this module holds the loop.
+//! `requests` (what the API asks: snapshots, commands, reloads), `snapshot` (the router as the
+//! API shows it), `reload` (what a reload may change live); this module holds the loop and
+//! [`Control::apply`], which brings a new configuration into force.
 //!
 //! When the workers report new failed connections through a usable gateway (SYN retried or
 //! reset), its probe rounds go out at least every [`BOOST_INTERVAL`] for [`BOOST_FOR`], so the
@@ -17,37 +20,39 @@
 //! milliseconds even when the configured interval is long.
 //!
 //! Every transition is logged, kept in a short history (the last [`HISTORY`]) and written to the
-//! status file at once (as well as every second).
+//! status file (`altroute run --status-file`) at once (as well as every second).
 //!
-//! # Operator commands (no restart)
+//! # Operator commands and reloads (no restart)
 //!
-//! With a status file `S` (`altroute run --status-file S`), the control thread watches the file
-//! `S.cmd` (the status file's name with `.cmd` appended). Each line is `GATEWAY force|disable|auto`:
-//! `force` uses the gateway whatever the probes say, `disable` never uses it (its flows are treated
-//! as on a dead gateway), `auto` follows the probes again. The file is consumed (removed) when
-//! read; unknown gateways or words are logged and ignored; the result shows in the status file
-//! (`admin`, `state`, `reason`). Example:
-//!
-//! ```text
-//! echo "isp2 disable" > /run/altroute/status.json.cmd
-//! ```
+//! The API ([`crate::api`]) hands the control thread [`Request`]s: a snapshot, or a [`Command`]
+//! (force, release, enable, disable, mode, pin, unpin, reload). SIGHUP is a reload too. A
+//! command edits a copy of the configuration in force, which is validated like a file and
+//! applied like a reload: the workers get their flow tables' new gateways, policy, overrides
+//! and timeouts over their control channels (existing flows stay where they are), the gateways
+//! their new probe settings and operator state. A reload re-reads the file: a file that does
+//! not validate, or that changes what a running router cannot take (see `reload`), is refused
+//! with the reason, and the configuration in force stays. A reload applies the file as it is,
+//! so the operator's commands since the last one are undone.
 
-mod commands;
 mod gateway;
 mod hooks;
 mod probe;
+mod reload;
+mod requests;
+mod snapshot;
 mod status;
 
-pub use commands::{AdminCommand, command_file, parse_commands};
-pub use gateway::{BOOST_FOR, BOOST_INTERVAL};
+pub use gateway::{BOOST_FOR, BOOST_INTERVAL, RECENT_ROUNDS};
 pub use hooks::run_hook;
+pub use reload::{changed_keys, is_live, restart_keys};
+pub use requests::{Applied, Command, CommandError, Request, Snapshot};
 pub use status::HISTORY;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use altroute_flow::{DownAction, Failback, GatewayId, GatewayState, Time};
@@ -55,6 +60,7 @@ use altroute_packet::wire::MacAddr;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{info, warn};
 
+use crate::build;
 use crate::config::Config;
 use crate::health::Transition;
 use crate::worker::{FromWorker, ToWorker, WorkerStats};
@@ -77,6 +83,14 @@ pub struct ControlSetup {
     pub epoch: Instant,
     /// Set by the signal handler.
     pub stop: Arc<AtomicBool>,
+    /// Set by SIGHUP: reload the configuration.
+    pub reload: Arc<AtomicBool>,
+    /// The configuration file (re-read on reload).
+    pub config_path: PathBuf,
+    /// Requests from the API.
+    pub requests: Receiver<Request>,
+    /// The API's bearer token (from `api.token_file`), replaced on reload.
+    pub token: Arc<RwLock<Option<String>>>,
     /// Write a JSON status here every second, if set.
     pub status_file: Option<PathBuf>,
     /// Log a status line this often.
@@ -87,8 +101,6 @@ pub struct ControlSetup {
 const TICK: Duration = Duration::from_millis(5);
 /// How often the workers' failure counts are turned into the passive signal.
 const PASSIVE_EVERY: Duration = Duration::from_millis(200);
-/// How often the command file is looked for.
-const COMMANDS_EVERY: Duration = Duration::from_millis(100);
 /// How often the status file is written when nothing changed.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -140,19 +152,26 @@ struct Timers {
     log: Instant,
     status: Instant,
     passive: Instant,
-    commands: Instant,
 }
 
 /// The control thread's state.
 struct Control {
+    /// The configuration in force: the file's, with the operator's commands applied.
     cfg: Config,
+    /// The file as last loaded (reloads are compared with it).
+    file: Config,
+    config_path: PathBuf,
+    requests: Receiver<Request>,
+    reload_flag: Arc<AtomicBool>,
+    token: Arc<RwLock<Option<String>>>,
+    /// The last reload's outcome, for the status.
+    last_reload: Option<String>,
     port_link: Vec<u8>,
     port_mac: Vec<MacAddr>,
     workers: Workers,
     from_workers: Receiver<FromWorker>,
     epoch: Instant,
     status_file: Option<PathBuf>,
-    cmd_file: Option<PathBuf>,
     log_every: Duration,
     gws: Vec<Gw>,
     /// The latest counters of each worker.
@@ -213,8 +232,13 @@ impl Control {
         }
         let now = Instant::now();
         Control {
-            cmd_file: c.status_file.as_deref().map(command_file),
+            file: c.cfg.clone(),
             cfg: c.cfg,
+            config_path: c.config_path,
+            requests: c.requests,
+            reload_flag: c.reload,
+            token: c.token,
+            last_reload: None,
             port_link: c.port_link,
             port_mac: c.port_mac,
             workers,
@@ -229,14 +253,14 @@ impl Control {
                 log: now,
                 status: now,
                 passive: now,
-                commands: now,
             },
             scratch: vec![0u8; 256],
         }
     }
 
     /// One turn of the loop: a worker event (or a short wait for one), probe rounds, the
-    /// passive signal, operator commands, status. `false` once the workers are gone.
+    /// passive signal, the API's requests, a reload on SIGHUP, status. `false` once the workers
+    /// are gone.
     fn tick(&mut self) -> bool {
         match self.from_workers.recv_timeout(TICK) {
             Ok(FromWorker::Frame {
@@ -256,7 +280,10 @@ impl Control {
         // Set when something changed that the status file should show now.
         let mut changed = self.probe_rounds(now, t);
         changed |= self.passive_signal(t);
-        changed |= self.operator_commands(t);
+        changed |= self.requests();
+        if self.reload_flag.swap(false, Ordering::Relaxed) {
+            changed |= self.reload().is_ok();
+        }
         self.report(changed, t);
         true
     }
@@ -314,38 +341,37 @@ impl Control {
         changed
     }
 
-    /// Operator commands from the command file, every [`COMMANDS_EVERY`]. Returns whether one
-    /// was applied.
-    fn operator_commands(&mut self, t: Time) -> bool {
-        let Some(cf) = &self.cmd_file else {
-            return false;
-        };
-        if self.last.commands.elapsed() < COMMANDS_EVERY {
-            return false;
+    /// Brings `new` (validated) into force: the workers' flow tables (gateways' weights and
+    /// tiers, policy, overrides, timeouts: existing flows stay), what they do with a dead or
+    /// returning gateway's flows, the gateways' probes, hooks and operator state (with the
+    /// transitions that follow), the log level.
+    fn apply(&mut self, new: Config) {
+        let t = now_of(self.epoch);
+        let n = self.workers.to.len() as u16;
+        for (w, tx) in self.workers.to.iter().enumerate() {
+            match build::table_config(&new, w as u16, n) {
+                Ok(tc) => {
+                    let _ = tx.send(ToWorker::Table(Box::new(tc)));
+                }
+                Err(e) => warn!("worker {w}: the new configuration does not map: {e}"),
+            }
         }
-        self.last.commands = Instant::now();
-        let mut changed = false;
-        for cmd in commands::take_commands(cf) {
-            let Some((gi, g)) = self
-                .gws
-                .iter_mut()
-                .enumerate()
-                .find(|(_, g)| g.name == cmd.gateway)
-            else {
-                warn!("command file: no gateway named {}", cmd.gateway);
-                continue;
-            };
-            info!(
-                "gateway {}: operator sets {}",
-                g.name,
-                commands::admin_name(cmd.admin)
-            );
-            if let Some(tr) = g.health.set_admin(cmd.admin, t) {
+        self.workers.action = new.policy.on_gateway_down.into();
+        self.workers.failback = new.policy.failback.into();
+        for (gi, (g, c)) in self.gws.iter_mut().zip(&new.gateways).enumerate() {
+            let old = self.cfg.gateways.get(gi);
+            if old.is_none_or(|o| o.probe != c.probe || o.hooks != c.hooks) {
+                g.reconfigure(c);
+            }
+            let admin = gateway::admin_of(&new, c);
+            if admin != g.health.admin()
+                && let Some(tr) = g.health.set_admin(admin, t)
+            {
                 announce(&self.workers, &mut self.history, gi, g, &tr);
             }
-            changed = true;
         }
-        changed
+        crate::logging::set_level(&new.logging.level);
+        self.cfg = new;
     }
 
     /// The status file (at once after a change, else every [`STATUS_EVERY`]) and the periodic
@@ -362,4 +388,19 @@ impl Control {
             status::log_status(&self.gws, &self.stats);
         }
     }
+}
+
+/// The API's bearer token from `api.token_file` (its first line, trimmed), if set: an error
+/// when the file cannot be read or holds no token.
+pub fn read_token(cfg: &Config) -> Result<Option<String>, String> {
+    let Some(path) = &cfg.api.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("api.token_file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("api.token_file {}: no token in it", path.display()));
+    }
+    Ok(Some(token))
 }

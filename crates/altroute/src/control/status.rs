@@ -9,7 +9,6 @@ use std::time::Instant;
 use altroute_flow::Time;
 use log::{info, warn};
 
-use super::commands::admin_name;
 use super::gateway::Gw;
 use crate::health::Transition;
 use crate::worker::WorkerStats;
@@ -84,6 +83,15 @@ pub(super) fn log_status(gws: &[Gw], stats: &HashMap<u16, WorkerStats>) {
         .map(|s| s.counters.drops.0.iter().sum::<u64>())
         .sum();
     info!("{line}drops={drops}");
+}
+
+/// How an operator setting is spelled in the status file.
+pub(super) fn admin_name(a: crate::health::Admin) -> &'static str {
+    match a {
+        crate::health::Admin::Auto => "auto",
+        crate::health::Admin::Disabled => "disabled",
+        crate::health::Admin::Forced => "forced",
+    }
 }
 
 fn json_str(s: &str) -> String {

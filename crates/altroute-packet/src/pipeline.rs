@@ -1279,11 +1279,14 @@ impl Context {
             .map_or(Ipv4Addr::UNSPECIFIED, |a| a.0)
     }
 
-    /// Copy the answer in `scratch[..n]` over the frame.
-    fn answer(&mut self, buf: &mut [u8], n: usize) -> Verdict {
+    /// Copy the answer in `scratch[..n]` over the frame and `count` it. An answer larger than the
+    /// frame's buffer is not sent: the frame counts as `NoBuffer` only (not also under the reason
+    /// it was answering, nor as an answer sent).
+    fn answer(&mut self, buf: &mut [u8], n: usize, count: impl FnOnce(&mut Counters)) -> Verdict {
         match buf.get_mut(..n) {
             Some(dst) => {
                 dst.copy_from_slice(&self.scratch[..n]);
+                count(&mut self.counters);
                 Verdict::Reply { len: n }
             }
             None => self.drop(DropReason::NoBuffer),
@@ -1296,10 +1299,7 @@ impl Context {
             return self.drop(DropReason::Other);
         };
         match build::icmp_echo_reply(&mut self.scratch, &l2, request) {
-            Ok(n) => {
-                self.counters.replies += 1;
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| c.replies += 1),
             Err(_) => self.drop(DropReason::NoBuffer),
         }
     }
@@ -1334,11 +1334,10 @@ impl Context {
             return self.drop(reason);
         }
         match build::icmp_error(&mut self.scratch, &l2, router, repr, original) {
-            Ok(n) => {
-                self.counters.icmp_errors += 1;
-                self.counters.drops.inc(reason);
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| {
+                c.icmp_errors += 1;
+                c.drops.inc(reason);
+            }),
             Err(_) => self.drop(reason),
         }
     }
@@ -1361,11 +1360,10 @@ impl Context {
             return self.drop(DropReason::IcmpRateLimited);
         };
         match built {
-            Ok(n) => {
-                self.counters.rejects += 1;
-                self.counters.drops.inc(DropReason::GatewayDown);
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| {
+                c.rejects += 1;
+                c.drops.inc(DropReason::GatewayDown);
+            }),
             Err(_) => self.drop(DropReason::GatewayDown),
         }
     }
@@ -1594,10 +1592,7 @@ impl Context {
         match a.op {
             ArpOp::Request if ours && a.spa != a.tpa => {
                 match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, &a) {
-                    Ok(n) => {
-                        self.counters.replies += 1;
-                        self.answer(buf, n)
-                    }
+                    Ok(n) => self.answer(buf, n, |c| c.replies += 1),
                     Err(_) => self.drop(DropReason::NoBuffer),
                 }
             }

@@ -1108,6 +1108,34 @@ fn fast_path_follows_a_learned_gateway_mac() {
     assert!(outs.iter().all(|o| o[..6] == moved.0), "{:02x?}", outs[0]);
 }
 
+/// Found by the `pipeline` fuzz target (its regressions/pipeline/ input): a TCP segment with TTL
+/// 1 from the LAN in a buffer without room for the 82-byte time-exceeded answer. The frame was
+/// counted twice (`ttl_expired` and `no_buffer`) and the ICMP error counted as sent; now it is
+/// one `no_buffer` drop, and with room the answer goes out and counts as before.
+#[test]
+fn an_answer_that_does_not_fit_is_one_no_buffer_drop() {
+    let hex = "020000000001b0002000a920080045000028000040000106\
+               7bc4cb00710ac000020101bb9c4100001388000003e95012fe88fdcf0000";
+    let frame: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(frame.len(), 54);
+    let mut c = ctx((1, 1), None);
+    let mut buf = frame.clone();
+    let v = c.process(&mut buf, frame.len(), 0, &mut FrameMeta::default(), T);
+    assert_eq!(v, Verdict::Drop(DropReason::NoBuffer));
+    assert_eq!(c.counters.drops.total(), 1, "{:?}", c.counters.drops);
+    assert_eq!(c.counters.icmp_errors, 0);
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    let v = c.process(&mut buf, frame.len(), 0, &mut FrameMeta::default(), T);
+    assert_eq!(v, Verdict::Reply { len: 82 });
+    assert_eq!(c.counters.drops.get(DropReason::TtlExpired), 1);
+    assert_eq!(c.counters.drops.total(), 2);
+    assert_eq!(c.counters.icmp_errors, 1);
+}
+
 /// What `rewrite_fixed` computed before it summed its terms once per field: `Delta`, one
 /// ones'-complement addition at a time. The reference for the property below.
 fn rewrite_by_delta(

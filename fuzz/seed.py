@@ -179,6 +179,14 @@ def main():
         b"\x22\x08" + b"\x03\x00\x01\x02\x04\x00\x01\x02\x03\x05\x00\x02\x00\x00" + b"\x0d\x05" + b"\x09\xc8\x10",
     ):
         seeds.add("flow_table", ops)
+    # And longer ones (pseudo-random, fixed), so that the fuzzer starts with room for hundreds
+    # of operations.
+    for n, size in enumerate((512, 2048)):
+        chain, block = b"", hashlib.sha256(b"flow_table %d" % n).digest()
+        while len(chain) < size:
+            chain += block
+            block = hashlib.sha256(block).digest()
+        seeds.add("flow_table", chain[:size])
 
     pcaps = args.pcap_corpus or os.path.join(ROOT, "..", "shared", "pcap-corpus")
     files = sorted(glob.glob(os.path.join(pcaps, "*.pcap")) + glob.glob(os.path.join(pcaps, "*.pcapng")))

@@ -3,7 +3,10 @@
 //! ARP), a link without a port, two port forwards, a small flow table and NAT port range (so it
 //! fills up), gateways going down and up.
 //!
-//! Input: one byte of settings, then records. A record is `b0 b1 len_lo len_hi frame...`:
+//! Input: one byte of settings (bit 0: IPv4 checksums not verified, 1: no reject answers, 2: the
+//! second gateway's MAC configured, 3: no loose TCP pickup, 4: MTU 576, 5: one ICMP error a
+//! second, 7: the second pipeline runs frame by frame), then records. A record is
+//! `b0 b1 len_lo len_hi frame...`:
 //! - `b0 & 0x80`: a gateway event instead of a frame (`b0 & 1` the gateway, `b0 & 2` up or
 //!   down, `b0 & 4` failback move / down keep);
 //! - else `b0 & 3` the link, `b0 & 4` ends the batch here, `b0 & 8` rewrites the destination MAC
@@ -18,7 +21,8 @@
 //! the fast path or `process` frame by frame. They must agree on every verdict, every output byte
 //! and metadata, and their drop counters and flow tables. After each
 //! batch: every frame has one verdict and nothing is written past the batch; what is sent fits
-//! the buffer and carries the sending port's MAC; the drop counters move as the verdicts say; and
+//! the buffer and carries the sending port's MAC; a forwarded frame whose checksums verified
+//! still verifies, and an answer's always do; the drop counters move as the verdicts say; and
 //! the flow table is consistent (live count, per-gateway counts, both directions of every flow
 //! found).
 #![no_main]
@@ -180,6 +184,12 @@ struct Result {
     sent: Vec<(Vec<u8>, FrameMeta)>,
 }
 
+/// `FUZZ_TRACE=1` prints every batch's verdicts and counted drops (to read a crasher).
+fn trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}
+
 fn run(ctx: &mut Context, frames: &[Frame], now: Time, how: u8) -> Result {
     let mut bufs: Vec<Vec<u8>> = frames
         .iter()
@@ -247,6 +257,22 @@ fn run(ctx: &mut Context, frames: &[Frame], now: Time, how: u8) -> Result {
                     spec.mac.0,
                     "forwarded without the out port's MAC"
                 );
+                // Translation keeps valid checksums valid (frames whose L4 checksum the kernel
+                // finishes, or segments, aside).
+                let f = &frames[i];
+                let whole = f.meta.partial.is_none() && metas[i].partial.is_none() && !f.meta.gso;
+                // (An ARP request sent instead of the frame has none.)
+                if let (true, Some((ip_in, l4_in)), Some((ip_out, l4_out))) =
+                    (whole, checksums(&f.bytes), checksums(&buf[..len]))
+                {
+                    assert!(
+                        !ip_in || ip_out,
+                        "a valid IPv4 header checksum made invalid"
+                    );
+                    if l4_in == Some(true) {
+                        assert_eq!(l4_out, Some(true), "a valid L4 checksum made invalid");
+                    }
+                }
                 answers += 1;
                 buf[..len].to_vec()
             }
@@ -258,6 +284,11 @@ fn run(ctx: &mut Context, frames: &[Frame], now: Time, how: u8) -> Result {
                 );
                 let mac = port_mac(frames[i].link, &frames[i].bytes);
                 assert_eq!(buf[6..12], mac.0, "answered without the in port's MAC");
+                // What the router builds carries valid checksums.
+                if let Some((ip, l4)) = checksums(&buf[..len]) {
+                    assert!(ip, "an answer with a bad IPv4 header checksum");
+                    assert_ne!(l4, Some(false), "an answer with a bad L4 checksum");
+                }
                 answers += 1;
                 buf[..len].to_vec()
             }
@@ -270,6 +301,14 @@ fn run(ctx: &mut Context, frames: &[Frame], now: Time, how: u8) -> Result {
         };
         sent.push((out, metas[i]));
     }
+    if trace() {
+        let moved: Vec<_> = now_drops
+            .iter()
+            .filter(|&(r, n)| n != was.get(r))
+            .map(|(r, n)| (r.name(), n - was.get(r)))
+            .collect();
+        eprintln!("way {how} at {now:?}: {verdicts:?}; drops counted: {moved:?}");
+    }
     let rl = DropReason::IcmpRateLimited;
     let limited = (now_drops.get(rl) - was.get(rl)).min(dropped);
     let moved = now_drops.total() - was.total();
@@ -279,6 +318,55 @@ fn run(ctx: &mut Context, frames: &[Frame], now: Time, how: u8) -> Result {
     );
     check_table(&ctx.table);
     Result { verdicts, sent }
+}
+
+/// The one's-complement sum of `data` (as 16-bit big-endian words) added to `sum`.
+fn sum16(mut sum: u32, data: &[u8]) -> u32 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum
+}
+
+fn folds_to_ones(mut sum: u32) -> bool {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// Whether an IPv4 frame's header checksum and (TCP, UDP, ICMP; whole datagrams only) L4
+/// checksum verify: (header, L4); `None` where there is nothing to verify. Written here,
+/// independent of the pipeline's checksum code.
+fn checksums(frame: &[u8]) -> Option<(bool, Option<bool>)> {
+    let mut l3 = 14;
+    if frame.get(12..14) == Some(&[0x81, 0x00]) {
+        l3 = 18;
+    }
+    if frame.get(l3 - 2..l3) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    let ip = frame.get(l3..)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    if *ip.first()? >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() {
+        return None;
+    }
+    let header = folds_to_ones(sum16(0, &ip[..ihl]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    let l4 = &ip[ihl..total];
+    let proto = ip[9];
+    let l4_ok = match proto {
+        _ if frag => None,
+        1 if l4.len() >= 8 => Some(folds_to_ones(sum16(0, l4))),
+        17 if l4.len() >= 8 && l4[6..8] == [0, 0] => None,
+        6 | 17 if l4.len() >= if proto == 6 { 20 } else { 8 } => {
+            let pseudo = sum16(0, &ip[12..20]) + u32::from(proto) + l4.len() as u32;
+            Some(folds_to_ones(sum16(pseudo, l4)))
+        }
+        _ => None,
+    };
+    Some((header, l4_ok))
 }
 
 fn check_table(t: &FlowTable) {

@@ -9,8 +9,10 @@
 #   FUZZ_TARGETS  space-separated subset to run (default: every target of `cargo fuzz list`)
 #   ALTROUTE_PCAP_CORPUS  the shared pcap corpus (default: shared/pcap-corpus beside the checkout)
 #
-# Needs the nightly toolchain (`rustup toolchain install nightly`), cargo-fuzz
-# (`cargo install cargo-fuzz`) and python3. Crashers are left in fuzz/artifacts/<target>/.
+# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and python3. cargo-fuzz builds with
+# nightly-only flags (sanitizers, coverage): the nightly toolchain when rustup has it, else the
+# stable one with RUSTC_BOOTSTRAP=1 (a machine may have only stable). Crashers are left in
+# fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,11 +20,17 @@ secs=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-$(nproc)}
 started=$(date +%s)
 
-echo "fuzz: building every target (cargo +nightly fuzz build)"
-cargo +nightly fuzz build
-host=$(rustc +nightly -vV | sed -n 's/^host: //p')
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+  tc=nightly
+else
+  tc=stable
+  export RUSTC_BOOTSTRAP=1
+fi
+echo "fuzz: building every target (cargo +$tc fuzz build${RUSTC_BOOTSTRAP:+, RUSTC_BOOTSTRAP=1})"
+cargo "+$tc" fuzz build
+host=$(rustc "+$tc" -vV | sed -n 's/^host: //p')
 bin=target/$host/release
-targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
+targets=${FUZZ_TARGETS:-$(cargo "+$tc" fuzz list)}
 built=$(($(date +%s) - started))
 
 logs=$(mktemp -d)

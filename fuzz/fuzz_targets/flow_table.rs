@@ -8,7 +8,8 @@
 //! - a translated TCP, UDP or ICMP flow's external port maps back to its inside endpoint
 //!   (`mapping`), and two flows of one inside endpoint on one gateway share their external tuple
 //!   (endpoint-independent mapping);
-//! - a flow that was answered never changes gateway while that gateway is up.
+//! - a flow that was answered never changes gateway while that gateway is up, and forgets the
+//!   answer only when a new connection reuses a closed one's 4-tuple.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use altroute_flow::tcp::flags::{ACK, FIN, RST, SYN};
 use altroute_flow::{
     Dir, DownAction, Failback, FlowId, FlowKey, FlowTable, Gateway, GatewayId, GatewayState,
-    NatConfig, Policy, PortPartition, ReasonKind, Sticky, TableConfig, Time, proto,
+    NatConfig, Policy, PortPartition, ReasonKind, Sticky, TableConfig, TcpState, Time, proto,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -132,7 +133,10 @@ fn table(b: &mut Bytes<'_>) -> FlowTable {
 /// A flow as last checked: (id, key, created) identifies it across operations.
 type Ident = (FlowId, FlowKey, u32);
 
-fn check(t: &FlowTable, pinned: &mut HashMap<Ident, GatewayId>) {
+/// The gateway and TCP state of each answered flow when last checked.
+type Pinned = HashMap<Ident, (GatewayId, TcpState)>;
+
+fn check(t: &FlowTable, pinned: &mut Pinned) {
     let flows: Vec<_> = t.iter().collect();
     assert_eq!(t.len(), flows.len(), "live count");
     let s = t.stats();
@@ -200,15 +204,26 @@ fn check(t: &FlowTable, pinned: &mut HashMap<Ident, GatewayId>) {
                 assert_eq!(prev, (ext, port), "endpoint-independent mapping: {f:?}");
             }
         }
-        if f.replied
-            && let Some(g) = f.gateway
-        {
-            let was = *pinned.entry((f.id, f.key, f.created)).or_insert(g);
-            if t.gateways()[was.index()].state.is_usable() {
-                assert_eq!(
-                    g, was,
-                    "an answered flow moved while its gateway was up: {f:?}"
-                );
+        let ident = (f.id, f.key, f.created);
+        match (f.replied, f.gateway) {
+            (true, Some(g)) => {
+                let (was, _) = *pinned.entry(ident).or_insert((g, f.tcp));
+                if t.gateways()[was.index()].state.is_usable() {
+                    assert_eq!(
+                        g, was,
+                        "an answered flow moved while its gateway was up: {f:?}"
+                    );
+                }
+                pinned.insert(ident, (was, f.tcp));
+            }
+            _ => {
+                // Only a new connection on a closed flow's 4-tuple forgets the answer.
+                if let Some((_, tcp)) = pinned.remove(&ident) {
+                    assert!(
+                        matches!(tcp, TcpState::Closed | TcpState::TimeWait),
+                        "an answered flow in state {tcp:?} forgot its answer: {f:?}"
+                    );
+                }
             }
         }
     }
@@ -226,7 +241,7 @@ fuzz_target!(|data: &[u8]| {
     let mut t = table(&mut b);
     let mut now = Time::from_secs(1000);
     let mut keys: Vec<FlowKey> = Vec::new();
-    let mut pinned = HashMap::new();
+    let mut pinned = Pinned::new();
     let mut out = Vec::new();
     let mut ops = 0;
     while !b.0.is_empty() && ops < 400 {

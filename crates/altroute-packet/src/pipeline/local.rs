@@ -7,7 +7,7 @@ use core::net::Ipv4Addr;
 
 use altroute_flow::{Time, proto};
 
-use super::{Context, ControlReason, Ip4, PortId, Role, TxOffload, Verdict, in_prefix};
+use super::{Context, ControlReason, Counters, Ip4, PortId, Role, TxOffload, Verdict, in_prefix};
 use crate::build::{self, L2};
 use crate::drop::DropReason;
 use crate::fast::IcmpQuery;
@@ -90,10 +90,19 @@ impl Context {
     }
 
     /// Copy the answer in `scratch[..n]` over the frame.
-    pub(super) fn answer(&mut self, buf: &mut [u8], n: usize) -> Verdict {
+    /// Copy the answer in `scratch[..n]` over the frame and `count` it. An answer larger than the
+    /// frame's buffer is not sent: the frame counts as `NoBuffer` only (not also under the reason
+    /// it was answering, nor as an answer sent).
+    pub(super) fn answer(
+        &mut self,
+        buf: &mut [u8],
+        n: usize,
+        count: impl FnOnce(&mut Counters),
+    ) -> Verdict {
         match buf.get_mut(..n) {
             Some(dst) => {
                 dst.copy_from_slice(&self.scratch[..n]);
+                count(&mut self.counters);
                 Verdict::Reply { len: n }
             }
             None => self.drop(DropReason::NoBuffer),
@@ -107,10 +116,7 @@ impl Context {
             return self.drop(DropReason::Ipv4BadTotalLength);
         };
         match build::icmp_echo_reply(&mut self.scratch, &l2, request) {
-            Ok(n) => {
-                self.counters.replies += 1;
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| c.replies += 1),
             Err(_) => self.drop(DropReason::NoBuffer),
         }
     }
@@ -152,11 +158,10 @@ impl Context {
             return self.drop(reason);
         }
         match build::icmp_error(&mut self.scratch, &l2, router, repr, original) {
-            Ok(n) => {
-                self.counters.icmp_errors += 1;
-                self.counters.drops.inc(reason);
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| {
+                c.icmp_errors += 1;
+                c.drops.inc(reason);
+            }),
             Err(_) => self.drop(reason),
         }
     }
@@ -180,11 +185,10 @@ impl Context {
             return self.drop(DropReason::IcmpRateLimited);
         };
         match built {
-            Ok(n) => {
-                self.counters.rejects += 1;
-                self.counters.drops.inc(DropReason::GatewayDown);
-                self.answer(buf, n)
-            }
+            Ok(n) => self.answer(buf, n, |c| {
+                c.rejects += 1;
+                c.drops.inc(DropReason::GatewayDown);
+            }),
             Err(_) => self.drop(DropReason::GatewayDown),
         }
     }
@@ -317,10 +321,7 @@ impl Context {
         match a.op {
             ArpOp::Request if ours && a.spa != a.tpa => {
                 match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, &a) {
-                    Ok(n) => {
-                        self.counters.replies += 1;
-                        self.answer(buf, n)
-                    }
+                    Ok(n) => self.answer(buf, n, |c| c.replies += 1),
                     Err(_) => self.drop(DropReason::NoBuffer),
                 }
             }

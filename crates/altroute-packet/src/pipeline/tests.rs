@@ -312,3 +312,28 @@ mod hostile;
 mod local;
 mod nat;
 mod rewrite;
+
+/// Found by the `pipeline` fuzz target (fuzz/regressions/pipeline/answer-without-room): a TCP
+/// segment with TTL 1 from the LAN in a buffer without room for its time-exceeded answer. The
+/// frame was counted twice (`ttl_expired` and `no_buffer`) and the ICMP error counted as sent;
+/// now it is one `no_buffer` drop, and with room the answer goes out and counts as before.
+#[test]
+fn an_answer_that_does_not_fit_is_one_no_buffer_drop() {
+    let frame = tcp_frame(H_MAC, LAN_MAC, HOST, SRV, 40000, 443, ACK, 1);
+    let mut c = ctx((1, 1), None);
+    let mut buf = frame.clone();
+    let v = c.process(&mut buf, frame.len(), 0, &mut TxOffload::default(), T);
+    assert_eq!(v, Verdict::Drop(DropReason::NoBuffer));
+    assert_eq!(c.counters.drops.total(), 1, "{:?}", c.counters.drops);
+    assert_eq!(c.counters.icmp_errors, 0);
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    let v = c.process(&mut buf, frame.len(), 0, &mut TxOffload::default(), T);
+    assert!(
+        matches!(v, Verdict::Reply { len } if len > frame.len()),
+        "{v:?}"
+    );
+    assert_eq!(c.counters.drops.get(DropReason::TtlExpired), 1);
+    assert_eq!(c.counters.drops.total(), 2);
+    assert_eq!(c.counters.icmp_errors, 1);
+}

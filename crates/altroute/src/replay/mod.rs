@@ -598,13 +598,7 @@ impl Report {
         let mut written = Vec::new();
         for (name, frames) in self.ports.iter().zip(&self.outputs) {
             let path = dir.join(format!("{name}.pcap"));
-            let bytes =
-                pcap_bytes(frames.iter().map(|f| (f.ts_ns, f.data.as_slice()))).map_err(|e| {
-                    ReplayError::Write {
-                        path: path.clone(),
-                        why: e.to_string(),
-                    }
-                })?;
+            let bytes = pcap_bytes(frames.iter().map(|f| (f.ts_ns, f.data.as_slice())));
             std::fs::write(&path, bytes).map_err(|e| ReplayError::Write {
                 path: path.clone(),
                 why: e.to_string(),

@@ -228,6 +228,9 @@ pub struct Context {
     pub table: FlowTable,
     /// The neighbour (ARP) table.
     pub neighbors: Neighbors,
+    /// Neighbours learned from frames the control plane does not see, for
+    /// [`Context::take_learned`] (capacity [`LEARNED_MAX`], allocated once).
+    learned: Vec<(Ipv4Addr, MacAddr, u8)>,
     /// Counters.
     pub counters: Counters,
     icmp_bucket: Bucket,
@@ -266,6 +269,9 @@ pub struct Context {
 }
 
 const NO_PORT: u8 = 0xff;
+/// The most neighbours [`Context::take_learned`] holds between two calls (more are not shared;
+/// a batch of frames teaches at most one each).
+pub const LEARNED_MAX: usize = 256;
 /// The most ports a pipeline takes (a power of two: the fast path indexes by remainder).
 const MAX_PORTS: usize = 64;
 

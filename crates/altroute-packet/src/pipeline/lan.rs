@@ -31,11 +31,11 @@ impl Context {
         let (src, dst) = (ip.src(), ip.dst());
         // Learn the sender (cheap when unchanged).
         let src_mac = MacAddr([buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]]);
-        if self.attached(src) == Some(port)
-            && self.neighbors.get(src) != Some(src_mac)
-            && let Learned::Changed { .. } = self.neighbors.learn(src, src_mac, port.0, now)
-        {
-            self.counters.neighbor_changes += 1;
+        if self.attached(src) == Some(port) && self.neighbors.get(src) != Some(src_mac) {
+            if let Learned::Changed { .. } = self.neighbors.learn(src, src_mac, port.0, now) {
+                self.counters.neighbor_changes += 1;
+            }
+            self.note_learned(src, src_mac, port.0);
         }
         if self.is_own(dst).is_some() {
             if let Some(g) = self.ext.iter().position(|e| *e == Some(dst))

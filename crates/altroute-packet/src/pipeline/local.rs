@@ -283,22 +283,44 @@ impl Context {
         }
         let spec = &self.cfg.ports[usize::from(port.0)];
         let on_link = spec.addrs.iter().any(|&(n, l)| in_prefix(a.spa, n, l));
-        let ours = spec.addrs.iter().any(|&(x, _)| x == a.tpa);
-        let mac = spec.mac;
         let mut learned = false;
+        let mut fresh = false;
         if on_link
             && !a.spa.is_unspecified()
             && !a.sha.is_multicast()
             && spec.addrs.iter().all(|&(x, _)| x != a.spa)
         {
-            if let Learned::Changed { .. } = self.neighbors.learn(a.spa, a.sha, port.0, now) {
+            let l = self.neighbors.learn(a.spa, a.sha, port.0, now);
+            if let Learned::Changed { .. } = l {
                 self.counters.neighbor_changes += 1;
             }
             learned = true;
+            fresh = l != Learned::Same;
         }
+        let v = self.arp_answer(buf, port, vlan, &a, learned);
+        // What the control plane does not get whole, the other workers learn through
+        // `take_learned`.
+        if fresh && !matches!(v, Verdict::Control(_)) {
+            self.note_learned(a.spa, a.sha, port.0);
+        }
+        v
+    }
+
+    /// The answer to an ARP frame whose sender was `learned` (or not).
+    fn arp_answer(
+        &mut self,
+        buf: &mut [u8],
+        port: PortId,
+        vlan: Option<VlanTci>,
+        a: &wire::ArpRepr,
+        learned: bool,
+    ) -> Verdict {
+        let spec = &self.cfg.ports[usize::from(port.0)];
+        let ours = spec.addrs.iter().any(|&(x, _)| x == a.tpa);
+        let mac = spec.mac;
         match a.op {
             ArpOp::Request if ours && a.spa != a.tpa => {
-                match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, &a) {
+                match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, a) {
                     Ok(n) => {
                         self.counters.replies += 1;
                         self.answer(buf, n)

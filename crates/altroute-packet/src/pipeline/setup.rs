@@ -42,6 +42,7 @@ impl Context {
             cfg,
             table,
             neighbors: Neighbors::new(4096),
+            learned: Vec::with_capacity(super::LEARNED_MAX),
             arp_last_ms: Vec::new(),
             scratch: vec![0u8; 2048].into_boxed_slice(),
             port_of,
@@ -62,6 +63,27 @@ impl Context {
     /// ruling the fast path out when chasing a problem.
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_path = on;
+    }
+
+    /// The neighbours this context learned since the last call from frames the control plane
+    /// does not see — the source of a LAN host's IPv4 frames, the sender of an ARP request — as
+    /// (address, MAC, port index); only new neighbours and changed MACs. (ARP replies and
+    /// gratuitous ARP go to the control plane whole, as [`super::ControlReason::ArpReply`].)
+    ///
+    /// With several workers each context learns only from the frames steered to it. The daemon
+    /// hands these to its control thread, which teaches every worker: a worker forwarding to a
+    /// LAN host that another worker has heard from then knows its MAC, as a single worker would,
+    /// instead of dropping the frame to resolve it by ARP.
+    pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr, u8)> + '_ {
+        self.learned.drain(..)
+    }
+
+    /// Notes a neighbour for [`Context::take_learned`] (not if [`super::LEARNED_MAX`] are
+    /// waiting: no allocation).
+    pub(super) fn note_learned(&mut self, ip: Ipv4Addr, mac: MacAddr, port: u8) {
+        if self.learned.len() < self.learned.capacity() {
+            self.learned.push((ip, mac, port));
+        }
     }
 
     /// The configuration.

@@ -114,7 +114,8 @@ impl Workers {
         }
     }
 
-    /// Every worker learns a neighbour (ARP is steered to one worker only).
+    /// Every worker learns a neighbour (ARP is steered to one worker only, and each worker hears
+    /// only the LAN frames steered to it).
     fn neighbor(&self, ip: Ipv4Addr, mac: MacAddr, port: u8) {
         for tx in &self.to {
             let _ = tx.send(ToWorker::Neighbor { ip, mac, port });
@@ -243,6 +244,7 @@ impl Control {
                 frame,
                 ..
             }) => self.on_frame(link, reason, &frame),
+            Ok(FromWorker::Neighbor { ip, mac, port }) => self.workers.neighbor(ip, mac, port),
             Ok(FromWorker::Stats(s)) => {
                 self.stats.insert(s.worker, *s);
             }

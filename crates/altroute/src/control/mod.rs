@@ -41,6 +41,7 @@ mod status;
 pub use commands::{AdminCommand, command_file, parse_commands};
 pub use gateway::{BOOST_FOR, BOOST_INTERVAL};
 pub use hooks::run_hook;
+pub use probe::arp_neighbor;
 pub use status::HISTORY;
 
 use std::collections::HashMap;

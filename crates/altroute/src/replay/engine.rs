@@ -84,12 +84,17 @@ impl Workers {
                 if frame.is_truncated() {
                     return NONE;
                 }
-                match self.steering.get(usize::from(file_link[f])) {
-                    Some(s) => s.worker(&frame.data, 0) as u16,
-                    None => 0,
-                }
+                self.worker_of(file_link[f], &frame.data)
             })
             .collect()
+    }
+
+    /// The worker the kernel would deliver `frame` to on link `link`.
+    pub fn worker_of(&self, link: u8, frame: &[u8]) -> u16 {
+        match self.steering.get(usize::from(link)) {
+            Some(s) => s.worker(frame, 0) as u16,
+            None => 0,
+        }
     }
 
     /// Every worker learns gateway `g`'s new state.
@@ -117,15 +122,32 @@ impl Workers {
     /// announced, and every neighbour the worker learned from other frames
     /// ([`Context::take_learned`]), is learned by every worker.
     pub fn share_neighbors(&mut self, w: usize, b: &Batch, cfg: &Config, now: Time) {
+        let run = b
+            .taken
+            .iter()
+            .enumerate()
+            .filter_map(|(j, &(_, link, len))| Some((link, b.bufs[j].get(..len)?, b.verdicts[j])));
+        self.share(w, run, cfg, now);
+    }
+
+    /// [`Workers::share_neighbors`] for `(link, frame as received, verdict)` of each frame of
+    /// the run.
+    pub fn share<'a>(
+        &mut self,
+        w: usize,
+        run: impl Iterator<Item = (u8, &'a [u8], Verdict)>,
+        cfg: &Config,
+        now: Time,
+    ) {
         let mut heard: Vec<_> = match self.ctxs.get_mut(w) {
             Some(ctx) => ctx.take_learned().collect(),
             None => Vec::new(),
         };
-        for (j, &(_, link, len)) in b.taken.iter().enumerate() {
-            if b.verdicts[j] != Verdict::Control(ControlReason::ArpReply) {
+        for (link, frame, v) in run {
+            if v != Verdict::Control(ControlReason::ArpReply) {
                 continue;
             }
-            let Some(Ok(eth)) = b.bufs[j].get(..len).map(EthernetFrame::new_checked) else {
+            let Ok(eth) = EthernetFrame::new_checked(frame) else {
                 continue;
             };
             heard.extend(crate::control::arp_neighbor(
@@ -264,16 +286,4 @@ impl Batch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_run_is_one_workers_consecutive_frames() {
-        let o = [1, 1, NONE, 1, 0, 0, NONE, 2];
-        assert_eq!(run_end(&o, 0, 8), (4, 1));
-        assert_eq!(run_end(&o, 0, 2), (2, 1));
-        assert_eq!(run_end(&o, 4, 8), (7, 0));
-        assert_eq!(run_end(&o, 6, 8), (8, 2));
-        assert_eq!(run_end(&[NONE, NONE], 0, 2), (2, 0));
-    }
-}
+mod tests;

@@ -136,7 +136,8 @@ reasons! {
     /// key).
     FlowWrongDirection => "flow_wrong_direction",
     /// A LAN packet to a gateway's NAT address that is none of the router's port addresses:
-    /// hairpinning reaches only the ports' addresses.
+    /// hairpinning reaches only the ports' addresses. Also an ICMP error from the LAN sent to one
+    /// of the router's own or NAT addresses (about hairpinned traffic: not translated).
     HairpinUnsupported => "hairpin_unsupported",
     /// A hairpinned packet matched an existing flow in the other direction than its half needs.
     HairpinConflict => "hairpin_conflict",

@@ -724,7 +724,10 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
             }
         }
         ToWorker::Neighbor { ip, mac, port } => {
-            if w.ctx.neighbors.get(ip) != Some(mac)
+            // Offloaded flows may carry a neighbour's old MAC; one this worker did not know
+            // cannot be in them (workers now share every neighbour they learn: no flush for
+            // those).
+            if w.ctx.neighbors.get(ip).is_some_and(|old| old != mac)
                 && let Some(o) = w.offload.as_mut()
             {
                 o.flush();

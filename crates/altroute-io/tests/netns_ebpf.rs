@@ -639,7 +639,7 @@ fn the_c_programs_do_what_the_rust_mirror_does() {
             any::<[u8; 5]>(),
         );
         let mut runner = TestRunner::new(Config {
-            cases: 2000,
+            cases: common::cases(2000),
             failure_persistence: None,
             ..Config::default()
         });

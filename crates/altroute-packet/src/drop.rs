@@ -56,9 +56,9 @@ reasons! {
     ArpUnsupported => "arp_unsupported",
     /// ARP not concerning this router (target is not one of our addresses).
     ArpNotForUs => "arp_not_for_us",
-    /// An ARP reply or gratuitous ARP from a LAN host, learned by this worker, that told the
-    /// other workers nothing new (or came faster than they are told).
-    ArpKnown => "arp_known",
+    /// An ARP reply or gratuitous ARP from a LAN host: learned (and, if new, shared with the
+    /// other workers through the control thread at a bounded rate); nothing to forward.
+    ArpLearned => "arp_learned",
     // --- IPv4 -------------------------------------------------------------------------------
     /// Shorter than an IPv4 header, or than the header's IHL says.
     Ipv4Truncated => "ipv4_truncated",
@@ -144,7 +144,8 @@ reasons! {
     /// key).
     FlowWrongDirection => "flow_wrong_direction",
     /// A LAN packet to a gateway's NAT address that is none of the router's port addresses:
-    /// hairpinning reaches only the ports' addresses.
+    /// hairpinning reaches only the ports' addresses. Also an ICMP error from the LAN sent to one
+    /// of the router's own or NAT addresses (about hairpinned traffic: not translated).
     HairpinUnsupported => "hairpin_unsupported",
     /// A hairpinned packet matched an existing flow in the other direction than its half needs.
     HairpinConflict => "hairpin_conflict",

@@ -136,6 +136,10 @@ pub struct Counters {
     pub arp_requests: u64,
     /// Neighbours whose MAC changed (gratuitous ARP, replaced hardware).
     pub neighbor_changes: u64,
+    /// New or changed neighbours learned on a LAN port and not shared with the other workers
+    /// (over `Options::lan_learned_shared_per_sec`, or the queue full): they learn them on their
+    /// own, by ARP, when they need them.
+    pub learned_unshared: u64,
     /// Frames handed to the control plane.
     pub control: u64,
     /// Frames forwarded by the established-flow fast path (a subset of the forwarded frames; the
@@ -157,6 +161,7 @@ impl Counters {
             rejects: 0,
             arp_requests: 0,
             neighbor_changes: 0,
+            learned_unshared: 0,
             control: 0,
             fast_path: 0,
         }
@@ -226,13 +231,16 @@ pub struct Context {
     pub table: FlowTable,
     /// The neighbour (ARP) table.
     pub neighbors: Neighbors,
+    /// Neighbours learned from frames the control plane does not see, for
+    /// [`Context::take_learned`] (capacity [`LEARNED_MAX`], allocated once).
+    learned: Vec<(Ipv4Addr, MacAddr, u8)>,
     /// Counters.
     pub counters: Counters,
     icmp_bucket: Bucket,
     /// Echo replies on WAN ports.
     wan_echo_bucket: Bucket,
-    /// ARP changes from LAN ports passed to the control thread.
-    lan_arp_bucket: Bucket,
+    /// Neighbours learned on LAN ports shared with the other workers.
+    lan_learn_bucket: Bucket,
     arp_last_ms: Vec<(u32, u64)>,
     scratch: Box<[u8]>,
     /// For each (link, vlan or 0): the port, if any.
@@ -268,6 +276,9 @@ pub struct Context {
 }
 
 const NO_PORT: u8 = 0xff;
+/// The most neighbours [`Context::take_learned`] holds between two calls (more are not shared;
+/// a batch of frames teaches at most one each).
+pub const LEARNED_MAX: usize = 256;
 /// The most ports a pipeline takes (a power of two: the fast path indexes by remainder).
 const MAX_PORTS: usize = 64;
 

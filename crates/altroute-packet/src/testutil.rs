@@ -12,3 +12,13 @@ pub(crate) fn ones(data: &[u8], init: u32) -> u16 {
     }
     s as u16
 }
+
+/// The number of cases of a property test: `PROPTEST_CASES` when set (as for the tests that take
+/// proptest's default configuration), else `default`. `ProptestConfig::with_cases(n)` alone
+/// ignores the variable.
+pub(crate) fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -161,7 +161,7 @@ fn build(s: &Spec) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(512)))]
 
     /// Well-formed frames without IP options: the fast path accepts them and etherparse agrees
     /// on every field.

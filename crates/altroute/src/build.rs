@@ -168,6 +168,22 @@ pub fn links(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// The side of each link (in [`links`] order) as the daemon's steering sees it: WAN if any port
+/// on the link has the WAN role, else LAN. The daemon builds each link's fanout program from it
+/// and `replay` steers each input frame by its in-link's side.
+pub fn link_sides(cfg: &Config) -> Vec<Side> {
+    links(cfg)
+        .iter()
+        .map(|l| {
+            let wan = cfg
+                .ports
+                .iter()
+                .any(|p| &p.interface == l && p.role == config::Role::Wan);
+            if wan { Side::Wan } else { Side::Lan }
+        })
+        .collect()
+}
+
 /// The fanout steering of a link on `side` over `workers` workers: the NAT's port blocks, and on
 /// the LAN side the router's external addresses and port forwards (so that hairpin traffic, a
 /// forward's replies and ICMP errors about them reach the worker that holds their flows). The
@@ -513,6 +529,19 @@ mod tests {
         assert!(p.options.reject);
         assert!(p.options.verify_ipv4_checksum);
         assert_eq!(p.options.private_destinations.len(), 9);
+    }
+
+    /// A link is on the WAN side if any port on it is a WAN port (a trunk carrying a LAN VLAN
+    /// and a WAN VLAN steers as a WAN), else on the LAN side; in link order.
+    #[test]
+    fn a_link_with_a_wan_port_is_on_the_wan_side() {
+        let cfg = Config::from_str_named(
+            "ports:\n  - {name: lan, role: lan, interface: eth0, addresses: [10.0.0.1/24]}\n  - {name: lanv, role: lan, interface: trunk, vlan: 7, addresses: [10.0.1.1/24]}\n  - {name: wanv, role: wan, interface: trunk, vlan: 8, addresses: [192.0.2.1/24]}\n  - {name: wan2, role: wan, interface: eth2, addresses: [198.51.100.1/24]}\ngateways:\n  - {name: isp1, port: wanv, via: 192.0.2.2}\n",
+            "t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(links(&cfg), ["eth0", "trunk", "eth2"]);
+        assert_eq!(link_sides(&cfg), [Side::Lan, Side::Wan, Side::Wan]);
     }
 
     #[test]

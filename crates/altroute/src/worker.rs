@@ -100,6 +100,17 @@ pub enum FromWorker {
         /// The frame's bytes.
         frame: Vec<u8>,
     },
+    /// A neighbour the worker learned from a frame the control thread does not see (a LAN
+    /// host's IPv4 frame, an ARP request): every worker learns it
+    /// ([`Context::take_learned`]).
+    Neighbor {
+        /// Address.
+        ip: Ipv4Addr,
+        /// MAC.
+        mac: MacAddr,
+        /// Port index.
+        port: u8,
+    },
     /// Periodic counters (about once a second).
     Stats(Box<WorkerStats>),
 }
@@ -398,6 +409,7 @@ pub fn run(mut w: WorkerSetup) -> Result<WorkerStats, IoError> {
         if w.handoff.is_some() && drain_inbox(&mut w, &mut s, t) {
             idle = false;
         }
+        share_learned(&mut w);
         if clock.duration_since(last_expire) >= Duration::from_millis(250) {
             last_expire = clock;
             expired.clear();
@@ -699,6 +711,13 @@ fn drain_inbox(w: &mut WorkerSetup, s: &mut Scratch, t: Time) -> bool {
     true
 }
 
+/// Hands the neighbours the pipeline learned to the control thread, which teaches every worker.
+pub(crate) fn share_learned(w: &mut WorkerSetup) {
+    for (ip, mac, port) in w.ctx.take_learned() {
+        let _ = w.tx.try_send(FromWorker::Neighbor { ip, mac, port });
+    }
+}
+
 fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
     let t = now(w.epoch);
     match m {
@@ -725,7 +744,10 @@ fn apply(w: &mut WorkerSetup, m: ToWorker, tx_failed: &mut [u64]) {
             }
         }
         ToWorker::Neighbor { ip, mac, port } => {
-            if w.ctx.neighbors.get(ip) != Some(mac)
+            // Offloaded flows may carry a neighbour's old MAC; one this worker did not know
+            // cannot be in them (workers now share every neighbour they learn: no flush for
+            // those).
+            if w.ctx.neighbors.get(ip).is_some_and(|old| old != mac)
                 && let Some(o) = w.offload.as_mut()
             {
                 o.flush();

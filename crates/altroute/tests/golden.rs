@@ -32,7 +32,7 @@ fn scenario_dirs() -> Vec<PathBuf> {
         .filter(|p| p.join("config.yaml").is_file())
         .collect();
     v.sort();
-    assert!(v.len() >= 9, "fixtures missing: {v:?}");
+    assert!(v.len() >= 13, "fixtures missing: {v:?}");
     v
 }
 
@@ -53,8 +53,42 @@ fn files_with(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
     v
 }
 
+/// How a scenario is replayed: the clock, the batch size and the number of workers.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    time_from_capture: bool,
+    batch: usize,
+    workers: u16,
+}
+
+impl Mode {
+    const ONE: Mode = Mode {
+        time_from_capture: false,
+        batch: 1,
+        workers: 1,
+    };
+}
+
+/// Every way a scenario is replayed: with 1, 2 and 4 workers, frame by frame and in batches of
+/// 32, each with the default clock and with `--time-from-capture`.
+const WORKERS: [u16; 3] = [1, 2, 4];
+
+fn modes() -> Vec<Mode> {
+    let mut v = Vec::new();
+    for workers in WORKERS {
+        for (time_from_capture, batch) in [(false, 1), (true, 1), (false, 32), (true, 32)] {
+            v.push(Mode {
+                time_from_capture,
+                batch,
+                workers,
+            });
+        }
+    }
+    v
+}
+
 /// The replay command line of a scenario, as a user would type it.
-fn command_line(dir: &Path, out: &Path, time_from_capture: bool, batch: usize) -> Vec<OsString> {
+fn command_line(dir: &Path, out: &Path, m: Mode) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "replay".into(),
         "--config".into(),
@@ -67,26 +101,23 @@ fn command_line(dir: &Path, out: &Path, time_from_capture: bool, batch: usize) -
         a.extend(extra.split_whitespace().map(OsString::from));
     }
     a.extend(["--out-dir".into(), out.into()]);
-    if time_from_capture {
+    if m.time_from_capture {
         a.push("--time-from-capture".into());
     }
-    if batch > 1 {
-        a.extend(["--batch".into(), batch.to_string().into()]);
+    if m.batch > 1 {
+        a.extend(["--batch".into(), m.batch.to_string().into()]);
     }
+    a.extend(["--workers".into(), m.workers.to_string().into()]);
     a
 }
 
-fn run(dir: &Path, time_from_capture: bool) -> (Report, replay::ReplayArgs) {
-    run_batched(dir, time_from_capture, 1)
-}
-
-fn run_batched(dir: &Path, time_from_capture: bool, batch: usize) -> (Report, replay::ReplayArgs) {
+fn run(dir: &Path, m: Mode) -> (Report, replay::ReplayArgs) {
     let out = std::env::temp_dir().join(format!(
         "altroute-golden-{}-{}",
         std::process::id(),
         dir.file_name().unwrap().to_string_lossy()
     ));
-    let cli = Cli::try_parse_from(command_line(dir, &out, time_from_capture, batch)).unwrap();
+    let cli = Cli::try_parse_from(command_line(dir, &out, m)).unwrap();
     let (cfg, opts) = cli.args.resolve().unwrap();
     (replay::replay(&cfg, &opts).unwrap(), cli.args)
 }
@@ -167,27 +198,34 @@ fn diff(what: &str, expected: &[CapFrame], actual: &[OutFrame]) -> Option<String
     (!s.is_empty()).then_some(s)
 }
 
-/// The `established` scenario's data rounds do take the fast path when batched.
+/// The `established` scenario's data rounds do take the fast path when batched, with one worker
+/// and with several.
 #[test]
 fn batched_replay_takes_the_fast_path() {
     let dir = fixtures_dir().join("established");
-    let (one, _) = run_batched(&dir, false, 1);
-    let (batched, _) = run_batched(&dir, false, 32);
-    assert_eq!(one.counters.fast_path, 0);
-    assert!(batched.counters.fast_path >= 90, "{}", batched.summary());
-    assert_eq!(batched.forward, batched.frames, "{}", batched.summary());
+    for workers in WORKERS {
+        let m = Mode {
+            workers,
+            ..Mode::ONE
+        };
+        let (one, _) = run(&dir, m);
+        let (batched, _) = run(&dir, Mode { batch: 32, ..m });
+        assert_eq!(one.counters.fast_path, 0);
+        assert!(batched.counters.fast_path >= 90, "{}", batched.summary());
+        assert_eq!(batched.forward, batched.frames, "{}", batched.summary());
+    }
 }
 
-/// Each scenario is replayed one frame at a time (`process`: the full path) and in batches of 32
-/// (`process_batch`: batched lookups and the established-flow fast path, as the daemon's workers
-/// run it); both must give the expected frames.
+/// Each scenario is replayed with 1, 2 and 4 workers, one frame at a time (`process`: the full
+/// path) and in batches of 32 (`process_batch`: batched lookups and the established-flow fast
+/// path, as the daemon's workers run it); every way must give the same expected frames.
 #[test]
 fn every_scenario_matches_its_expected_output() {
     let mut failures = String::new();
     for dir in scenario_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        for (tfc, batch) in [(false, 1), (true, 1), (false, 32), (true, 32)] {
-            let (report, _) = run_batched(&dir, tfc, batch);
+        for m in modes() {
+            let (report, _) = run(&dir, m);
             let expected = files_with(&dir, "expected-");
             assert_eq!(
                 expected
@@ -204,7 +242,10 @@ fn every_scenario_matches_its_expected_output() {
                     .output(&port)
                     .unwrap_or_else(|| panic!("{name}: no port {port}"));
                 if let Some(d) = diff(
-                    &format!("{name}/{port} (time-from-capture {tfc}, batch {batch})"),
+                    &format!(
+                        "{name}/{port} (time-from-capture {}, batch {}, workers {})",
+                        m.time_from_capture, m.batch, m.workers
+                    ),
                     &want,
                     got,
                 ) {
@@ -222,22 +263,51 @@ fn every_scenario_matches_its_expected_output() {
     assert!(failures.is_empty(), "golden mismatches:\n{failures}");
 }
 
+/// With 2 and 4 workers the scenarios about ICMP errors, port forwards and hairpin do use
+/// workers other than 0, the forwards and hairpin more than one (their ports are placed for it in
+/// the generator's `ports.rs`), and the frames processed add up.
+#[test]
+fn error_forward_and_hairpin_scenarios_use_several_workers() {
+    for name in ["icmp", "forward", "hairpin", "inbound"] {
+        let dir = fixtures_dir().join(name);
+        for workers in [2, 4] {
+            let (r, _) = run(
+                &dir,
+                Mode {
+                    workers,
+                    ..Mode::ONE
+                },
+            );
+            assert_eq!(r.per_worker.len(), usize::from(workers));
+            // Frames reach workers other than 0 (where the first steering sent every ICMP
+            // error), and the forward and hairpin scenarios use more than one worker.
+            let busy = r.per_worker.iter().filter(|&&n| n > 0).count();
+            assert!(
+                r.per_worker[1..].iter().any(|&n| n > 0) && (name == "icmp" || busy >= 2),
+                "{name} at {workers} workers: {:?}",
+                r.per_worker
+            );
+            assert_eq!(r.per_worker.iter().sum::<u64>(), r.frames - r.truncated);
+        }
+    }
+}
+
 #[test]
 fn scenario_summaries_say_what_happened() {
     let dir = fixtures_dir();
-    let (r, _) = run(&dir.join("load-balance"), false);
+    let (r, _) = run(&dir.join("load-balance"), Mode::ONE);
     let n1 = r.output("wan1").unwrap().len() as f64;
     let n2 = r.output("wan2").unwrap().len() as f64;
     assert_eq!(n1 + n2, 10_000.0);
     assert!((n1 / (n1 + n2) - 0.75).abs() < 0.02, "{n1}:{n2}");
     assert_eq!(r.gateways[0].flows as f64, n1);
     assert_eq!(r.gateways[1].out.0 as f64, n2);
-    let (r, _) = run(&dir.join("reject"), false);
+    let (r, _) = run(&dir.join("reject"), Mode::ONE);
     assert_eq!(r.counters.rejects, 2);
     assert!(r.summary().contains("gateway_down"), "{}", r.summary());
-    let (r, _) = run(&dir.join("vlan"), false);
+    let (r, _) = run(&dir.join("vlan"), Mode::ONE);
     assert_eq!(r.drops.get("vlan_unknown"), Some(&2), "{}", r.summary());
-    let (r, _) = run(&dir.join("mtu"), false);
+    let (r, _) = run(&dir.join("mtu"), Mode::ONE);
     assert_eq!(
         r.drops.get("too_long_for_egress"),
         Some(&1),
@@ -245,18 +315,26 @@ fn scenario_summaries_say_what_happened() {
         r.summary()
     );
     assert_eq!(r.counters.icmp_errors, 1);
-    let (r, _) = run(&dir.join("inbound"), false);
+    let (r, _) = run(&dir.join("inbound"), Mode::ONE);
     assert_eq!(r.counters.arp_requests, 1, "{}", r.summary());
-    assert_eq!(r.control, 1, "the ARP reply is learned: {}", r.summary());
+    // The host's ARP reply is learned (and shared with the other workers), not handed to the
+    // control thread: only WAN ports' ARP goes up whole.
+    assert_eq!(
+        r.drops.get("arp_learned"),
+        Some(&1),
+        "the ARP reply is learned: {}",
+        r.summary()
+    );
+    assert_eq!(r.control, 0, "{}", r.summary());
     assert_eq!(r.gateways[1].back.0, 1, "{}", r.summary());
-    let (r, _) = run(&dir.join("syn-retry"), false);
+    let (r, _) = run(&dir.join("syn-retry"), Mode::ONE);
     assert_eq!(r.drops.get("unsolicited"), Some(&1), "{}", r.summary());
 }
 
 #[test]
 fn written_files_read_back_and_tcpdump_reads_them() {
     let dir = fixtures_dir().join("nat");
-    let (report, args) = run(&dir, false);
+    let (report, args) = run(&dir, Mode::ONE);
     let files = report.write(&args.out_dir).unwrap();
     assert_eq!(files.len(), 3);
     for f in &files {
@@ -382,7 +460,7 @@ fn every_expected_and_actual_frame_has_valid_checksums() {
                 }
             }
         }
-        let (report, _) = run(&dir, false);
+        let (report, _) = run(&dir, Mode::ONE);
         for (port, frames) in report.ports.iter().zip(&report.outputs) {
             for (i, f) in frames.iter().enumerate() {
                 n += 1;
@@ -418,36 +496,54 @@ fn the_checker_catches_a_bad_checksum() {
 fn the_binary_replays_a_shipped_fixture() {
     let dir = fixtures_dir().join("nat");
     let out = std::env::temp_dir().join(format!("altroute-golden-bin-{}", std::process::id()));
-    let mut args = command_line(&dir, &out, false, 1);
-    args.remove(0);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_altroute"))
-        .arg("replay")
-        .args(&args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        stdout.contains("verdicts: forward 5, reply 0, drop 1, control 0"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("unsolicited"), "{stdout}");
-    for port in ["lan", "wan1", "wan2"] {
-        let got = replay::read_capture(&out.join(format!("{port}.pcap"))).unwrap();
-        let want = replay::read_capture(&dir.join(format!("expected-{port}.pcap"))).unwrap();
-        assert_eq!(
-            got,
-            want.iter()
-                .map(|f| CapFrame {
-                    number: f.number,
-                    ..f.clone()
-                })
-                .collect::<Vec<_>>()
+    // Without `--workers` (the configuration says `workers: 2`), and with 4.
+    for workers in [None, Some("4")] {
+        let mut args = command_line(&dir, &out, Mode::ONE);
+        args.remove(0);
+        let at = args.iter().position(|a| a == "--workers").unwrap();
+        args.drain(at..at + 2);
+        if let Some(n) = workers {
+            args.extend(["--workers".into(), n.into()]);
+        }
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_altroute"))
+            .arg("replay")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
         );
+        assert!(
+            stdout.contains("verdicts: forward 5, reply 0, drop 1, control 0"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("workers: {}", workers.unwrap_or("2"))),
+            "{stdout}"
+        );
+        assert!(stdout.contains("unsolicited"), "{stdout}");
+        // What the binary wrote is what the expected files hold: the same frames, bytes and
+        // times, in the same order (5 frames in all).
+        let mut frames = 0;
+        for port in ["lan", "wan1", "wan2"] {
+            let got = replay::read_capture(&out.join(format!("{port}.pcap"))).unwrap();
+            let want = replay::read_capture(&dir.join(format!("expected-{port}.pcap"))).unwrap();
+            let got: Vec<OutFrame> = got
+                .into_iter()
+                .map(|f| OutFrame {
+                    ts_ns: f.ts_ns,
+                    data: f.data,
+                })
+                .collect();
+            if let Some(d) = diff(&format!("binary, nat/{port}, {workers:?}"), &want, &got) {
+                panic!("{d}");
+            }
+            frames += got.len();
+        }
+        assert_eq!(frames, 5);
     }
     // A damaged capture: a clear error naming the file and the packet, exit status 1.
     let cut = out.join("cut.pcap");

@@ -21,6 +21,16 @@ const SRV: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const EXT1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const EXT2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
+/// The number of cases of a property test: `PROPTEST_CASES` when set (as for the tests that take
+/// proptest's default configuration), else `default`. `ProptestConfig::with_cases(n)` alone
+/// ignores the variable.
+pub(crate) fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn two_gw(weights: (u32, u32)) -> TableConfig {
     TableConfig {
         gateways: vec![

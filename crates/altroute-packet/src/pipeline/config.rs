@@ -84,10 +84,11 @@ pub struct Options {
     /// thread only from one of them (anything else is `unsolicited`), so a flood of forged
     /// replies cannot crowd the real ones out of its queue. Empty: from any source.
     pub probe_targets: Vec<Ipv4Addr>,
-    /// ARP changes learned on LAN ports that may go to the control thread per second (for
-    /// sharing with the other workers); a flood of forged ARP from the LAN is learned by the
-    /// worker that sees it but not passed on beyond this. ARP from WAN ports is not limited.
-    pub lan_arp_to_control_per_sec: u32,
+    /// New or changed neighbours learned on LAN ports that are shared with the other workers
+    /// (through the control thread) per second; a flood of forged ARP or MACs from the LAN is
+    /// learned by the worker that sees it but not passed on beyond this. ARP from WAN ports goes
+    /// to the control thread whole, not limited.
+    pub lan_learned_shared_per_sec: u32,
 }
 
 impl Default for Options {
@@ -99,7 +100,7 @@ impl Default for Options {
             wan_echo_replies_per_sec: 100,
             private_destinations: default_private(),
             probe_targets: Vec::new(),
-            lan_arp_to_control_per_sec: 200,
+            lan_learned_shared_per_sec: 200,
         }
     }
 }

@@ -2,17 +2,20 @@
 //! another attached network ([`Context::route_direct`], untranslated), back in to a host mapped on
 //! the router's own external address ([`Context::hairpin`]), or out through a gateway: a new flow
 //! is created (the flow table's policy picks the gateway) or the existing one found, and
-//! [`Context::forward_flow`] translates and sends it.
+//! [`Context::forward_flow`] translates and sends it. An ICMP error from an inside host about a
+//! packet it received through the NAT goes out translated ([`Context::icmp_error_from_lan`]).
 
 use core::net::Ipv4Addr;
 
-use altroute_flow::{Dir, FlowKey, GatewayId, Hit, InsertError, NoGateway, Time, Update};
+use altroute_flow::{Dir, FlowKey, GatewayId, Hit, InsertError, NoGateway, Time, Update, proto};
 
-use super::rewrite::rewrite_l3l4;
+use super::rewrite::{rewrite_l3l4, rewrite_outer_src, translate_embedded_dst};
 use super::{Context, FlowView, Ip4, PortId, Role, TxOffload, Verdict, ipv4_of};
 use crate::drop::DropReason;
+use crate::fast::IcmpQuery;
 use crate::neigh::Learned;
-use crate::wire::{Icmpv4Repr, MacAddr, UnreachableCode};
+use crate::slow::{Embedded, SlowIpv4};
+use crate::wire::{Icmpv4Repr, MacAddr, UnreachableCode, VlanTci};
 
 impl Context {
     /// A packet from the inside: to the router, to another attached network, or out through a
@@ -47,9 +50,11 @@ impl Context {
         if !src.is_unspecified()
             && self.attached(src) == Some(port)
             && self.neighbors.get(src) != Some(src_mac)
-            && let Learned::Changed { .. } = self.neighbors.learn(src, src_mac, port.0, now)
         {
-            self.counters.neighbor_changes += 1;
+            if let Learned::Changed { .. } = self.neighbors.learn(src, src_mac, port.0, now) {
+                self.counters.neighbor_changes += 1;
+            }
+            self.note_learned(src, src_mac, port.0, now);
         }
         if self.is_own(dst).is_some() {
             if let Some(g) = self.ext.iter().position(|e| *e == Some(dst))
@@ -318,6 +323,98 @@ impl Context {
             offload,
         );
         self.finish_l2(buf, len, out, mac, ip.vlan, offload)
+    }
+
+    /// An ICMP error from the inside about a packet of a flow that reached the inside host — a
+    /// reply of one of its own connections, or a connection forwarded to it (RFC 5508, the other
+    /// way): the quoted destination becomes the flow's external address and port, the outer
+    /// source the external address, and it leaves through the flow's gateway. Errors about
+    /// anything else, or addressed to one of the router's own addresses (hairpin), are dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn icmp_error_from_lan(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        in_port: PortId,
+        vlan: Option<VlanTci>,
+        l3: usize,
+        v4: SlowIpv4,
+        inner: Embedded,
+        offload: &mut TxOffload,
+        now: Time,
+    ) -> Verdict {
+        let remote = v4.ip.dst;
+        if self.is_own(remote).is_some() || self.ext.contains(&Some(remote)) {
+            return self.drop(DropReason::HairpinUnsupported);
+        }
+        // The error goes back to the quoted packet's sender.
+        if inner.key.src_v4() != Some(remote) {
+            return self.drop(DropReason::IcmpErrorNoFlow);
+        }
+        let Some(hit) = self.table.lookup(&inner.key.reversed()) else {
+            return self.drop(DropReason::IcmpErrorNoFlow);
+        };
+        if hit.dir != Dir::Orig {
+            return self.drop(DropReason::IcmpErrorNoFlow);
+        }
+        let Some(flow) = self.table.flow(hit.flow) else {
+            return self.drop(DropReason::IcmpErrorNoFlow);
+        };
+        let key = flow.key();
+        let (ext, ext_port) = flow
+            .nat()
+            .map_or((ipv4_of(key.src_bytes()), key.sport), |(a, p)| {
+                (ipv4_of(a), p)
+            });
+        let Some(g) = flow.gateway() else {
+            return self.drop(DropReason::NoRoute);
+        };
+        if v4.ip.ttl <= 1 {
+            return self.drop(DropReason::TtlExpired);
+        }
+        if !self
+            .table
+            .gateways()
+            .get(g.index())
+            .is_some_and(|s| s.state.is_usable())
+        {
+            return self.drop(DropReason::GatewayDown);
+        }
+        let Some(spec) = self.cfg.gateways.get(g.index()) else {
+            return self.drop(DropReason::UnknownGateway);
+        };
+        let (out, gw_hop) = (spec.port, spec.next_hop);
+        let hop = if self.attached(remote) == Some(out) {
+            remote
+        } else {
+            gw_hop
+        };
+        let mac = if hop == gw_hop {
+            self.gateway_mac(g)
+        } else {
+            self.neighbors.get(hop)
+        };
+        let Some(mac) = mac else {
+            return self.resolve(buf, out, hop, offload, now);
+        };
+        let outer = Ip4 {
+            key: FlowKey::v4(v4.ip.src, remote, proto::ICMP, 0, 0),
+            l3,
+            l4: v4.l4_offset,
+            ip_end: l3 + usize::from(v4.total_len),
+            ttl: v4.ip.ttl,
+            flags: 0,
+            icmp: IcmpQuery::None,
+            df: v4.ip.dont_frag,
+            vlan,
+        };
+        if let Some(v) = self.mtu_check(buf, in_port, out, outer, offload, now) {
+            return v;
+        }
+        translate_embedded_dst(buf, &inner, ext, ext_port);
+        rewrite_outer_src(buf, &outer, ext);
+        self.count_gateway(g, Dir::Orig, u32::from(v4.total_len));
+        self.finish_l2(buf, len, out, mac, vlan, offload)
     }
 
     pub(super) fn hairpin_target(

@@ -297,44 +297,52 @@ impl Context {
         let ours = spec.addrs.iter().any(|&(x, _)| x == a.tpa);
         let mac = spec.mac;
         let mut learned = false;
-        let mut changed = false;
+        let mut fresh = false;
         if on_link
             && !a.spa.is_unspecified()
             && !a.sha.is_multicast()
             && spec.addrs.iter().all(|&(x, _)| x != a.spa)
         {
-            match self.neighbors.learn(a.spa, a.sha, port.0, now) {
-                Learned::Changed { .. } => {
-                    self.counters.neighbor_changes += 1;
-                    changed = true;
-                }
-                Learned::Same => {}
-                _ => changed = true,
+            let l = self.neighbors.learn(a.spa, a.sha, port.0, now);
+            if let Learned::Changed { .. } = l {
+                self.counters.neighbor_changes += 1;
             }
             learned = true;
+            fresh = l != Learned::Same;
         }
-        // What goes to the control thread: every ARP answer on a WAN port (gateways' liveness
-        // and MACs); on a LAN port only changes, at a bounded rate (the other workers learn them
-        // through it, and a LAN flood must not crowd out the health probes' replies).
         let wan = spec.role == Role::Wan;
-        let to_control = learned && (wan || (changed && self.lan_arp_bucket.take(now)));
         match a.op {
             ArpOp::Request if ours && a.spa != a.tpa => {
+                if fresh {
+                    self.note_learned(a.spa, a.sha, port.0, now);
+                }
                 match build::arp_reply(&mut self.scratch, vlan, mac, a.tpa, &a) {
                     Ok(n) => self.answer(buf, n, |c| c.replies += 1),
                     Err(_) => self.drop(DropReason::NoBuffer),
                 }
             }
-            // A reply, or a gratuitous ARP: learned above.
+            // A reply, or a gratuitous ARP, learned above. On a WAN port the control thread gets
+            // every one whole (gateways' liveness and MACs, shared with every worker); on a LAN
+            // port the other workers are told of new or changed neighbours only, at a bounded
+            // rate (`note_learned`), so a LAN flood cannot crowd the probes' replies out of the
+            // control thread's queue.
             _ if learned && (a.op == ArpOp::Reply || a.spa == a.tpa) => {
-                if to_control {
+                if wan {
                     self.counters.control += 1;
                     Verdict::Control(ControlReason::ArpReply)
                 } else {
-                    self.drop(DropReason::ArpKnown)
+                    if fresh {
+                        self.note_learned(a.spa, a.sha, port.0, now);
+                    }
+                    self.drop(DropReason::ArpLearned)
                 }
             }
-            _ => self.drop(DropReason::ArpNotForUs),
+            _ => {
+                if fresh {
+                    self.note_learned(a.spa, a.sha, port.0, now);
+                }
+                self.drop(DropReason::ArpNotForUs)
+            }
         }
     }
 }

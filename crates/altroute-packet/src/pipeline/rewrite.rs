@@ -1,8 +1,9 @@
 //! Where the pipeline writes frame bytes: addresses, ports and TTL with RFC 1624 incremental
 //! checksums ([`rewrite_l3l4`], and [`rewrite_fixed`] for the common TCP/UDP case without IP
 //! options through an [`L4Window`]), the outer header and the quoted datagram of a translated ICMP
-//! error ([`rewrite_outer_dst`], [`translate_embedded`]), and the Ethernet header: MACs and the
-//! 802.1Q tag of the out port ([`Context::finish_l2`], [`retag`]).
+//! error ([`rewrite_outer_dst`] and [`translate_embedded`] from a WAN, [`rewrite_outer_src`] and
+//! [`translate_embedded_dst`] from the inside), and the Ethernet header: MACs and the 802.1Q tag
+//! of the out port ([`Context::finish_l2`], [`retag`]).
 
 use core::net::Ipv4Addr;
 
@@ -289,18 +290,67 @@ pub(super) fn rewrite_fixed<const N: usize>(
 
 /// Only the outer destination and the TTL of an ICMP error (its checksum has no pseudo-header).
 pub(super) fn rewrite_outer_dst(buf: &mut [u8], ip: &Ip4, new_dst: Ipv4Addr) {
+    rewrite_outer_addr(buf, ip.l3 + 16, ip, new_dst);
+}
+
+/// Only the outer source and the TTL of an ICMP error from the inside.
+pub(super) fn rewrite_outer_src(buf: &mut [u8], ip: &Ip4, new_src: Ipv4Addr) {
+    rewrite_outer_addr(buf, ip.l3 + 12, ip, new_src);
+}
+
+/// The outer address at `at` becomes `new` and the TTL drops by one; the IP checksum follows.
+fn rewrite_outer_addr(buf: &mut [u8], at: usize, ip: &Ip4, new: Ipv4Addr) {
     let l3 = ip.l3;
-    let old_dst = Ipv4Addr::from(wire::rd32(buf, l3 + 16));
+    let old = Ipv4Addr::from(wire::rd32(buf, at));
     let old_ttl_word = rd16(buf, l3 + 8);
     let new_ttl_word = old_ttl_word.wrapping_sub(0x0100);
     let c = checksum::update16(
-        checksum::update32(rd16(buf, l3 + 10), old_dst, new_dst),
+        checksum::update32(rd16(buf, l3 + 10), old, new),
         old_ttl_word,
         new_ttl_word,
     );
-    wire::wr32(buf, l3 + 16, u32::from(new_dst));
+    wire::wr32(buf, at, u32::from(new));
     wr16(buf, l3 + 8, new_ttl_word);
     wr16(buf, l3 + 10, c);
+}
+
+/// Translate the datagram quoted in an ICMP error from an inside host (a packet it received) to
+/// the outside's view: its destination address and port (or the identifier of a quoted echo
+/// reply) become the external ones; its IP checksum, its L4 checksum (when quoted) and the ICMP
+/// checksum are updated incrementally (RFC 5508 REQ-3, the other way).
+pub(super) fn translate_embedded_dst(buf: &mut [u8], e: &Embedded, ext: Ipv4Addr, ext_port: u16) {
+    let icmp_c_at = e.icmp_checksum_offset;
+    let mut icmp_c = rd16(buf, icmp_c_at);
+    let dst_at = e.ip_dst_offset();
+    let old_dst = Ipv4Addr::from(wire::rd32(buf, dst_at));
+    wire::wr32(buf, dst_at, u32::from(ext));
+    icmp_c = checksum::update32(icmp_c, old_dst, ext);
+    let ipc_at = e.ip_checksum_offset();
+    let old_ipc = rd16(buf, ipc_at);
+    let new_ipc = checksum::update32(old_ipc, old_dst, ext);
+    wr16(buf, ipc_at, new_ipc);
+    icmp_c = checksum::update16(icmp_c, old_ipc, new_ipc);
+    if let Some(dp) = e.dst_port_offset {
+        let old = rd16(buf, dp);
+        wr16(buf, dp, ext_port);
+        icmp_c = checksum::update16(icmp_c, old, ext_port);
+        if let Some(c_at) = e.l4_checksum_offset {
+            let old_c = rd16(buf, c_at);
+            let d = if e.key.proto == proto::ICMP {
+                Delta::port(old, ext_port)
+            } else {
+                Delta::new(old_dst, ext, old, ext_port)
+            };
+            let new_c = match e.key.proto {
+                proto::UDP => d.apply_udp(old_c),
+                proto::ICMP => d.apply_icmp(old_c),
+                _ => d.apply_tcp(old_c),
+            };
+            wr16(buf, c_at, new_c);
+            icmp_c = checksum::update16(icmp_c, old_c, new_c);
+        }
+    }
+    wr16(buf, icmp_c_at, icmp_c);
 }
 
 /// Translate the datagram quoted in an ICMP error back to the inside host's view: its source

@@ -4,7 +4,7 @@
 
 use core::net::Ipv4Addr;
 
-use altroute_flow::{FlowTable, GatewayId, MAX_GATEWAYS};
+use altroute_flow::{FlowTable, GatewayId, MAX_GATEWAYS, Time};
 
 use super::{
     Bucket, Context, Counters, GwFast, MAX_PORTS, NO_GW_FAST, NO_PORT, NO_PORT_FAST,
@@ -36,7 +36,7 @@ impl Context {
             counters: Counters::new(cfg.ports.len(), cfg.gateways.len()),
             icmp_bucket: Bucket::new(cfg.options.icmp_errors_per_sec),
             wan_echo_bucket: Bucket::new(cfg.options.wan_echo_replies_per_sec),
-            lan_arp_bucket: Bucket::new(cfg.options.lan_arp_to_control_per_sec),
+            lan_learn_bucket: Bucket::new(cfg.options.lan_learned_shared_per_sec),
             port_fast: fast_ports(&cfg),
             gw_fast: fast_gateways(&cfg),
             link_port: link_ports(&port_of),
@@ -44,6 +44,7 @@ impl Context {
             cfg,
             table,
             neighbors: Neighbors::new(4096),
+            learned: Vec::with_capacity(super::LEARNED_MAX),
             arp_last_ms: Vec::new(),
             scratch: vec![0u8; 2048].into_boxed_slice(),
             port_of,
@@ -64,6 +65,38 @@ impl Context {
     /// ruling the fast path out when chasing a problem.
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_path = on;
+    }
+
+    /// The neighbours this context learned since the last call from frames the control plane
+    /// does not see — the source of a LAN host's IPv4 frames, the sender of an ARP request — as
+    /// (address, MAC, port index); only new neighbours and changed MACs. (ARP replies and
+    /// gratuitous ARP go to the control plane whole, as [`super::ControlReason::ArpReply`].)
+    ///
+    /// With several workers each context learns only from the frames steered to it. The daemon
+    /// hands these to its control thread, which teaches every worker: a worker forwarding to a
+    /// LAN host that another worker has heard from then knows its MAC, as a single worker would,
+    /// instead of dropping the frame to resolve it by ARP.
+    pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr, u8)> + '_ {
+        self.learned.drain(..)
+    }
+
+    /// Notes a new or changed neighbour for [`Context::take_learned`]: not if
+    /// [`super::LEARNED_MAX`] are waiting (no allocation), and from LAN ports at most
+    /// [`Options::lan_learned_shared_per_sec`](super::Options) (a flood of forged ARP or MACs
+    /// from the LAN is learned by this worker but cannot crowd the control thread's queue).
+    pub(super) fn note_learned(&mut self, ip: Ipv4Addr, mac: MacAddr, port: u8, now: Time) {
+        let lan = self
+            .cfg
+            .ports
+            .get(usize::from(port))
+            .is_some_and(|p| p.role == Role::Lan);
+        if self.learned.len() >= self.learned.capacity()
+            || (lan && !self.lan_learn_bucket.take(now))
+        {
+            self.counters.learned_unshared += 1;
+            return;
+        }
+        self.learned.push((ip, mac, port));
     }
 
     /// The configuration.

@@ -1,6 +1,7 @@
 //! The WAN side (VPP's out2in): a packet from an ISP link is a reply to a flow, a new connection
 //! to a port forward, an echo request or a health-probe reply for the router, an ICMP error about
-//! a translated packet ([`Context::icmp_error`], RFC 5508) — or unsolicited, and dropped.
+//! a translated packet ([`Context::icmp_error`], RFC 5508; one from the inside goes to
+//! [`Context::icmp_error_from_lan`]) — or unsolicited, and dropped.
 
 use core::net::Ipv4Addr;
 
@@ -136,7 +137,7 @@ impl Context {
         now: Time,
     ) -> Verdict {
         if self.cfg.ports[usize::from(port.0)].role != Role::Wan {
-            return self.drop(DropReason::IcmpErrorNoFlow);
+            return self.icmp_error_from_lan(buf, len, port, vlan, l3, v4, inner, offload, now);
         }
         let outer_dst = v4.ip.dst;
         if self.gateway_by_ext(outer_dst, port).is_none() && self.is_own(outer_dst) != Some(port) {

@@ -131,3 +131,13 @@ pub fn slow_agrees(frame: &[u8], s: &SlowFrame) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The number of cases of a property test: `PROPTEST_CASES` when set (as for the tests that take
+/// proptest's default configuration), else `default`. `ProptestConfig::with_cases(n)` alone
+/// ignores the variable.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -106,6 +106,7 @@ mod tests {
             down: Vec::new(),
             up: Vec::new(),
             batch: 64,
+            workers: None,
         };
         let (cfg, mut opts) = args.resolve().expect("fixture");
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));

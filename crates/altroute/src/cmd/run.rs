@@ -385,16 +385,7 @@ impl Links {
             mac.push(info.mac.map(MacAddr));
             ifindex.push(info.ifindex);
         }
-        let side = names
-            .iter()
-            .map(|l| {
-                let wan = cfg
-                    .ports
-                    .iter()
-                    .any(|p| &p.interface == l && p.role == config::Role::Wan);
-                if wan { Side::Wan } else { Side::Lan }
-            })
-            .collect();
+        let side = build::link_sides(cfg);
         Ok(Links {
             names,
             mac,

@@ -89,40 +89,90 @@ pub fn run_hook(
 mod tests {
     use super::*;
 
-    #[test]
-    fn hooks_get_their_environment_and_are_killed_on_timeout() {
-        let dir = std::env::temp_dir().join(format!("altroute-hook-{}", std::process::id()));
+    fn temp_dir(what: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("altroute-hook-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Waits up to `limit` for `cond`; whether it held.
+    fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn hooks_get_their_environment() {
+        let dir = temp_dir("env");
         let out = dir.join("env");
+        let tmp = dir.join("env.tmp");
         run_hook(
             format!(
-                "echo \"$ALTROUTE_GATEWAY $ALTROUTE_STATE $ALTROUTE_REASON\" > {}",
-                out.display()
+                "echo \"$ALTROUTE_GATEWAY $ALTROUTE_STATE $ALTROUTE_REASON\" > {t} && mv {t} {o}",
+                t = tmp.display(),
+                o = out.display()
             ),
             "isp1".into(),
             GatewayState::Down,
             "probes lost".into(),
             Duration::from_secs(5),
         );
-        let start = Instant::now();
-        while !out.exists() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(wait_for(Duration::from_secs(10), || out.exists()));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap().trim(),
             "isp1 down probes lost"
         );
-        // A hook that hangs is killed and does not block the caller.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A hook that outlives its timeout is killed: the shell it runs in is gone soon after the
+    /// timeout (it would live 3 s), the command after its `sleep` never runs, and the caller was
+    /// never blocked.
+    #[test]
+    fn hooks_are_killed_on_timeout() {
+        let dir = temp_dir("kill");
+        let (pid_file, done) = (dir.join("pid"), dir.join("done"));
+        let timeout = Duration::from_millis(500);
         let t = Instant::now();
         run_hook(
-            "sleep 30".into(),
+            format!(
+                "echo $$ > {p}.tmp && mv {p}.tmp {p}; sleep 3; touch {d}",
+                p = pid_file.display(),
+                d = done.display()
+            ),
             "isp1".into(),
             GatewayState::Up,
             "x".into(),
-            Duration::from_millis(100),
+            timeout,
         );
-        assert!(t.elapsed() < Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_millis(100), "run_hook blocked");
+        assert!(
+            wait_for(Duration::from_secs(2), || pid_file.exists()),
+            "the hook never started"
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        // Killed and reaped by the timeout plus a generous margin for a loaded machine, well
+        // before the 3 s it would take on its own.
+        let gone = wait_for(Duration::from_millis(2000), || !proc_dir.exists());
+        let at = t.elapsed();
+        assert!(
+            gone,
+            "the hook's shell ({}) still runs after {at:?}",
+            pid.trim()
+        );
+        assert!(at >= timeout, "gone before its timeout ({at:?})");
+        // Past the point where it would have finished: its last command never ran.
+        std::thread::sleep(
+            Duration::from_secs(3).saturating_sub(t.elapsed()) + Duration::from_millis(500),
+        );
+        assert!(!done.exists(), "the hook ran to its end: not killed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -44,6 +44,7 @@ mod status;
 
 pub use gateway::{BOOST_FOR, BOOST_INTERVAL, RECENT_ROUNDS};
 pub use hooks::run_hook;
+pub use probe::arp_neighbor;
 pub use reload::{changed_keys, is_live, restart_keys};
 pub use requests::{Applied, Command, CommandError, Request, Snapshot};
 pub use status::HISTORY;
@@ -126,7 +127,8 @@ impl Workers {
         }
     }
 
-    /// Every worker learns a neighbour (ARP is steered to one worker only).
+    /// Every worker learns a neighbour (ARP is steered to one worker only, and each worker hears
+    /// only the LAN frames steered to it).
     fn neighbor(&self, ip: Ipv4Addr, mac: MacAddr, port: u8) {
         for tx in &self.to {
             let _ = tx.send(ToWorker::Neighbor { ip, mac, port });
@@ -269,6 +271,7 @@ impl Control {
                 frame,
                 ..
             }) => self.on_frame(link, reason, &frame),
+            Ok(FromWorker::Neighbor { ip, mac, port }) => self.workers.neighbor(ip, mac, port),
             Ok(FromWorker::Stats(s)) => {
                 self.stats.insert(s.worker, *s);
             }

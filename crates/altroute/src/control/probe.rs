@@ -2,6 +2,7 @@
 //! gateway's MAC each round, sent by worker 0; echo replies matched to their round, ARP replies
 //! learned and shared with every worker.
 
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use altroute_packet::build::{self, L2};
@@ -13,6 +14,7 @@ use log::info;
 
 use super::Control;
 use super::gateway::Gw;
+use crate::config::Config;
 
 /// The ICMP identifier of target `t` of gateway `g`: 16 targets per gateway, 63 gateways, always
 /// below [`PROBE_ID_LIMIT`] (1024), a range NAT never hands out.
@@ -76,43 +78,56 @@ impl Control {
     /// An ARP reply (or gratuitous ARP): every worker learns the neighbour; a gateway whose next
     /// hop it is learns its MAC (unless configured).
     fn on_arp_reply(&mut self, link: u8, eth: &EthernetFrame<&[u8]>) {
-        let Ok(arp) = ArpPacket::new_checked(eth.payload()) else {
+        let Some((spa, sha, port)) = arp_neighbor(&self.cfg, &self.port_link, link, eth) else {
             return;
         };
-        let a = ArpRepr::parse(&arp);
-        if a.op != ArpOp::Reply && a.spa != a.tpa {
-            return;
-        }
-        let vlan = eth.vlan().map_or(0, |v| v.id());
-        let port = self
-            .port_link
-            .iter()
-            .enumerate()
-            .find(|(pi, l)| {
-                **l == link
-                    && self
-                        .cfg
-                        .ports
-                        .get(*pi)
-                        .is_some_and(|p| p.vlan.unwrap_or(0) == vlan)
-            })
-            .map_or(0, |(pi, _)| pi as u8);
-        self.workers.neighbor(a.spa, a.sha, port);
+        self.workers.neighbor(spa, sha, port);
         for g in self.gws.iter_mut() {
-            if g.next_hop != a.spa || g.link != link {
+            if g.next_hop != spa || g.link != link {
                 continue;
             }
             g.arp_seen = Some(Instant::now());
-            if !g.static_mac && g.mac != Some(a.sha) {
+            if !g.static_mac && g.mac != Some(sha) {
                 if g.mac.is_some() {
-                    info!("gateway {}: MAC changed to {}", g.name, a.sha);
+                    info!("gateway {}: MAC changed to {sha}", g.name);
                 } else {
-                    info!("gateway {}: {} is at {}", g.name, a.spa, a.sha);
+                    info!("gateway {}: {spa} is at {sha}", g.name);
                 }
-                g.mac = Some(a.sha);
+                g.mac = Some(sha);
             }
         }
     }
+}
+
+/// The neighbour an ARP reply (or a gratuitous ARP) received on `link` announces, as every
+/// worker is told to learn it: its address, its MAC and the index of the port it is on (the
+/// port of `link` whose VLAN is the frame's; port 0 if none). `port_link[i]` is the link of
+/// port `i`. `None` for any other frame. The control thread shares what this returns with every
+/// worker; `replay` models that sharing with the same function.
+pub fn arp_neighbor(
+    cfg: &Config,
+    port_link: &[u8],
+    link: u8,
+    eth: &EthernetFrame<&[u8]>,
+) -> Option<(Ipv4Addr, MacAddr, u8)> {
+    let arp = ArpPacket::new_checked(eth.payload()).ok()?;
+    let a = ArpRepr::parse(&arp);
+    if a.op != ArpOp::Reply && a.spa != a.tpa {
+        return None;
+    }
+    let vlan = eth.vlan().map_or(0, |v| v.id());
+    let port = port_link
+        .iter()
+        .enumerate()
+        .find(|(pi, l)| {
+            **l == link
+                && cfg
+                    .ports
+                    .get(*pi)
+                    .is_some_and(|p| p.vlan.unwrap_or(0) == vlan)
+        })
+        .map_or(0, |(pi, _)| pi as u8);
+    Some((a.spa, a.sha, port))
 }
 
 /// An echo reply to one of our probes: records its RTT in the round it answers.

@@ -1,13 +1,25 @@
 //! Offline replay: the packet pipeline over pcap/pcapng captures, no root, no network.
 //!
 //! `altroute replay --config C --in FILE [--in-port NAME] [--in FILE2 --in-port NAME2 ...]
-//! --out-dir D [--time-from-capture] [--down GATEWAY@N] [--up GATEWAY@N]`
+//! --out-dir D [--time-from-capture] [--down GATEWAY@N] [--up GATEWAY@N] [--batch N]
+//! [--workers N]`
 //!
 //! - **Inputs.** Each `--in` capture arrives on the port named by its `--in-port` (give one per
 //!   `--in`, paired in order, or none: then every file arrives on the first LAN port). A port
 //!   names a (link, VLAN) pair; its link is what the pipeline sees, and a frame's own 802.1Q tag
 //!   picks the VLAN port on that link. The files are merged by capture time (ties: the order of
-//!   `--in`, then file order) and processed one frame at a time as one worker would.
+//!   `--in`, then file order) and processed in that order.
+//! - **Workers.** `--workers N` (default: the configuration's `limits.workers`, else 1 — not the
+//!   number of CPUs, so that a replay gives the same result on every machine) runs N pipeline
+//!   contexts as the daemon runs N workers: each has its own flow table and share of the NAT
+//!   port range, and each frame goes to the context the daemon's default fanout (the cBPF
+//!   steering program, [`crate::build::steering`] of its in-link's side) would deliver it to.
+//!   A neighbour one context learned is shared with every context and gateway events reach all
+//!   of them, as the daemon's control thread does. The outputs keep the input order. The
+//!   `handoff` fanout is not modelled (it delivers every frame to the same owner, later).
+//! - **Batches.** `--batch N` hands the pipeline up to N consecutive frames of one worker at a
+//!   time (`process_batch`, as the daemon's workers run it), else one frame at a time
+//!   (`process`).
 //! - **Clock.** By default packet `i` of the merged stream (0-based) runs at `now = i` ms: replays
 //!   of captures with odd timestamps stay deterministic. With `--time-from-capture`, `now` is the
 //!   packet's capture time relative to the first packet (never going backwards). Flows are
@@ -29,9 +41,11 @@
 //!   LAN packet with TCP RST / ICMP prohibited); `--up NAME@N` brings it back (`failback`).
 //!
 //! The summary lists per-gateway flows (live at the end), packets and bytes out and in, the
-//! verdict counts and the drops by reason ([`altroute_packet::DropReason`]'s name).
+//! verdict counts, the frames each worker processed and the drops by reason
+//! ([`altroute_packet::DropReason`]'s name), all workers added up.
 
 pub mod capture;
+mod engine;
 mod progress;
 
 use std::collections::BTreeMap;
@@ -40,14 +54,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use altroute_flow::{DownAction, Failback, FlowTable, GatewayId, Time};
-use altroute_packet::egress::TxOffload;
-use altroute_packet::pipeline::{Context, Counters, MAX_FRAME, Packet, Verdict};
+use altroute_flow::{FlowTable, GatewayId, Time};
+use altroute_packet::pipeline::{Context, Counters, Verdict};
 use altroute_packet::wire::MacAddr;
 
 use crate::build::{self, BuildError};
 use crate::config::{self, Config, ConfigError};
 pub use capture::{CapFrame, CaptureError, pcap_bytes, read_capture};
+use engine::{Batch, Workers, run_end};
 pub use progress::Progress;
 
 /// The placeholder MAC of port `index` when the configuration gives none: `02:00:00:00:ff:NN`.
@@ -114,9 +128,15 @@ pub struct ReplayArgs {
     pub up: Vec<Event>,
     /// Hand the pipeline up to N frames at a time (`process_batch`, as the daemon's workers do,
     /// one clock reading per batch: the first frame's time), instead of one frame at a time
-    /// (`process`). A batch never spans a `--down`/`--up` event.
+    /// (`process`). A batch holds consecutive frames of one worker and never spans a
+    /// `--down`/`--up` event.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub batch: usize,
+    /// Run N workers, each with its own flow table and share of the NAT ports, every frame
+    /// steered to one of them as the daemon's kernel fanout steers it (default: the
+    /// configuration's `limits.workers`, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 /// One capture and the port it arrives on.
@@ -143,6 +163,8 @@ pub struct Options {
     pub batch: usize,
     /// Told how far the replay is, after each batch.
     pub progress: Option<Progress>,
+    /// Workers; 0 means 1.
+    pub workers: u16,
 }
 
 /// Why a replay could not run. Each message is complete (no separate source to print).
@@ -210,6 +232,7 @@ impl ReplayArgs {
                 .collect(),
             time_from_capture: self.time_from_capture,
             batch: self.batch,
+            workers: self.workers.or(cfg.limits.workers).unwrap_or(1),
             down: self.down.clone(),
             up: self.up.clone(),
             progress: None,
@@ -265,15 +288,23 @@ pub struct Report {
     pub gateways: Vec<GatewayReport>,
     /// Flows created during the replay.
     pub flows_created: u64,
-    /// The pipeline's own counters.
+    /// The pipeline's counters, all workers added up.
     pub counters: Counters,
+    /// Frames processed by each worker.
+    pub per_worker: Vec<u64>,
 }
 
-/// A pipeline context for `cfg` as replay runs it (one worker; links numbered as
-/// [`build::links`]; placeholder MACs; gateway placeholders seeded into the neighbour table).
+/// A pipeline context for `cfg` as replay runs it with one worker ([`worker_context`] 0 of 1).
 pub fn context(cfg: &Config) -> Result<Context, ReplayError> {
+    worker_context(cfg, 0, 1)
+}
+
+/// The pipeline context of worker `worker` of `workers` as replay runs it: its own flow table
+/// ([`build::table_config`]); links numbered as [`build::links`]; placeholder MACs; gateway
+/// placeholders seeded into the neighbour table.
+pub fn worker_context(cfg: &Config, worker: u16, workers: u16) -> Result<Context, ReplayError> {
     let links = build::links(cfg);
-    let table = FlowTable::new(build::table_config(cfg, 0, 1)?)?;
+    let table = FlowTable::new(build::table_config(cfg, worker, workers)?)?;
     let port_mac = |iface: &str| {
         cfg.ports
             .iter()
@@ -360,128 +391,6 @@ fn capture_order(files: &[(usize, Vec<CapFrame>)]) -> Vec<(u64, usize, usize)> {
     order
 }
 
-/// The buffers of one batch and what became of its frames.
-struct Batch {
-    bufs: Vec<Vec<u8>>,
-    /// (index into the capture order, link) of each frame handed to the pipeline.
-    taken: Vec<(usize, u8)>,
-    verdicts: Vec<Verdict>,
-}
-
-impl Batch {
-    fn new(size: usize) -> Batch {
-        Batch {
-            bufs: vec![vec![0u8; MAX_FRAME + 64]; size],
-            taken: Vec::with_capacity(size),
-            verdicts: vec![Verdict::default(); size],
-        }
-    }
-
-    /// Copies frames `range` of `order` into the buffers (truncated ones are counted and
-    /// skipped); returns the latest capture time seen, in ms since `first_ts`, at least `last_ms`.
-    #[allow(clippy::too_many_arguments)]
-    fn fill(
-        &mut self,
-        order: &[(u64, usize, usize)],
-        range: std::ops::Range<usize>,
-        files: &[(usize, Vec<CapFrame>)],
-        cfg: &Config,
-        links: &[String],
-        report: &mut Report,
-        (first_ts, mut last_ms, from_capture): (u64, u64, bool),
-    ) -> u64 {
-        self.taken.clear();
-        for (k, &(ts, f, i)) in order.iter().enumerate().take(range.end).skip(range.start) {
-            if from_capture {
-                last_ms = (ts.saturating_sub(first_ts) / 1_000_000).max(last_ms);
-            }
-            let (in_port, frames) = &files[f];
-            let frame = &frames[i];
-            if frame.is_truncated() {
-                report.truncated += 1;
-                continue;
-            }
-            let len = frame.data.len();
-            let buf = &mut self.bufs[self.taken.len()];
-            if buf.len() < len + 64 {
-                // Larger than any frame the pipeline accepts: it drops and counts it (too_big).
-                buf.resize(len + 64, 0);
-            }
-            buf[..len].copy_from_slice(&frame.data);
-            let link = links
-                .iter()
-                .position(|l| *l == cfg.ports[*in_port].interface)
-                .unwrap_or(0) as u8;
-            self.taken.push((k, link));
-        }
-        last_ms
-    }
-
-    /// Runs the taken frames through the pipeline: one at a time (`process`) for batches of one,
-    /// else `process_batch`.
-    fn run(
-        &mut self,
-        ctx: &mut Context,
-        order: &[(u64, usize, usize)],
-        files: &[(usize, Vec<CapFrame>)],
-        now: Time,
-    ) {
-        let frame_len = |k: usize| {
-            let (_, f, i) = order[k];
-            files[f].1[i].data.len()
-        };
-        if self.bufs.len() == 1 {
-            if let Some(&(k, link)) = self.taken.first() {
-                let mut offload = TxOffload::NONE;
-                self.verdicts[0] =
-                    ctx.process(&mut self.bufs[0], frame_len(k), link, &mut offload, now);
-            }
-            return;
-        }
-        let mut pkts: Vec<Packet<'_>> = self
-            .bufs
-            .iter_mut()
-            .zip(&self.taken)
-            .map(|(buf, &(k, link))| Packet {
-                len: frame_len(k),
-                buf: buf.as_mut_slice(),
-                link,
-                offload: TxOffload::NONE,
-            })
-            .collect();
-        ctx.process_batch(&mut pkts, now, &mut self.verdicts);
-    }
-
-    /// Counts the verdicts and appends the frames that leave to their port's output.
-    fn emit(
-        &self,
-        order: &[(u64, usize, usize)],
-        files: &[(usize, Vec<CapFrame>)],
-        report: &mut Report,
-    ) {
-        for (j, &(k, _)) in self.taken.iter().enumerate() {
-            let (ts, f, _) = order[k];
-            let in_port = files[f].0;
-            let v = self.verdicts[j];
-            count(report, v);
-            let out = match v {
-                Verdict::Forward { port, len } => Some((usize::from(port.0), len)),
-                Verdict::Reply { len } => Some((in_port, len)),
-                Verdict::Drop(_) | Verdict::Control(_) => None,
-            };
-            if let Some((port, len)) = out
-                && let (Some(out), Some(data)) =
-                    (report.outputs.get_mut(port), self.bufs[j].get(..len))
-            {
-                out.push(OutFrame {
-                    ts_ns: ts,
-                    data: data.to_vec(),
-                });
-            }
-        }
-    }
-}
-
 /// Replays frames already read: one `(in-port index, frames)` per capture.
 pub fn replay_frames(
     cfg: &Config,
@@ -490,11 +399,19 @@ pub fn replay_frames(
 ) -> Result<Report, ReplayError> {
     let links = build::links(cfg);
     let events = gateway_events(cfg, opts)?;
-    let down_action = DownAction::from(cfg.policy.on_gateway_down);
-    let failback = Failback::from(cfg.policy.failback);
-
-    let mut ctx = context(cfg)?;
+    let n_workers = opts.workers.max(1);
+    let mut workers = Workers::new(cfg, n_workers)?;
+    let file_link: Vec<u8> = files
+        .iter()
+        .map(|(port, _)| {
+            links
+                .iter()
+                .position(|l| *l == cfg.ports[*port].interface)
+                .unwrap_or(0) as u8
+        })
+        .collect();
     let order = capture_order(&files);
+    let owners = workers.owners(&order, &files, &file_link);
     let mut report = Report {
         ports: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         outputs: vec![Vec::new(); cfg.ports.len()],
@@ -507,7 +424,8 @@ pub fn replay_frames(
         drops: BTreeMap::new(),
         gateways: Vec::new(),
         flows_created: 0,
-        counters: ctx.counters.clone(),
+        counters: sum_counters(&workers.ctxs)?,
+        per_worker: vec![0; usize::from(n_workers)],
     };
     let first_ts = order.first().map_or(0, |o| o.0);
     let mut last_ms = 0u64;
@@ -517,7 +435,7 @@ pub fn replay_frames(
     let mut next_event = 0;
     let mut n = 0;
     while n < order.len() {
-        // The clock and the gateway events of the batch's first frame.
+        // The clock and the gateway events of the run's first frame.
         let ms = if opts.time_from_capture {
             (order[n].0.saturating_sub(first_ts) / 1_000_000).max(last_ms)
         } else {
@@ -529,51 +447,98 @@ pub fn replay_frames(
             if at > n + 1 {
                 break;
             }
-            if down {
-                ctx.table.gateway_down(g, now, down_action);
-            } else {
-                ctx.table.gateway_up(g, now, failback);
-            }
+            workers.gateway_event(g, down, now, cfg);
             next_event += 1;
         }
-        expired.clear();
-        ctx.table.expire(now, 256, &mut expired);
-        // The batch: up to `batch` frames, ending before the frame the next event precedes.
+        workers.expire(now, &mut expired);
+        // The run: up to `batch` frames of one worker, ending before the frame the next event
+        // precedes.
         let mut end = (n + batch).min(order.len());
         if let Some(&(at, _, _)) = events.get(next_event) {
             end = end.min(at.saturating_sub(1).max(n + 1));
         }
+        let (end, w) = run_end(&owners, n, end);
         last_ms = b.fill(
-            &order,
-            n..end,
+            (&order, n..end),
             &files,
-            cfg,
-            &links,
+            &file_link,
             &mut report,
             (first_ts, last_ms, opts.time_from_capture),
         );
-        b.run(&mut ctx, &order, &files, now);
+        let Some(ctx) = workers.ctxs.get_mut(usize::from(w)) else {
+            return Err(ReplayError::Usage(format!(
+                "steering chose worker {w} of {n_workers}"
+            )));
+        };
+        b.run(ctx, now);
         b.emit(&order, &files, &mut report);
+        report.per_worker[usize::from(w)] += b.taken() as u64;
+        workers.share_neighbors(usize::from(w), &b, cfg, now);
         n = end;
         if let Some(p) = &opts.progress {
             (p.0)(n as u64, order.len() as u64);
         }
     }
-    report.gateways = ctx
-        .table
-        .gateways()
-        .iter()
+    let ctxs = &workers.ctxs;
+    let names: Vec<String> = match ctxs.first() {
+        Some(c) => c.table.gateways().iter().map(|g| g.name.clone()).collect(),
+        None => Vec::new(),
+    };
+    report.gateways = names
+        .into_iter()
         .enumerate()
-        .map(|(g, gw)| GatewayReport {
-            name: gw.name.clone(),
-            flows: ctx.table.flows_on(GatewayId(g as u8)),
-            out: ctx.counters.gw_out.get(g).copied().unwrap_or_default(),
-            back: ctx.counters.gw_in.get(g).copied().unwrap_or_default(),
+        .map(|(g, name)| GatewayReport {
+            name,
+            flows: ctxs
+                .iter()
+                .map(|c| c.table.flows_on(GatewayId(g as u8)))
+                .sum(),
+            out: sum_pairs(ctxs.iter().map(|c| c.counters.gw_out.get(g))),
+            back: sum_pairs(ctxs.iter().map(|c| c.counters.gw_in.get(g))),
         })
         .collect();
-    report.flows_created = ctx.table.stats().created;
-    report.counters = ctx.counters.clone();
+    report.flows_created = ctxs.iter().map(|c| c.table.stats().created).sum();
+    report.counters = sum_counters(ctxs)?;
     Ok(report)
+}
+
+fn sum_pairs<'a>(it: impl Iterator<Item = Option<&'a (u64, u64)>>) -> (u64, u64) {
+    it.flatten().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The pipeline counters of every worker, added up as the daemon's status does.
+fn sum_counters(ctxs: &[Context]) -> Result<Counters, ReplayError> {
+    let Some((first, rest)) = ctxs.split_first() else {
+        return Err(ReplayError::Usage("no worker".into()));
+    };
+    let mut t = first.counters.clone();
+    let add = |a: &mut Vec<u64>, b: &[u64]| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    };
+    for c in rest {
+        let o = &c.counters;
+        t.drops.merge(&o.drops);
+        add(&mut t.rx_frames, &o.rx_frames);
+        add(&mut t.tx_frames, &o.tx_frames);
+        add(&mut t.tx_bytes, &o.tx_bytes);
+        for (x, y) in t.gw_out.iter_mut().zip(&o.gw_out) {
+            *x = (x.0 + y.0, x.1 + y.1);
+        }
+        for (x, y) in t.gw_in.iter_mut().zip(&o.gw_in) {
+            *x = (x.0 + y.0, x.1 + y.1);
+        }
+        t.replies += o.replies;
+        t.icmp_errors += o.icmp_errors;
+        t.rejects += o.rejects;
+        t.arp_requests += o.arp_requests;
+        t.neighbor_changes += o.neighbor_changes;
+        t.learned_unshared += o.learned_unshared;
+        t.control += o.control;
+        t.fast_path += o.fast_path;
+    }
+    Ok(t)
 }
 
 fn count(r: &mut Report, v: Verdict) {
@@ -633,6 +598,13 @@ impl Report {
             self.counters.fast_path
         );
         let _ = writeln!(s, "flows created: {}", self.flows_created);
+        let per: Vec<String> = self.per_worker.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "workers: {} (frames processed by each: {})",
+            self.per_worker.len(),
+            per.join(", ")
+        );
         let _ = writeln!(
             s,
             "{:<16} {:>8} {:>10} {:>12} {:>10} {:>12}",

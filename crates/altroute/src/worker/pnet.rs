@@ -43,6 +43,7 @@ pub fn run(mut w: WorkerSetup, mut ports: Vec<PnetPort>) -> Result<WorkerStats, 
         for link in 0..ports.len() {
             busy |= forward_batch(&mut w, &mut ports, link, t, &mut tx_failed)?;
         }
+        super::share_learned(&mut w);
         if !busy {
             altroute_io::wait_pnet_ports(&ports, IDLE_WAIT)?;
         }

@@ -34,7 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// NAT is reversible, mappings are endpoint-independent, no two live flows share an external
     /// tuple, and an answered flow never changes gateway while its gateway is up.

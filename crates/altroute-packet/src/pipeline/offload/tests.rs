@@ -423,7 +423,7 @@ fn no_records_before_established_or_after_fin() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::testutil::cases(64)))]
 
     /// For established flows the pipeline's output equals `apply(record, input)`, with full
     /// checksums and with "checksum not ready" frames, and the checksums stay valid.

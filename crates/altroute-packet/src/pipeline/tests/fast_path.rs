@@ -4,209 +4,150 @@
 
 use super::*;
 
-/// One step of random traffic for [`fast_path_is_invisible`].
-#[derive(Clone, Debug)]
-enum Step {
-    /// A TCP segment from a LAN host: (host index, source port index, flags, TTL, other MAC).
-    LanTcp(u8, u8, u8, u8, bool),
-    /// A UDP datagram from a LAN host: (host index, source port index).
-    LanUdp(u8, u8),
-    /// The answer to the `n`th frame forwarded out of a WAN so far, with these TCP flags (ignored
-    /// for UDP) and TTL.
-    Reply(u16, u8, u8),
-    /// A frame forwarded earlier, replayed with one byte changed (at offset `n % len`).
-    Mangled(u16, u16, u8),
-    /// Time passes (seconds).
-    Wait(u8),
-    /// Gateway `g` goes down (flows reset) or comes back.
-    Link(u8, bool),
-}
+use super::traffic::{Step, Traffic, step};
+use crate::testutil::cases;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::cell::Cell;
 
-fn step() -> impl Strategy<Value = Step> {
-    use proptest::prelude::*;
-    // Mostly what makes connections established, some of what ends them.
-    let flags = prop_oneof![
-        12 => Just(ACK),
-        3 => Just(SYN),
-        1 => Just(ACK | 0x01), // FIN
-        1 => Just(RST),
-    ];
-    let reply_flags = prop_oneof![
-        8 => Just(ACK),
-        4 => Just(SYN | ACK),
-        1 => Just(ACK | 0x01), // FIN
-        1 => Just(RST),
-    ];
-    let ttl = prop_oneof![8 => Just(64u8), 1 => Just(1u8)];
-    prop_oneof![
-        20 => (0u8..3, 0u8..6, flags, ttl.clone(), proptest::bool::weighted(0.05))
-            .prop_map(|(h, p, f, t, m)| Step::LanTcp(h, p, f, t, m)),
-        8 => (0u8..3, 0u8..6).prop_map(|(h, p)| Step::LanUdp(h, p)),
-        24 => (any::<u16>(), reply_flags, ttl).prop_map(|(n, f, t)| Step::Reply(n, f, t)),
-        2 => (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(n, o, b)| Step::Mangled(n, o, b)),
-        2 => (0u8..40).prop_map(Step::Wait),
-        1 => (0u8..2, any::<bool>()).prop_map(|(g, up)| Step::Link(g, up)),
-    ]
-}
-
-use proptest::strategy::Strategy;
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-
-    /// The fast path only ever takes packets the full path would treat exactly the same way: two
-    /// routers fed the same random traffic in the same batches, one with the fast path and one
-    /// without, produce the same frames, verdicts, counters and flow tables.
-    #[test]
-    fn fast_path_is_invisible(
-        steps in proptest::collection::vec(step(), 1..400),
-        batch in 1usize..48,
-        lan_vlan in proptest::bool::weighted(0.2),
-        partial_every in 0usize..4,
-    ) {
-        let vlan = lan_vlan.then_some(7);
-        let (mut fast, mut full) = (ctx((3, 1), vlan), ctx((3, 1), vlan));
-        full.set_fast_path(false);
-        let hosts = [HOST, HOST2, [10, 0, 0, 4]];
-        let host_mac = |h: usize, other: bool| MacAddr([2, 0, 0, 0, 0, 0x40 + h as u8 + if other { 8 } else { 0 }]);
-        // Frames sent out of a WAN so far (output bytes, out port), for replies.
-        let mut sent: Vec<(Vec<u8>, PortId)> = Vec::new();
-        let mut now = T;
-        let lan_tag = |f: Vec<u8>| -> Vec<u8> {
-            match vlan {
-                None => f,
-                Some(v) => {
-                    let mut t = f[..12].to_vec();
-                    t.extend_from_slice(&[0x81, 0x00, 0, v as u8]);
-                    t.extend_from_slice(&f[12..]);
-                    t
+/// One case of [`fast_path_is_invisible`]: the frames forwarded and, of those, the ones the fast
+/// path took.
+fn invisible_case(
+    steps: &[Step],
+    batch: usize,
+    lan_vlan: bool,
+    partial_every: usize,
+) -> Result<(u64, u64), TestCaseError> {
+    let vlan = lan_vlan.then_some(7);
+    let (mut fast, mut full) = (ctx((3, 1), vlan), ctx((3, 1), vlan));
+    full.set_fast_path(false);
+    let mut traffic = Traffic::new(vlan);
+    let mut now = T;
+    let mut forwarded = 0u64;
+    let mut i = 0;
+    while i < steps.len() {
+        // One batch of frames (other steps act between batches).
+        let mut frames: Vec<(Vec<u8>, u8, bool)> = Vec::new();
+        while i < steps.len() && frames.len() < batch {
+            if matches!(steps[i], Step::Wait(_) | Step::Link(..)) {
+                break;
+            }
+            frames.extend(traffic.frame(&steps[i]));
+            i += 1;
+        }
+        if !frames.is_empty() {
+            // Some frames arrive as veth hands them over: "checksum not ready".
+            let batch: Vec<(Vec<u8>, u8, TxOffload)> = frames
+                .iter()
+                .enumerate()
+                .map(|(k, (f, link, mangled))| {
+                    let mut f = f.clone();
+                    let meta = if partial_every != 0 && k % partial_every == 0 && !mangled {
+                        make_partial(&mut f).unwrap_or_default()
+                    } else {
+                        TxOffload::default()
+                    };
+                    (f, *link, meta)
+                })
+                .collect();
+            let before = fast.counters.fast_path;
+            let (v_fast, o_fast, m_fast) = run_batch_meta(&mut fast, &batch, now);
+            let (v_full, o_full, m_full) = run_batch_meta(&mut full, &batch, now);
+            proptest::prop_assert_eq!(&v_fast, &v_full);
+            proptest::prop_assert_eq!(&o_fast, &o_full);
+            proptest::prop_assert_eq!(&m_fast, &m_full);
+            let mut fwd_here = 0u64;
+            for (((out, v), meta), (_, _, mangled)) in
+                o_fast.iter().zip(&v_fast).zip(&m_fast).zip(&frames)
+            {
+                if let Verdict::Forward { port, .. } = v {
+                    fwd_here += 1;
+                    if *mangled {
+                        continue;
+                    }
+                    // Finish a partial checksum as the NIC (or the kernel) would.
+                    let mut out = out.clone();
+                    let r = crate::egress::complete_checksum(&mut out, &mut meta.clone());
+                    proptest::prop_assert!(r.is_ok());
+                    assert_checksums(&out);
+                    traffic.record(&out, *port);
                 }
             }
-        };
-        let mut i = 0;
-        while i < steps.len() {
-            // One batch of frames (other steps act between batches).
-            let mut frames: Vec<(Vec<u8>, u8, bool)> = Vec::new();
-            while i < steps.len() && frames.len() < batch {
-                match steps[i] {
-                    Step::LanTcp(h, p, fl, ttl, other) => {
-                        let h = usize::from(h);
-                        let f = tcp_frame(host_mac(h, other), LAN_MAC, hosts[h], SRV, 40000 + u16::from(p), 443, fl, ttl);
-                        frames.push((lan_tag(f), 0, false));
-                    }
-                    Step::LanUdp(h, p) => {
-                        let h = usize::from(h);
-                        let f = udp_frame(host_mac(h, false), LAN_MAC, hosts[h], SRV, 50000 + u16::from(p), 53);
-                        frames.push((lan_tag(f), 0, false));
-                    }
-                    Step::Reply(n, fl, ttl) => {
-                        if sent.is_empty() {
-                            i += 1;
-                            continue;
-                        }
-                        let (out, port) = &sent[usize::from(n) % sent.len()];
-                        let (src, dst, pr) = ips(out);
-                        let (sp, dp) = ports(out);
-                        let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
-                        let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
-                        let f = if pr == proto::TCP {
-                            tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, fl, ttl)
-                        } else {
-                            udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
-                        };
-                        frames.push((f, port.0, false));
-                    }
-                    Step::Mangled(n, at, b) => {
-                        if let Some((out, port)) = sent.get(usize::from(n) % sent.len().max(1)) {
-                            let (src, dst, pr) = ips(out);
-                            let (sp, dp) = ports(out);
-                            let gw_mac = if port.0 == 1 { G1_MAC } else { G2_MAC };
-                            let wan_mac = if port.0 == 1 { W1_MAC } else { W2_MAC };
-                            let mut f = if pr == proto::TCP {
-                                tcp_frame(gw_mac, wan_mac, dst, src, dp, sp, ACK, 64)
-                            } else {
-                                udp_frame(gw_mac, wan_mac, dst, src, dp, sp)
-                            };
-                            let k = usize::from(at) % f.len();
-                            f[k] ^= b | 1;
-                            frames.push((f, port.0, true));
-                        }
-                    }
-                    _ => break,
+            // The fast path only ever forwards: at most the frames forwarded.
+            proptest::prop_assert!(fast.counters.fast_path - before <= fwd_here);
+            forwarded += fwd_here;
+        }
+        match steps.get(i) {
+            Some(&Step::Wait(s)) => {
+                now = now.plus_secs(u64::from(s));
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                fast.table.expire(now, 0, &mut a);
+                full.table.expire(now, 0, &mut b);
+                proptest::prop_assert_eq!(a, b);
+                i += 1;
+            }
+            Some(&Step::Link(g, up)) => {
+                let g = GatewayId(g);
+                if up {
+                    let a = fast.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                    let b = full.table.gateway_up(g, now, altroute_flow::Failback::Stay);
+                    proptest::prop_assert_eq!(a, b);
+                } else {
+                    let a = fast.table.gateway_down(g, now, DownAction::Reset);
+                    let b = full.table.gateway_down(g, now, DownAction::Reset);
+                    proptest::prop_assert_eq!(a, b);
                 }
                 i += 1;
             }
-            if !frames.is_empty() {
-                // Some frames arrive as veth hands them over: "checksum not ready".
-                let batch: Vec<(Vec<u8>, u8, TxOffload)> = frames
-                    .iter()
-                    .enumerate()
-                    .map(|(k, (f, link, mangled))| {
-                        let mut f = f.clone();
-                        let meta = if partial_every != 0 && k % partial_every == 0 && !mangled {
-                            make_partial(&mut f).unwrap_or_default()
-                        } else {
-                            TxOffload::default()
-                        };
-                        (f, *link, meta)
-                    })
-                    .collect();
-                let (v_fast, o_fast, m_fast) = run_batch_meta(&mut fast, &batch, now);
-                let (v_full, o_full, m_full) = run_batch_meta(&mut full, &batch, now);
-                proptest::prop_assert_eq!(&v_fast, &v_full);
-                proptest::prop_assert_eq!(&o_fast, &o_full);
-                proptest::prop_assert_eq!(&m_fast, &m_full);
-                for (((out, v), meta), (_, _, mangled)) in
-                    o_fast.iter().zip(&v_fast).zip(&m_fast).zip(&frames)
-                {
-                    if let Verdict::Forward { port, .. } = v
-                        && !mangled
-                    {
-                        // Finish a partial checksum as the NIC (or the kernel) would.
-                        let mut out = out.clone();
-                        let r = crate::egress::complete_checksum(&mut out, &mut meta.clone());
-                        proptest::prop_assert!(r.is_ok());
-                        assert_checksums(&out);
-                        if port.0 != 0 && out.len() > 14 && out[12..14] == [0x08, 0x00] {
-                            sent.push((out, *port));
-                        }
-                    }
-                }
-            }
-            match steps.get(i) {
-                Some(&Step::Wait(s)) => {
-                    now = now.plus_secs(u64::from(s));
-                    let (mut a, mut b) = (Vec::new(), Vec::new());
-                    fast.table.expire(now, 0, &mut a);
-                    full.table.expire(now, 0, &mut b);
-                    proptest::prop_assert_eq!(a, b);
-                    i += 1;
-                }
-                Some(&Step::Link(g, up)) => {
-                    let g = GatewayId(g);
-                    if up {
-                        let a = fast.table.gateway_up(g, now, altroute_flow::Failback::Stay);
-                        let b = full.table.gateway_up(g, now, altroute_flow::Failback::Stay);
-                        proptest::prop_assert_eq!(a, b);
-                    } else {
-                        let a = fast.table.gateway_down(g, now, DownAction::Reset);
-                        let b = full.table.gateway_down(g, now, DownAction::Reset);
-                        proptest::prop_assert_eq!(a, b);
-                    }
-                    i += 1;
-                }
-                _ => {}
-            }
+            _ => {}
         }
-        let fast_frames = fast.counters.fast_path;
-        fast.counters.fast_path = 0;
-        proptest::prop_assert_eq!(&fast.counters, &full.counters);
-        proptest::prop_assert_eq!(fast.table.stats(), full.table.stats());
-        let (a, b): (Vec<_>, Vec<_>) = (fast.table.iter().collect(), full.table.iter().collect());
-        proptest::prop_assert_eq!(a, b);
-        proptest::prop_assert_eq!(full.counters.fast_path, 0);
-        let _ = fast_frames;
     }
+    let fast_frames = fast.counters.fast_path;
+    fast.counters.fast_path = 0;
+    proptest::prop_assert_eq!(&fast.counters, &full.counters);
+    proptest::prop_assert_eq!(fast.table.stats(), full.table.stats());
+    let (a, b): (Vec<_>, Vec<_>) = (fast.table.iter().collect(), full.table.iter().collect());
+    proptest::prop_assert_eq!(a, b);
+    proptest::prop_assert_eq!(full.counters.fast_path, 0);
+    Ok((forwarded, fast_frames))
+}
+
+/// The fast path only ever takes packets the full path would treat exactly the same way: two
+/// routers fed the same random traffic in the same batches, one with the fast path and one
+/// without, produce the same frames, verdicts, counters and flow tables. The traffic includes
+/// what the fast path must leave alone: IP options, fragments, port forwards and hairpin, the
+/// inside hosts' answers, ICMP errors both ways. And over all cases the fast path does take a
+/// good share of the forwarded frames (else this would prove nothing).
+#[test]
+fn fast_path_is_invisible() {
+    let strategy = (
+        proptest::collection::vec(step(1), 1..400),
+        1usize..48,
+        proptest::bool::weighted(0.2),
+        0usize..4,
+    );
+    // As `proptest!` would: failures are saved under proptest-regressions/ and replayed first.
+    let mut runner = TestRunner::new(Config {
+        cases: cases(64),
+        source_file: Some(file!()),
+        ..Config::default()
+    });
+    let (forwarded, taken) = (Cell::new(0u64), Cell::new(0u64));
+    let r = runner.run(&strategy, |(steps, batch, lan_vlan, partial_every)| {
+        let (f, t) = invisible_case(&steps, batch, lan_vlan, partial_every)?;
+        forwarded.set(forwarded.get() + f);
+        taken.set(taken.get() + t);
+        Ok(())
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+    let (f, t) = (forwarded.get(), taken.get());
+    // Measured: 13-16 % of about 9,500 forwarded frames over 64 cases (3 runs); most of the rest
+    // open, close or answer connections, carry IP options or VLAN tags, or are ICMP.
+    assert!(
+        f > 0 && t * 20 >= f,
+        "the fast path took {t} of {f} forwarded frames"
+    );
 }
 
 /// Opens TCP HOST:40000 -> SRV:443 through isp1, one frame at a time (SYN, SYN|ACK, ACK: the

@@ -148,24 +148,27 @@ fn arp_frame(op: u16, mac: MacAddr, src: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 }
 
 #[test]
-fn an_arp_flood_from_the_lan_reaches_the_control_thread_only_as_changes_at_a_bounded_rate() {
+fn an_arp_flood_from_the_lan_is_shared_only_as_changes_at_a_bounded_rate() {
     let mut c = ctx((1, 0), None);
-    let rate = c.config().options.lan_arp_to_control_per_sec;
-    // The same reply over and over: one change, then nothing new.
+    let rate = c.config().options.lan_learned_shared_per_sec;
+    // The same reply over and over: learned once, shared once, never sent to the control
+    // thread whole.
     for _ in 0..100 {
-        run(&mut c, &arp_frame(2, H_MAC, HOST, [10, 0, 0, 1]), 0);
+        let v = run(&mut c, &arp_frame(2, H_MAC, HOST, [10, 0, 0, 1]), 0).0;
+        assert_eq!(v, Verdict::Drop(DropReason::ArpLearned));
     }
-    assert_eq!(c.counters.control, 1);
-    assert_eq!(c.counters.drops.get(DropReason::ArpKnown), 99);
-    // A MAC-flipping flood: every frame a change, but only `rate` a second go on.
+    assert_eq!(c.counters.control, 0);
+    assert_eq!(c.take_learned().count(), 1);
+    // A MAC-flipping flood: every frame a change, but only `rate` a second are shared (the
+    // first reply above took one of this second's tokens).
     for i in 0..(2 * rate) {
         let mac = MacAddr([2, 0, 0, 9, (i >> 8) as u8, i as u8]);
         run(&mut c, &arp_frame(2, mac, HOST2, [10, 0, 0, 1]), 0);
     }
-    // (The first reply above took one of this second's tokens.)
-    assert_eq!(c.counters.control, u64::from(rate));
-    // Gratuitous ARP from a gateway on a WAN port always goes on (its liveness and MAC).
-    let before = c.counters.control;
+    assert_eq!(c.take_learned().count(), rate as usize - 1);
+    assert_eq!(c.counters.learned_unshared, u64::from(rate) + 1);
+    assert_eq!(c.counters.control, 0);
+    // Gratuitous ARP from a gateway on a WAN port always goes on whole (its liveness and MAC).
     for _ in 0..5 {
         let g = arp_frame(1, G1_MAC, [192, 0, 2, 2], [192, 0, 2, 2]);
         assert_eq!(
@@ -173,7 +176,7 @@ fn an_arp_flood_from_the_lan_reaches_the_control_thread_only_as_changes_at_a_bou
             Verdict::Control(ControlReason::ArpReply)
         );
     }
-    assert_eq!(c.counters.control, before + 5);
+    assert_eq!(c.counters.control, 5);
 }
 
 #[test]

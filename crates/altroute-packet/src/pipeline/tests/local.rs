@@ -210,3 +210,68 @@ fn generated_frames_carry_no_offload() {
     assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
     assert_eq!(o, TxOffload::NONE);
 }
+
+/// What a context learns from frames the control plane never sees — a LAN host's IPv4 frames, an
+/// ARP request to the router — it hands out once through `take_learned`, for the other workers;
+/// an ARP reply goes to the control plane whole instead, and nothing already known is repeated.
+#[test]
+fn neighbours_heard_from_frames_are_handed_out_once() {
+    let mut c = ctx((1, 0), None);
+    assert_eq!(c.take_learned().count(), 0);
+    let f = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 5353, 53);
+    run(&mut c, &f, 0);
+    run(&mut c, &f, 0);
+    let got: Vec<_> = c.take_learned().collect();
+    assert_eq!(got, vec![(Ipv4Addr::from(HOST), H_MAC, 0)]);
+    assert_eq!(c.take_learned().count(), 0, "handed out once");
+    // A new MAC for the same host is handed out again.
+    let moved = MacAddr([2, 0, 0, 0, 0, 0x77]);
+    run(&mut c, &udp_frame(moved, LAN_MAC, HOST, SRV, 5353, 53), 0);
+    assert_eq!(
+        c.take_learned().collect::<Vec<_>>(),
+        vec![(Ipv4Addr::from(HOST), moved, 0)]
+    );
+    // An ARP request to the router (answered: the control plane does not see it).
+    let arp = |op: u8, tpa: [u8; 4]| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&H2_MAC.0);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&H2_MAC.0);
+        f.extend_from_slice(&HOST2);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa);
+        f.resize(60, 0);
+        f
+    };
+    assert!(matches!(
+        run(&mut c, &arp(1, [10, 0, 0, 1]), 0).0,
+        Verdict::Reply { .. }
+    ));
+    assert_eq!(
+        c.take_learned().collect::<Vec<_>>(),
+        vec![(Ipv4Addr::from(HOST2), H2_MAC, 0)]
+    );
+    // An ARP reply on a LAN port is handed out like any other frame's sender (only a WAN
+    // port's go up whole: the gateways').
+    let mut c = ctx((1, 0), None);
+    let v = run(&mut c, &arp(2, [10, 0, 0, 1]), 0).0;
+    assert_eq!(v, Verdict::Drop(DropReason::ArpLearned));
+    assert_eq!(
+        c.take_learned().collect::<Vec<_>>(),
+        vec![(Ipv4Addr::from(HOST2), H2_MAC, 0)]
+    );
+    // Bounded: no allocation however many changes come between two calls (here a host whose
+    // MAC flips on every frame; the rate limit raised out of the way).
+    let mut cfg = c.config().clone();
+    cfg.options.lan_learned_shared_per_sec = 100_000;
+    let table = std::mem::replace(
+        &mut c.table,
+        FlowTable::new(TableConfig::default()).unwrap(),
+    );
+    let mut c = Context::new(cfg, table).unwrap();
+    for i in 0..LEARNED_MAX + 10 {
+        let mac = MacAddr([2, 0, 0, 1, 0, (i % 2) as u8]);
+        run(&mut c, &udp_frame(mac, LAN_MAC, HOST, SRV, 5353, 53), 0);
+    }
+    assert_eq!(c.take_learned().count(), LEARNED_MAX);
+}

@@ -281,3 +281,125 @@ fn batch_sees_flows_created_earlier_in_the_batch() {
         assert_eq!(got, &out);
     }
 }
+
+/// An ICMP error as a host builds it: from `src` to `dst`, type `t`/`code`, quoting `quoted` (an
+/// IPv4 packet).
+fn icmp_error_frame(
+    macs: (MacAddr, MacAddr),
+    src: [u8; 4],
+    dst: [u8; 4],
+    t: u8,
+    code: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut e = Vec::new();
+    PacketBuilder::ethernet2(macs.0.0, macs.1.0)
+        .ipv4(src, dst, 64)
+        .icmpv4_raw(t, code, [0; 4])
+        .write(&mut e, quoted)
+        .unwrap();
+    e
+}
+
+/// The quoted datagram of an ICMP error frame (untagged, no outer options): source and
+/// destination address and port.
+fn quoted(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    let q = &f[14 + 20 + 8..];
+    let ihl = usize::from(q[0] & 15) * 4;
+    (
+        q[12..16].try_into().unwrap(),
+        q[16..20].try_into().unwrap(),
+        u16::from_be_bytes([q[ihl], q[ihl + 1]]),
+        u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]),
+    )
+}
+
+/// A LAN host answering a connection forwarded to it with an ICMP error (here port unreachable,
+/// quoting the whole segment): it leaves through the gateway the connection came in on, from the
+/// external address, quoting the segment as the outside host sent it (every checksum valid).
+#[test]
+fn icmp_error_from_a_forwarded_host_goes_out_translated() {
+    let mut c = ctx((1, 0), None);
+    run(&mut c, &udp_frame(H2_MAC, LAN_MAC, HOST2, SRV, 1, 53), 0);
+    let client = [203, 0, 113, 99];
+    let syn = tcp_frame(G2_MAC, W2_MAC, client, EXT2, 55555, 8080, SYN, 50);
+    let inb = forwarded(&mut c, &syn, 2, 0);
+    let e = icmp_error_frame((H2_MAC, LAN_MAC), HOST2, client, 3, 3, &inb[14..]);
+    let out = forwarded(&mut c, &e, 0, 2);
+    assert_eq!(&out[0..6], &G2_MAC.0);
+    assert_eq!(&out[6..12], &W2_MAC.0);
+    assert_eq!(ips(&out), (EXT2, client, 63));
+    assert_eq!(quoted(&out), (client, EXT2, 55555, 8080));
+    assert_checksums(&out);
+    // The quote is the segment as the client sent it, but for the TTL (one less) and so the IP
+    // header checksum.
+    let q = &out[14 + 28..];
+    let sent = &syn[14..];
+    assert_eq!(
+        (&q[..8], q[9], &q[12..]),
+        (&sent[..8], sent[9], &sent[12..])
+    );
+    assert_eq!(q[8], sent[8] - 1);
+    assert_eq!(c.counters.gw_out[1].0, 1);
+}
+
+/// A LAN host's ICMP error about a reply of its own connection (a late DNS answer to a closed
+/// port) goes back to the server from the external address and port.
+#[test]
+fn icmp_error_about_a_reply_goes_out_translated() {
+    let mut c = ctx((1, 0), None);
+    let q = udp_frame(H_MAC, LAN_MAC, HOST, SRV, 5353, 53);
+    let (_, out) = run(&mut c, &q, 0);
+    let (ext, _, _) = ips(&out);
+    let (ext_port, _) = ports(&out);
+    let answer = udp_frame(G1_MAC, W1_MAC, SRV, ext, 53, ext_port);
+    let back = forwarded(&mut c, &answer, 1, 0);
+    let e = icmp_error_frame((H_MAC, LAN_MAC), HOST, SRV, 3, 3, &back[14..]);
+    let err = forwarded(&mut c, &e, 0, 1);
+    assert_eq!(ips(&err), (ext, SRV, 63));
+    assert_eq!(quoted(&err), (SRV, ext, 53, ext_port));
+    assert_checksums(&err);
+    // Quoting only the first 8 bytes of the datagram's UDP header works the same.
+    let short = &back[14..14 + 28];
+    let e = icmp_error_frame((H_MAC, LAN_MAC), HOST, SRV, 3, 3, short);
+    let err = forwarded(&mut c, &e, 0, 1);
+    assert_eq!(quoted(&err), (SRV, ext, 53, ext_port));
+    assert_checksums(&err);
+}
+
+/// An inside host's ICMP error that belongs to no flow, or sent to one of the router's own
+/// addresses, or to someone other than the quoted sender, is dropped and counted.
+#[test]
+fn icmp_errors_from_the_lan_without_a_flow_are_dropped() {
+    let mut c = ctx((1, 0), None);
+    let stray = udp_frame(G1_MAC, W1_MAC, SRV, HOST, 53, 5353);
+    let e = icmp_error_frame((H_MAC, LAN_MAC), HOST, SRV, 3, 3, &stray[14..]);
+    assert_eq!(
+        run(&mut c, &e, 0).0,
+        Verdict::Drop(DropReason::IcmpErrorNoFlow)
+    );
+    let (_, out) = run(&mut c, &udp_frame(H_MAC, LAN_MAC, HOST, SRV, 5353, 53), 0);
+    let back = forwarded(
+        &mut c,
+        &udp_frame(G1_MAC, W1_MAC, SRV, ips(&out).0, 53, 5353),
+        1,
+        0,
+    );
+    let other = icmp_error_frame(
+        (H_MAC, LAN_MAC),
+        HOST,
+        [198, 51, 100, 77],
+        3,
+        3,
+        &back[14..],
+    );
+    assert_eq!(
+        run(&mut c, &other, 0).0,
+        Verdict::Drop(DropReason::IcmpErrorNoFlow)
+    );
+    let to_router = icmp_error_frame((H_MAC, LAN_MAC), HOST, EXT1, 3, 3, &back[14..]);
+    assert_eq!(
+        run(&mut c, &to_router, 0).0,
+        Verdict::Drop(DropReason::HairpinUnsupported)
+    );
+}

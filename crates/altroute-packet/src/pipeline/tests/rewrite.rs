@@ -65,7 +65,7 @@ fn edgy_nat() -> impl Strategy<Value = Option<(Ipv4Addr, u16)>> {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::testutil::cases(8192)))]
 
     /// The fast path's rewrite (terms summed, one fold per field) writes exactly what the
     /// one-addition-at-a-time `Delta` arithmetic writes, for TCP and UDP (zero checksum

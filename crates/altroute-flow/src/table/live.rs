@@ -52,7 +52,19 @@ mod tests {
             5000,
             53,
         );
-        t.insert(k, Time::from_secs(1), true, 0).unwrap();
+        let (h, _) = t.insert(k, Time::from_secs(1), true, 0).unwrap();
+        // Answered (an unanswered flow keeps the shorter embryonic timeout).
+        let f = t.flow(h.flow).unwrap();
+        let (ext, port) = f.nat().unwrap();
+        let reply = FlowKey::v4(
+            Ipv4Addr::new(203, 0, 113, 10),
+            Ipv4Addr::new(ext[0], ext[1], ext[2], ext[3]),
+            proto::UDP,
+            53,
+            port,
+        );
+        let r = t.lookup(&reply).expect("the reply's key");
+        t.update(r, Time::from_secs(1), 0, 60);
         let udp = t.config().timeouts.udp;
         t.set_timeouts(Timeouts {
             udp: udp * 2,

@@ -9,10 +9,13 @@
 //! - [`worker`]: the datapath threads over AF_PACKET rings, and [`worker::pnet`] for
 //!   `datapath.backend: pnet`.
 //! - [`control`]: the control thread: gateway probes, [`health`] state machines, hooks, operator
-//!   commands, the status file.
+//!   commands and reloads, the status file.
+//! - [`api`]: the HTTP API on a Unix socket (and TCP), Prometheus metrics, the web page and the
+//!   CLI's client.
 //! - [`replay`]: pcap captures through the pipeline, no root needed.
 //! - Running as a service: [`service`] (systemd readiness and watchdog), [`caps`] (dropping
-//!   the capabilities start-up needed), [`logging`] (the line format, journald's under systemd).
+//!   the capabilities start-up needed), [`logging`] (`logging.level`, and the line format:
+//!   journald's under systemd).
 //!
 //! The CLI's `lab`, `lab-tool` and `demo` commands are a thin layer over the `altroute-lab` crate.
 

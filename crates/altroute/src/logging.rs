@@ -17,7 +17,7 @@ static FROM_ENV: AtomicBool = AtomicBool::new(false);
 
 /// Starts the logger: `RUST_LOG`'s filter if set; else every record reaches the logger and the
 /// level (`info` until a configuration is loaded) is [`set_level`]'s. The line format is
-/// [`format`]'s.
+/// [`format()`]'s.
 pub fn init() {
     let mut builder = if std::env::var_os("RUST_LOG").is_some() {
         FROM_ENV.store(true, Ordering::Relaxed);

@@ -12,7 +12,7 @@
 //! frames and the replies), `status` (log line, status file, transition history), `hooks`,
 //! `requests` (what the API asks: snapshots, commands, reloads), `snapshot` (the router as the
 //! API shows it), `reload` (what a reload may change live); this module holds the loop and
-//! [`Control::apply`], which brings a new configuration into force.
+//! `Control::apply`, which brings a new configuration into force.
 //!
 //! When the workers report new failed connections through a usable gateway (SYN retried or
 //! reset), its probe rounds go out at least every [`BOOST_INTERVAL`] for [`BOOST_FOR`], so the

@@ -3,7 +3,7 @@
 //! reloads.
 //!
 //! Every command edits a copy of the configuration in force, which is then validated as a file
-//! would be and applied as a reload is ([`Control::apply`]): the operator's changes and the
+//! would be and applied as a reload is (`Control::apply`): the operator's changes and the
 //! file's go through one path. They last until the next reload, which applies the file as it is
 //! (like the runtime changes of most daemons): to keep one, write it into the file.
 
